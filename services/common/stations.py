@@ -1,0 +1,126 @@
+"""The station network configuration (``config/stations.yaml``).
+
+New stations are added here, by configuration alone. Libraries receive a :class:`Network` (or a
+:class:`Station`) as an argument; only the CLI and service entry points read the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+#: The network file shipped with the project.
+DEFAULT_NETWORK_FILE = Path(__file__).resolve().parents[2] / "config" / "stations.yaml"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AtmosphereCoefficients(_Frozen):
+    """Atmospheric correction coefficients of one station (DOMAIN.md §6)."""
+
+    beta_pct_per_hpa: float = Field(-0.162, description="Barometric coefficient β. [%/hPa]")
+    beta_err_pct_per_hpa: float = Field(0.013, description="Uncertainty of β. [%/hPa]")
+    p0_hpa: float = Field(940.0, description="Reference pressure P0. [hPa]")
+    alpha_t_pct_per_k: float = Field(-0.28, description="Temperature coefficient α_T. [%/K]")
+    alpha_t_err_pct_per_k: float = Field(0.05, description="Uncertainty of α_T. [%/K]")
+    teff_ref_k: float = Field(220.0, description="Reference effective temperature. [K]")
+
+
+class StationSource(_Frozen):
+    """Where the station's files are read from.
+
+    ``kind="sftp"``: ``host`` is a host name or an alias of ``~/.ssh/config`` (``mingo01``); port,
+    user and key then default to that entry. ``kind="local"``: ``root`` is a local directory with the
+    same layout (used by ``mingo process``, the demo and tests).
+    """
+
+    kind: Literal["local", "sftp"] = "sftp"
+    root: str = Field(description="Station directory holding dat/, logs/ and the logbook.")
+    host: str | None = Field(None, description="SSH host name or ~/.ssh/config alias (sftp).")
+    port: int | None = Field(None, description="SSH port; default from ssh config or 22.")
+    user: str | None = Field(None, description="SSH user; default from ssh config.")
+    key_file: str | None = Field(None, description="Private key file; default from ssh config.")
+    known_hosts: str | None = Field(
+        None, description="known_hosts file; default ~/.ssh/known_hosts (host keys are verified)."
+    )
+    dat_subdir: str = Field("dat", description="Event files and daily archives, below root.")
+    log_subdir: str = Field("logs", description="Slow-control logs (and done/), below root.")
+    logbook: str = Field("logbook.csv", description="Mechanical logbook CSV, below root.")
+
+    @model_validator(mode="after")
+    def _sftp_needs_host(self) -> StationSource:
+        if self.kind == "sftp" and not self.host:
+            raise ValueError("an sftp source needs a host (name or ~/.ssh/config alias)")
+        return self
+
+
+class Station(_Frozen):
+    """One telescope of the network."""
+
+    id: int = Field(ge=0, le=9, description="Station id, the digit in mi0<S> file names.")
+    name: str = Field(description="Station name, e.g. mingo01.")
+    city: str = ""
+    latitude: float | None = Field(None, ge=-90, le=90, description="Latitude. [deg]")
+    longitude: float | None = Field(None, ge=-180, le=180, description="Longitude. [deg]")
+    altitude_m: float | None = Field(None, description="Altitude above sea level. [m]")
+    trigger_pairs: tuple[int, ...] = Field(
+        (12, 23, 34, 13), description="Plane pairs whose coincidence triggers the hardware."
+    )
+    tsum_window_ns: tuple[float, float] = Field(
+        (-130.0, -100.0), description="Coincidence window on raw T_sum. [ns]"
+    )
+    atmosphere: AtmosphereCoefficients = AtmosphereCoefficients()
+    source: StationSource | None = None
+
+
+class Network(_Frozen):
+    """All stations, by id."""
+
+    stations: tuple[Station, ...]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Network:
+        ids = [s.id for s in self.stations]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"station ids must be unique, got {ids}")
+        return self
+
+    def station(self, station_id: int) -> Station:
+        """The station with this id; KeyError naming the known ids otherwise."""
+        for station in self.stations:
+            if station.id == station_id:
+                return station
+        known = ", ".join(str(s.id) for s in self.stations)
+        raise KeyError(f"station {station_id} is not in the network (known: {known})")
+
+
+class NetworkConfigError(ValueError):
+    """The network file is missing or invalid; the message names the file and the reason."""
+
+
+def load_network(path: str | Path = DEFAULT_NETWORK_FILE) -> Network:
+    """Read and validate a network file.
+
+    Raises
+    ------
+    NetworkConfigError
+        Naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NetworkConfigError(f"{path}: cannot read network file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise NetworkConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise NetworkConfigError(f"{path}: expected a mapping with a 'stations' list")
+    try:
+        return Network.model_validate(raw)
+    except ValidationError as exc:
+        raise NetworkConfigError(f"{path}: {exc}") from None
