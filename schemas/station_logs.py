@@ -1,7 +1,7 @@
 """Slow-control log files of a station (DOMAIN.md §4): layouts, units and sanity limits.
 
 One table shared by the ingest parser and the simulator. A log line is an ISO timestamp
-(``YYYY-MM-DDThh:mm:ss``, optionally followed by ``;``, or with a space instead of ``T``) followed by
+(``YYYY-MM-DDThh:mm:ss``, optionally followed by ``;``, or with a space instead of ``T``), then
 whitespace-separated values (``nan`` allowed). Columns are addressed by their position after the
 timestamp; positions not listed are unused by the network.
 

@@ -35,8 +35,8 @@ class StationSource(_Frozen):
     """Where the station's files are read from.
 
     ``kind="sftp"``: ``host`` is a host name or an alias of ``~/.ssh/config`` (``mingo01``); port,
-    user and key then default to that entry. ``kind="local"``: ``root`` is a local directory with the
-    same layout (used by ``mingo process``, the demo and tests).
+    user and key then default to that entry. ``kind="local"``: ``root`` is a local directory with
+    the same layout (used by ``mingo process``, the demo and tests).
     """
 
     kind: Literal["local", "sftp"] = "sftp"

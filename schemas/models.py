@@ -1,0 +1,230 @@
+"""Pydantic models: the value of every message on every topic.
+
+Each field has a description with its unit in brackets. Times are UTC; integer times end in
+``_s`` or ``_ms``; datetimes are timezone-aware and serialised as ISO 8601.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import AwareDatetime, Field, create_model
+
+from schemas.base import Contract, station_field
+from schemas.columns import ENVIRONMENT_COLUMNS, PLANES, REGIONS, TOPOLOGIES
+
+ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
+
+
+class RawEventChunkEnvelope(Contract):
+    """Header of a ``mingo.events.raw.v1`` message; the value is an Arrow IPC stream.
+
+    The Arrow table has ``time_s`` (int64, UTC epoch seconds), ``line`` (int32, 1-based line in the
+    source file) and the 64 channel columns of ``schemas.dat_format.CHANNEL_COLUMNS`` (float64,
+    raw times and charges [ns], 0 = no hit). A chunk holds whole minutes of one trigger type.
+    """
+
+    station: int = station_field
+    source_file: str = Field(description="Name of the .dat file the events come from.")
+    archive: str | None = Field(None, description="Daily .dat.tar.gz archive holding the file.")
+    chunk_id: str = Field(
+        description="Deterministic id <station>/<source_file>/<chunk_index>: a replay overwrites."
+    )
+    chunk_index: int = Field(ge=0, description="Index of this chunk within the file.")
+    chunk_count: int = Field(ge=1, description="Number of chunks the file was cut into.")
+    trigger_type: Literal[1, 2] = Field(
+        description="1 = coincidence (physics), 2 = self-trigger (noise run, not physics)."
+    )
+    event_count: int = Field(ge=1, description="Events (rows) in this chunk.")
+    first_time_s: int = Field(description="Time of the first event. [s since epoch, UTC]")
+    last_time_s: int = Field(description="Time of the last event. [s since epoch, UTC]")
+    file_start_s: int = Field(description="Acquisition start from the file name. [s, UTC]")
+    file_end_s: int = Field(
+        description="End of acquisition: last event second of the file + 1. [s, UTC]"
+    )
+    content_type: Literal["application/vnd.apache.arrow.stream"] = ARROW_STREAM
+    compression: Literal["zstd"] = "zstd"
+
+
+class LogReading(Contract):
+    """One slow-control log line (``mingo.logs.raw.v1``)."""
+
+    station: int = station_field
+    source: str = Field(description="Log family, e.g. sensors_ext, hv, trigger_rates.")
+    time: AwareDatetime = Field(description="Time stamp of the reading. [UTC]")
+    values: dict[str, float | None] = Field(
+        description="Named values of the line; null where the station wrote nan. [see units]"
+    )
+    units: dict[str, str] = Field(description="Unit of each value, by name.")
+    out_of_range: list[str] = Field(
+        default_factory=list,
+        description="Names of values outside the network's sanity limits (kept, flagged).",
+    )
+    source_file: str = Field(description="Log file name.")
+    line: int = Field(ge=1, description="1-based line number in the log file.")
+    reading_id: str = Field(description="Deterministic id <station>/<source_file>/<line>.")
+
+
+class RejectRecord(Contract):
+    """A line or file that could not be used, with the reason (``mingo.ingest.rejects.v1``)."""
+
+    station: int = station_field
+    kind: Literal["dat", "archive", "log", "logbook", "era5"] = Field(
+        description="What kind of input was rejected."
+    )
+    source_file: str = Field(description="File name (the .dat inside an archive, if any).")
+    archive: str | None = Field(None, description="Archive holding the file, if any.")
+    line: int | None = Field(None, ge=1, description="1-based line number; null = whole file.")
+    reason: str = Field(description="Machine-readable reason code, e.g. field_count.")
+    detail: str = Field(description="Human-readable explanation.")
+    raw: str = Field(description="The rejected text (bounded length).")
+    reject_id: str = Field(description="Deterministic id <station>/<source_file>/<line|file>.")
+
+
+class IngestProgress(Contract):
+    """How far a source file has been ingested (compacted ``mingo.ingest.progress.v1``).
+
+    Written in the same Kafka transaction as the data it accounts for, so that after a crash the
+    progress and the data agree.
+    """
+
+    station: int = station_field
+    kind: Literal["dat", "log", "logbook"] = Field(description="What kind of file.")
+    file: str = Field(description="File name (for events: the .dat name, also inside archives).")
+    archive: str | None = Field(None, description="Archive the file was read from, if any.")
+    size_bytes: int = Field(ge=0, description="Size of the source file when read. [bytes]")
+    mtime_s: float = Field(description="Modification time of the source file. [s, UTC]")
+    offset_bytes: int = Field(ge=0, description="Bytes consumed; reading resumes here. [bytes]")
+    next_line: int = Field(ge=1, description="Line number of the first unconsumed line.")
+    complete: bool = Field(description="True when the file is fully ingested and closed.")
+    lines_total: int = Field(ge=0, description="Data lines seen so far (no comments/blanks).")
+    lines_valid: int = Field(ge=0, description="Lines that were published.")
+    lines_rejected: int = Field(ge=0, description="Lines sent to the rejects topic.")
+    chunks: int = Field(ge=0, description="Raw event chunks published for this file.")
+    first_time_s: int | None = Field(None, description="First data time. [s, UTC]")
+    last_time_s: int | None = Field(None, description="Last data time. [s, UTC]")
+
+
+class PipelineStatus(Contract):
+    """Health and progress of the pipeline (``mingo.status.v1``): heartbeats and summaries."""
+
+    service: str = Field(description="Service name, e.g. ingest.")
+    instance: str = Field(description="Instance id of the service.")
+    kind: Literal["heartbeat", "file_summary", "source_ok", "source_error", "stopped"] = Field(
+        description="What this status message reports."
+    )
+    time: AwareDatetime = Field(description="When the status was produced. [UTC]")
+    station: int | None = Field(None, ge=0, le=9, description="Station concerned, if any.")
+    source: str | None = Field(None, description="Source concerned: dat, a log family, logbook.")
+    file: str | None = Field(None, description="File concerned, if any.")
+    newest_data_time: AwareDatetime | None = Field(
+        None, description="Newest data time seen for this station and source. [UTC]"
+    )
+    lag_s: float | None = Field(None, description="Now minus newest data time. [s]")
+    lines_total: int | None = Field(None, ge=0, description="Data lines in the file. [lines]")
+    lines_valid: int | None = Field(None, ge=0, description="Valid lines. [lines]")
+    lines_rejected: int | None = Field(None, ge=0, description="Rejected lines. [lines]")
+    valid_pct: float | None = Field(None, description="Valid lines / data lines. [%]")
+    message: str = Field("", description="Human-readable detail.")
+
+
+def _rate_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for topology in TOPOLOGIES:
+        fields[f"count_{topology}"] = (
+            int,
+            Field(ge=0, description=f"Events with topology {topology} in the minute. [events]"),
+        )
+    for region in (*REGIONS, "total"):
+        what = "all 3- and 4-plane events" if region == "total" else f"region {region}"
+        fields[f"rate_{region}_hz"] = (float, Field(description=f"Rate of {what}. [Hz]"))
+        fields[f"rate_{region}_err_hz"] = (
+            float,
+            Field(description=f"Poisson error of the rate of {what}. [Hz]"),
+        )
+    for plane in PLANES:
+        fields[f"eff_{plane}"] = (
+            float | None,
+            Field(description=f"Efficiency of plane {plane}, 3-of-4 method. [1]"),
+        )
+        fields[f"eff_{plane}_err"] = (
+            float | None,
+            Field(description=f"Binomial error of the efficiency of plane {plane}. [1]"),
+        )
+    return fields
+
+
+MinuteRates = create_model(
+    "MinuteRates",
+    __base__=Contract,
+    __doc__="Calibrated per-minute rates of one station (``mingo.rates.minute.v1``).",
+    station=(int, station_field),
+    time=(AwareDatetime, Field(description="Start of the minute. [UTC]")),
+    live_s=(float, Field(ge=0, le=60, description="Live acquisition time in the minute. [s]")),
+    **_rate_fields(),
+    q_event_mean=(float | None, Field(description="Mean calibrated event charge. [ns]")),
+    rejected_events=(int, Field(ge=0, description="Events dropped in outlier seconds. [events]")),
+    calibration_version=(str, Field(description="Version of the calibration used.")),
+)
+
+
+class Era5Hour(Contract):
+    """ERA5 fields at one station for one hour (``mingo.era5.hourly.v1``)."""
+
+    station: int = station_field
+    time: AwareDatetime = Field(description="Hour the values are valid at. [UTC]")
+    time_convention: Literal["instant"] = Field(
+        "instant", description="instant: instantaneous values valid at `time` (not an interval)."
+    )
+    temp_ground_c: float = Field(description="2 m air temperature. [degC]")
+    surface_pressure_hpa: float = Field(description="Surface pressure. [hPa]")
+    temp_100hpa_c: float = Field(description="Air temperature at 100 hPa. [degC]")
+    height_100hpa_m: float = Field(description="Geopotential height of 100 hPa. [m]")
+    t_mw_k: float | None = Field(None, description="Mass-weighted temperature. [K]")
+    t_eff_k: float | None = Field(None, description="Effective temperature for muons. [K]")
+    expver: str = Field(description="ERA5 experiment version: 0001 final, 0005 ERA5T.")
+    source_file: str = Field(description="File the values were decoded from.")
+
+
+def _environment_fields() -> dict[str, Any]:
+    return {
+        name: (float | None, Field(None, description=f"{description} [{unit}]"))
+        for name, unit, description in ENVIRONMENT_COLUMNS
+    }
+
+
+UnifiedMinute = create_model(
+    "UnifiedMinute",
+    __base__=Contract,
+    __doc__="One station-minute of the unified table (``mingo.unified.minute.v1``).",
+    station=(int, station_field),
+    time=(AwareDatetime, Field(description="Start of the minute. [UTC]")),
+    revision=(int, Field(ge=0, description="Incremented each time the row is re-emitted.")),
+    live_s=(float, Field(ge=0, le=60, description="Live acquisition time in the minute. [s]")),
+    **_rate_fields(),
+    q_event_mean=(float | None, Field(description="Mean calibrated event charge. [ns]")),
+    **_environment_fields(),
+    era5_temp_ground_c=(float | None, Field(None, description="ERA5 2 m temperature. [degC]")),
+    era5_surface_pressure_hpa=(
+        float | None,
+        Field(None, description="ERA5 surface pressure. [hPa]"),
+    ),
+    era5_temp_100hpa_c=(float | None, Field(None, description="ERA5 100 hPa temperature. [degC]")),
+    era5_height_100hpa_m=(float | None, Field(None, description="ERA5 100 hPa height. [m]")),
+    era5_t_mw_k=(float | None, Field(None, description="Mass-weighted temperature. [K]")),
+    era5_t_eff_k=(float | None, Field(None, description="Effective temperature. [K]")),
+    rate_p_corr_hz=(float | None, Field(None, description="Pressure-corrected total rate. [Hz]")),
+    rate_p_corr_err_hz=(float | None, Field(None, description="Its uncertainty. [Hz]")),
+    rate_pt_corr_hz=(
+        float | None,
+        Field(None, description="Pressure- and T_eff-corrected total rate. [Hz]"),
+    ),
+    rate_pt_corr_err_hz=(float | None, Field(None, description="Its uncertainty. [Hz]")),
+    rate_eff_corr_hz=(
+        float | None,
+        Field(None, description="Efficiency-corrected total rate. [Hz]"),
+    ),
+    rate_eff_corr_err_hz=(float | None, Field(None, description="Its uncertainty. [Hz]")),
+    quality_flags=(int, Field(0, ge=0, description="Bitmask of quality flags.")),
+    quality=(list[str], Field(default_factory=list, description="Readable quality flags.")),
+)

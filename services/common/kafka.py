@@ -1,0 +1,175 @@
+"""Kafka client factories and topic administration (confluent-kafka).
+
+Producers are idempotent (``enable.idempotence=true``, ``acks=all``) and partition with murmur2,
+the Java client's partitioner, so every client of any language puts a station on the same partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.topics import TOPICS, TopicSpec
+from services.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def client_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection settings shared by producers, consumers and the admin client."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap,
+        "security.protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism:
+        config["sasl.mechanism"] = kafka.sasl_mechanism
+        config["sasl.username"] = kafka.sasl_username or ""
+        if kafka.sasl_password is not None:
+            config["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.ssl_ca_location:
+        config["ssl.ca.location"] = str(kafka.ssl_ca_location)
+    return config
+
+
+def make_producer(
+    kafka: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any
+) -> Producer:
+    """An idempotent producer; transactional when ``transactional_id`` is given."""
+    config = client_config(kafka) | {
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 20,
+        "message.max.bytes": 8 * 1024 * 1024,
+    }
+    if transactional_id:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = 120_000
+    config.update(overrides)
+    return Producer(config)
+
+
+def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer that reads committed data only and commits offsets explicitly."""
+    config = client_config(kafka) | {
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def make_admin(kafka: KafkaSettings) -> AdminClient:
+    """An admin client."""
+    return AdminClient(client_config(kafka))
+
+
+def create_topics(
+    admin: AdminClient, specs: Iterable[TopicSpec] = TOPICS, timeout_s: float = 30.0
+) -> dict[str, str]:
+    """Create the topics that do not exist yet, with explicit partitions and configs.
+
+    Returns
+    -------
+    dict
+        Topic name -> ``"created"`` or ``"exists"``.
+
+    Raises
+    ------
+    KafkaException
+        If a topic cannot be created for another reason than existing already.
+    """
+    specs = list(specs)
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    result = {spec.name: "exists" for spec in specs if spec.name in existing}
+    new = [
+        NewTopic(
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=1 if _single_broker(admin, timeout_s) else -1,
+            config=spec.broker_config(),
+        )
+        for spec in specs
+        if spec.name not in existing
+    ]
+    if not new:
+        return result
+    for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            future.result()
+            result[name] = "created"
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            result[name] = "exists"
+    return result
+
+
+def _single_broker(admin: AdminClient, timeout_s: float) -> bool:
+    return len(admin.list_topics(timeout=timeout_s).brokers) == 1
+
+
+def read_all(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    idle_timeout_s: float = 2.0,
+    max_wait_s: float = 60.0,
+    isolation: str = "read_committed",
+) -> Iterator[Message]:
+    """Every message of a topic from the beginning to its current end, without a consumer group.
+
+    Used to restore state from compacted topics and by tools that inspect a topic. The end is the
+    high watermark of each partition at the start (last stable offset for read_committed).
+
+    Raises
+    ------
+    TimeoutError
+        If the end is not reached within ``max_wait_s``.
+    """
+    import time
+
+    consumer = Consumer(
+        client_config(kafka)
+        | {
+            "group.id": "mingo-reader-unused",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        if metadata.topics[topic].error is not None:
+            raise KafkaException(metadata.topics[topic].error)
+        partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
+        remaining = set()
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            tp.offset = low
+            if high > low:
+                remaining.add(tp.partition)
+        consumer.assign(partitions)
+        deadline = time.monotonic() + max_wait_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} did not reach its end in {max_wait_s} s")
+            message = consumer.poll(min(idle_timeout_s, 1.0))
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(message.partition())
+                    continue
+                raise KafkaException(error)
+            yield message
+    finally:
+        consumer.close()
