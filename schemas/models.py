@@ -105,6 +105,25 @@ class IngestProgress(Contract):
     last_time_s: int | None = Field(None, description="Last data time. [s, UTC]")
 
 
+class LogbookPeriod(Contract):
+    """One row of a station's mechanical logbook: the set-up in force over a date range."""
+
+    conf: int = Field(description="Configuration number of the station.")
+    start: AwareDatetime = Field(description="First moment the configuration holds. [UTC]")
+    end: AwareDatetime | None = Field(None, description="End of validity; null = still in force.")
+    z_mm: tuple[float, float, float, float] = Field(description="z of planes 1-4. [mm]")
+    trigger_pairs: tuple[int, ...] = Field(description="Plane pairs that trigger, e.g. 12, 23.")
+
+
+class StationLogbook(Contract):
+    """The whole logbook of a station (compacted ``mingo.logbook.v1``, latest wins)."""
+
+    station: int = station_field
+    periods: list[LogbookPeriod] = Field(description="Valid rows of the logbook, in file order.")
+    source_file: str = Field(description="Logbook file name on the station.")
+    rejected_rows: int = Field(ge=0, description="Rows that could not be used (see rejects).")
+
+
 class PipelineStatus(Contract):
     """Health and progress of the pipeline (``mingo.status.v1``): heartbeats and summaries."""
 

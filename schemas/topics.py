@@ -18,6 +18,7 @@ from schemas.models import (
     PipelineStatus,
     RawEventChunkEnvelope,
     RejectRecord,
+    StationLogbook,
     UnifiedMinute,
 )
 
@@ -86,6 +87,15 @@ INGEST_PROGRESS = TopicSpec(
     cleanup_policy="compact",
     retention_ms=-1,
 )
+LOGBOOK = TopicSpec(
+    "mingo.logbook.v1",
+    key="station id",
+    value_format="json",
+    model=StationLogbook,
+    description="Each station's mechanical logbook (plane z, trigger pairs by date).",
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
 RATES_MINUTE = TopicSpec(
     "mingo.rates.minute.v1",
     key="station id",
@@ -125,6 +135,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     LOGS_RAW,
     REJECTS,
     INGEST_PROGRESS,
+    LOGBOOK,
     RATES_MINUTE,
     ERA5_HOURLY,
     UNIFIED_MINUTE,

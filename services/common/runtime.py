@@ -63,7 +63,7 @@ def run_loop(
     *,
     stop: StopFlag,
     interval_s: float,
-    bounds: RunBounds = RunBounds(),
+    bounds: RunBounds | None = None,
     heartbeat: Callable[[], None] | None = None,
     heartbeat_s: float = 30.0,
 ) -> int:

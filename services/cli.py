@@ -1,0 +1,93 @@
+"""The ``mingo`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from infra.cli import infra
+from services.common.logging import configure_logging
+from services.common.settings import KafkaSettings
+from simulator.cli import simulate
+
+
+@click.group()
+@click.option("--log-level", default="WARNING", show_default=True, help="Logging level.")
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def main(log_level: str, log_format: str) -> None:
+    """mingo-dataflow: the streaming dataflow of the miniTRASGO cosmic-ray network."""
+    configure_logging(log_level.upper(), log_format)
+
+
+main.add_command(infra)
+main.add_command(simulate)
+
+
+@main.group()
+def topics() -> None:
+    """Create and inspect the project's Kafka topics (MINGO_KAFKA_BOOTSTRAP)."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every topic of the registry with explicit partitions and configs."""
+    from services.common.kafka import create_topics, make_admin
+
+    kafka = KafkaSettings()
+    for name, state in create_topics(make_admin(kafka)).items():
+        click.echo(f"{name}: {state}")
+
+
+@topics.command("summary")
+def topics_summary() -> None:
+    """Count the committed messages in every topic, per station."""
+    from services.common.inspect import summarise_topics
+
+    _print_summaries(summarise_topics(KafkaSettings()))
+
+
+def _print_summaries(summaries: list) -> None:  # type: ignore[type-arg]
+    for summary in summaries:
+        stations = ", ".join(f"{k or '-'}: {v}" for k, v in sorted(summary.by_station.items()))
+        click.echo(f"{summary.topic:28s} {summary.messages:7d} messages  ({stations})")
+        for label, counts in sorted(summary.detail.items()):
+            items = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            click.echo(f"{'':30s}{label}: {items}")
+        if summary.example:
+            click.echo(f"{'':30s}e.g. {summary.example[:160]}...")
+
+
+@main.command()
+@click.option("--network", "network_file", type=click.Path(path_type=Path), default=None)
+@click.option("--once", is_flag=True, help="Publish what is there now, then stop.")
+def ingest(network_file: Path | None, once: bool) -> None:
+    """Run the ingest service (settings from MINGO_* variables)."""
+    from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
+    from services.common.stations import load_network
+    from services.ingest.service import run_ingest
+    from services.ingest.settings import IngestSettings
+
+    settings = IngestSettings()
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    network = load_network(network_file or settings.network_file)
+    done = run_ingest(
+        settings.stations(network),
+        settings.kafka,
+        settings.options(),
+        stop,
+        RunBounds(stop_when_idle=once),
+    )
+    click.echo(f"units published per station: {done}")
+
+
+def run() -> None:
+    """Entry point that turns expected errors into one clear line and exit status 2."""
+    try:
+        main(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

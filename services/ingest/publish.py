@@ -1,0 +1,135 @@
+"""Turning parse results into topic messages: pure functions, no Kafka.
+
+Each function returns ``Outgoing`` messages (topic, key, value, headers); the service produces them
+inside one transaction together with the file's progress record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from schemas.events import encode_events, envelope_headers
+from schemas.models import IngestProgress, LogReading, RawEventChunkEnvelope, RejectRecord
+from schemas.station_logs import LogType
+from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGS_RAW, REJECTS, station_key
+from services.ingest.chunking import plan_chunks
+from services.ingest.dat_parser import DatParseResult
+from services.ingest.log_parser import LogParseResult
+from services.ingest.rejects import LineReject
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to produce."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def progress_key(station: int, kind: str, file: str) -> str:
+    """Key of a file's record on the progress topic."""
+    return f"{station}/{kind}/{file}"
+
+
+def progress_message(progress: IngestProgress) -> Outgoing:
+    """The progress record of a file as a message of the compacted progress topic."""
+    key = progress_key(progress.station, progress.kind, progress.file)
+    return Outgoing(INGEST_PROGRESS.name, key.encode(), progress.to_json_bytes())
+
+
+def reject_messages(
+    station: int,
+    kind: str,
+    source_file: str,
+    rejects: tuple[LineReject, ...] | list[LineReject],
+    archive: str | None = None,
+) -> list[Outgoing]:
+    """Reject records of a file's bad lines (or of the whole file)."""
+    messages = []
+    for reject in rejects:
+        where = "file" if reject.line is None else str(reject.line)
+        record = RejectRecord(
+            station=station,
+            kind=kind,  # type: ignore[arg-type]
+            source_file=source_file,
+            archive=archive,
+            line=reject.line,
+            reason=reject.reason,
+            detail=reject.detail,
+            raw=reject.raw,
+            reject_id=f"{station}/{source_file}/{where}",
+        )
+        messages.append(Outgoing(REJECTS.name, station_key(station), record.to_json_bytes()))
+    return messages
+
+
+def event_chunk_messages(
+    station: int,
+    source_file: str,
+    file_start_s: int,
+    result: DatParseResult,
+    max_events: int,
+    archive: str | None = None,
+) -> list[Outgoing]:
+    """Raw-event chunk messages of one parsed ``.dat`` file (none for a file without events)."""
+    if len(result.time_s) == 0:
+        return []
+    slices = plan_chunks(result.time_s, result.trigger_type, max_events)
+    file_end_s = int(result.time_s.max()) + 1
+    messages = []
+    for index, chunk in enumerate(slices):
+        rows = chunk.rows
+        times = result.time_s[rows]
+        envelope = RawEventChunkEnvelope(
+            station=station,
+            source_file=source_file,
+            archive=archive,
+            chunk_id=f"{station}/{source_file}/{index}",
+            chunk_index=index,
+            chunk_count=len(slices),
+            trigger_type=chunk.trigger_type,  # type: ignore[arg-type]
+            event_count=len(rows),
+            first_time_s=int(times[0]),
+            last_time_s=int(times[-1]),
+            file_start_s=file_start_s,
+            file_end_s=file_end_s,
+        )
+        payload = encode_events(
+            times, result.line_number[rows], np.ascontiguousarray(result.channels[rows])
+        )
+        messages.append(
+            Outgoing(EVENTS_RAW.name, station_key(station), payload, envelope_headers(envelope))
+        )
+    return messages
+
+
+def log_reading_messages(
+    station: int, log_type: LogType, source_file: str, result: LogParseResult
+) -> list[Outgoing]:
+    """Log-reading messages of the parsed lines of a log file."""
+    units = {column.name: column.unit for column in log_type.columns}
+    messages = []
+    for row in result.rows:
+        reading = LogReading(
+            station=station,
+            source=log_type.source,
+            time=row.time,
+            values=row.values,
+            units=units,
+            out_of_range=list(row.out_of_range),
+            source_file=source_file,
+            line=row.line,
+            reading_id=f"{station}/{source_file}/{row.line}",
+        )
+        messages.append(Outgoing(LOGS_RAW.name, station_key(station), reading.to_json_bytes()))
+    return messages
+
+
+def utc(seconds: float | None) -> datetime | None:
+    """Aware UTC datetime of epoch seconds (None stays None)."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)

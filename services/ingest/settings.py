@@ -1,0 +1,45 @@
+"""Settings of the ingest service (environment prefix ``MINGO_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import ServiceSettings
+from services.common.stations import Network, Station
+from services.ingest.service import IngestOptions
+
+
+class IngestSettings(ServiceSettings):
+    """What ingest reads from the environment, on top of the common settings."""
+
+    ingest_stations: str = Field(
+        "", description="Comma-separated station ids to ingest; empty = all with a source."
+    )
+    ingest_poll_interval_s: float = Field(30.0, gt=0, description="Polling interval. [s]")
+    ingest_settle_s: float = Field(
+        60.0, ge=0, description="A .dat file is taken once unchanged this long. [s]"
+    )
+    ingest_max_chunk_events: int = Field(2048, gt=0, description="Events per chunk at most.")
+    ssh_config: Path = Field(
+        Path("~/.ssh/config").expanduser(), description="ssh client config with station aliases."
+    )
+
+    def options(self) -> IngestOptions:
+        """The service options these settings describe."""
+        return IngestOptions(
+            instance=self.instance,
+            poll_interval_s=self.ingest_poll_interval_s,
+            settle_s=self.ingest_settle_s,
+            max_chunk_events=self.ingest_max_chunk_events,
+            ssh_config=self.ssh_config,
+            heartbeat_s=self.heartbeat_s,
+        )
+
+    def stations(self, network: Network) -> list[Station]:
+        """The stations this instance ingests."""
+        if self.ingest_stations.strip():
+            wanted = [int(s) for s in self.ingest_stations.split(",") if s.strip()]
+            return [network.station(s) for s in wanted]
+        return [s for s in network.stations if s.source is not None]
