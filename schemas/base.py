@@ -12,7 +12,7 @@ SCHEMA_VERSION: Final = 1
 class Contract(BaseModel):
     """A message value on a topic: frozen, strict about unknown fields, versioned."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = Field(
         SCHEMA_VERSION, description="Version of this contract; bumped with the topic's suffix."

@@ -42,8 +42,10 @@ class RawEventChunkEnvelope(Contract):
     file_end_s: int = Field(
         description="End of acquisition: last event second of the file + 1. [s, UTC]"
     )
-    content_type: Literal["application/vnd.apache.arrow.stream"] = ARROW_STREAM
-    compression: Literal["zstd"] = "zstd"
+    content_type: Literal["application/vnd.apache.arrow.stream"] = Field(
+        ARROW_STREAM, description="Media type of the message value."
+    )
+    compression: Literal["zstd"] = Field("zstd", description="Arrow IPC buffer compression.")
 
 
 class LogReading(Contract):
