@@ -42,6 +42,20 @@ def topics_create() -> None:
         click.echo(f"{name}: {state}")
 
 
+@topics.command("reset")
+@click.confirmation_option(prompt="Delete every mingo topic and its data, then recreate them?")
+def topics_reset() -> None:
+    """Delete and recreate every topic of the registry (development clusters only)."""
+    from schemas.topics import TOPICS
+    from services.common.kafka import create_topics, delete_topics, make_admin
+
+    admin = make_admin(KafkaSettings())
+    deleted = delete_topics(admin, [t.name for t in TOPICS])
+    click.echo(f"deleted {len(deleted)} topics")
+    for name, state in create_topics(admin).items():
+        click.echo(f"{name}: {state}")
+
+
 @topics.command("summary")
 def topics_summary() -> None:
     """Count the committed messages in every topic, per station."""

@@ -173,3 +173,26 @@ def read_all(
             yield message
     finally:
         consumer.close()
+
+
+def delete_topics(
+    admin: AdminClient, names: Iterable[str], timeout_s: float = 60.0
+) -> list[str]:
+    """Delete the named topics that exist and wait until the broker has forgotten them.
+
+    Returns the names deleted. Meant for development and test clusters (``mingo topics reset``).
+    """
+    import time
+
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    doomed = [name for name in names if name in existing]
+    if not doomed:
+        return []
+    for future in admin.delete_topics(doomed, operation_timeout=timeout_s).values():
+        future.result()
+    deadline = time.monotonic() + timeout_s
+    while set(doomed) & set(admin.list_topics(timeout=timeout_s).topics):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics still present {timeout_s} s after deletion: {doomed}")
+        time.sleep(0.2)
+    return doomed
