@@ -39,6 +39,10 @@ BAD_LOGBOOK_ROW: Final = "BAD_LOGBOOK_ROW"
 EMPTY_FILE: Final = "EMPTY_FILE"
 #: A daily archive (``.dat.tar.gz``) cannot be opened or unpacked.
 CORRUPT_ARCHIVE: Final = "CORRUPT_ARCHIVE"
+#: The file name does not follow the station's naming convention.
+BAD_FILE_NAME: Final = "BAD_FILE_NAME"
+#: The file name names another station than the one it was found on.
+WRONG_STATION: Final = "WRONG_STATION"
 
 #: Every reason code, for schemas and dashboards.
 REASONS: Final = (
@@ -53,6 +57,8 @@ REASONS: Final = (
     BAD_LOGBOOK_ROW,
     EMPTY_FILE,
     CORRUPT_ARCHIVE,
+    BAD_FILE_NAME,
+    WRONG_STATION,
 )
 
 
