@@ -77,14 +77,20 @@ def down(names: tuple[str, ...]) -> None:
 
 
 @infra.command()
-@click.option("--check", is_flag=True, help="Exit with status 1 unless every server runs.")
-def status(check: bool) -> None:
-    """Show each server: running or not, pid, address, log file."""
-    statuses = manage.status()
+@click.argument("names", nargs=-1, type=_NAMES)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit with status 1 unless NAMES (default: kafka influxdb sshd) all run.",
+)
+def status(names: tuple[str, ...], check: bool) -> None:
+    """Show each server (default: all): running or not, pid, address, log file."""
+    statuses = [s for s in manage.status() if not names or s.name in names]
     for s in statuses:
         state = f"running (pid {s.pid})" if s.running else "stopped"
         click.echo(f"{s.name:9} {state:22} {s.address:24} {s.log_file}")
-    if check and not all(s.running for s in statuses):
+    required = set(names or manage.DEFAULT_SERVERS)
+    if check and not all(s.running for s in statuses if s.name in required):
         sys.exit(1)
 
 
