@@ -33,6 +33,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -49,7 +50,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,18 @@ def _proc_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
+def _start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat).
+
+    Together with the pid it identifies a process for good: a reused pid has another start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 def _alive(pid: int) -> bool:
     state = _proc_state(pid)
     if state is None:
@@ -393,6 +406,9 @@ class _Server:
         self.settings = settings
         self.dir = settings.state_dir / self.name
         self.pid_file = self.dir / f"{self.name}.pid"
+        # What was started, recorded at start: status, env and down then do not depend on the
+        # settings (ports) of the caller, which may differ from those of the `up` that started it.
+        self.record_file = self.dir / f"{self.name}.run.json"
         self.log_file = self.dir / f"{self.name}.log"
 
     # What every server defines -------------------------------------------------------------
@@ -428,28 +444,67 @@ class _Server:
         return dict(os.environ)
 
     # Shared behaviour ---------------------------------------------------------------------
-    def running_pid(self) -> int | None:
-        """Pid of the running server, or None; removes a stale pid file."""
+    def record_start(self, pid: int) -> None:
+        """Write the pid file and the run record of a freshly started process."""
+        record = {
+            "pid": pid,
+            "start_ticks": _start_ticks(pid),
+            "marker": self.marker(),
+            "address": self.address(),
+            "exports": self.exports(),
+        }
+        self.record_file.write_text(json.dumps(record, indent=2) + "\n")
+        self.pid_file.write_text(f"{pid}\n")
+
+    def forget(self) -> None:
+        """Remove the pid file and the run record."""
+        self.pid_file.unlink(missing_ok=True)
+        self.record_file.unlink(missing_ok=True)
+
+    def running(self) -> dict[str, Any] | None:
+        """The run record of the running server, or None; removes a stale pid file and record."""
         try:
             text = self.pid_file.read_text().strip()
         except FileNotFoundError:
+            self.record_file.unlink(missing_ok=True)
             return None
+        try:
+            record: dict[str, Any] = json.loads(self.record_file.read_text())
+        except (FileNotFoundError, ValueError):
+            record = {}
         pid = int(text) if text.isdigit() else None
-        if pid is not None and _alive(pid) and self.marker() in _cmdline(pid):
-            return pid
+        if pid is not None and record.get("pid") == pid and _alive(pid):
+            if _start_ticks(pid) == record.get("start_ticks") and str(
+                record.get("marker")
+            ) in _cmdline(pid):
+                return record
+            why = "another program now"
+        elif pid is not None and _alive(pid):
+            why = "alive but has no matching run record"
+        else:
+            why = "gone"
         log.warning(
             "%s: removing stale pid file %s (pid %s is %s)",
             self.name,
             self.pid_file,
             text or "empty",
-            "another program" if pid is not None and _alive(pid) else "gone",
+            why,
         )
-        self.pid_file.unlink(missing_ok=True)
+        self.forget()
         return None
 
+    def running_pid(self) -> int | None:
+        """Pid of the running server, or None; removes a stale pid file."""
+        record = self.running()
+        return None if record is None else int(record["pid"])
+
     def status(self) -> ServerStatus:
-        pid = self.running_pid()
-        return ServerStatus(self.name, pid is not None, pid, self.address(), self.log_file)
+        record = self.running()
+        if record is None:
+            return ServerStatus(self.name, False, None, self.address(), self.log_file)
+        return ServerStatus(
+            self.name, True, int(record["pid"]), str(record["address"]), self.log_file
+        )
 
 
 class _Kafka(_Server):
@@ -936,7 +991,7 @@ def _spawn(server: _Server) -> tuple[subprocess.Popen[bytes], int]:
             close_fds=True,
         )
     _CHILDREN[proc.pid] = proc
-    server.pid_file.write_text(f"{proc.pid}\n")
+    server.record_start(proc.pid)
     log.info("%s: started pid %d, log %s", server.name, proc.pid, server.log_file)
     return proc, offset
 
@@ -948,7 +1003,7 @@ def _await_ready(
     while True:
         code = proc.poll()
         if code is not None:
-            server.pid_file.unlink(missing_ok=True)
+            server.forget()
             reason = f"the process exited with code {code} before it was ready"
             break
         if server.probe():
@@ -986,7 +1041,7 @@ def _stop(server: _Server, pid: int) -> None:
     if left:
         raise InfraError(f"{server.name}: could not stop pid(s) {left}")
     _reap(pid)
-    server.pid_file.unlink(missing_ok=True)
+    server.forget()
 
 
 def up(
@@ -1036,10 +1091,19 @@ def up(
 
 def _up_one(server: _Server, timeout: float | None) -> UpResult:
     server.dir.mkdir(parents=True, exist_ok=True)
-    pid = server.running_pid()
-    if pid is not None:
-        log.info("%s: already running (pid %d) on %s", server.name, pid, server.address())
-        return UpResult(server.name, False, pid, server.address(), 0.0, server.log_file)
+    record = server.running()
+    if record is not None:
+        pid, address = int(record["pid"]), str(record["address"])
+        log.info("%s: already running (pid %d) on %s", server.name, pid, address)
+        if address != server.address():
+            log.warning(
+                "%s: runs on %s, not on %s as now configured; `down %s` first to move it",
+                server.name,
+                address,
+                server.address(),
+                server.name,
+            )
+        return UpResult(server.name, False, pid, address, 0.0, server.log_file)
     proc, offset = _spawn(server)
     started = time.monotonic()
     _await_ready(server, proc, offset, timeout or server.start_timeout)
@@ -1119,9 +1183,9 @@ def env_vars(*, settings: Settings | None = None) -> dict[str, str]:
     settings = settings or Settings.from_env()
     variables: dict[str, str] = {}
     for server in _servers(None, settings, ALL_SERVERS):
-        if server.running_pid() is None:
-            continue
-        variables.update(server.exports())
+        record = server.running()
+        if record is not None:
+            variables.update({str(k): str(v) for k, v in record["exports"].items()})
     if "MINGO_TANSU_BOOTSTRAP" in variables:
         variables.setdefault("MINGO_KAFKA_BOOTSTRAP", variables["MINGO_TANSU_BOOTSTRAP"])
     return variables

