@@ -34,7 +34,8 @@ Whole-file problems (``line`` None): a file without event lines (empty, or only 
 blanks) gives one ``EMPTY_FILE`` reject. A file with no valid line where more than half of the
 event lines hold non-text bytes is not a ``.dat`` file at all (an archive, a disk block of
 zeros): its per-line rejects are replaced by one ``BINARY_CONTENT`` reject, so that a misplaced
-binary file does not flood the rejects topic. A text file with a binary tail keeps its valid lines.
+binary file does not flood the rejects topic (``lines_total`` still counts its lines, so the valid
+fraction is 0 %). A text file with a binary tail keeps its valid lines.
 
 :func:`parse_dat` runs numba kernels (``_kernels``) at several hundred MB/s;
 :func:`parse_dat_reference` is the same specification in plain Python, slow and obvious, and the
@@ -83,6 +84,8 @@ _STATUS_REASON = {
 @dataclass(frozen=True, eq=False)
 class DatParseResult:
     """Events and problems of one ``.dat`` file.
+
+    Results compare by identity (they hold arrays); compare the fields to compare contents.
 
     Attributes
     ----------
