@@ -28,20 +28,24 @@ def summarise_topic(kafka: KafkaSettings, spec: TopicSpec) -> TopicSummary:
     summary = TopicSummary(spec.name)
     for message in read_all(kafka, spec.name, max_wait_s=300):
         summary.messages += 1
-        key = (message.key() or b"").decode()
-        summary.by_station[key] += 1
         if spec is EVENTS_RAW:
             envelope = envelope_from_headers(message.headers())
+            summary.by_station[str(envelope.station)] += 1
             kind = "coincidence" if envelope.trigger_type == 1 else "self-trigger"
             summary.detail[f"station {envelope.station} events"][kind] += envelope.event_count
-        elif spec is REJECTS:
-            record = json.loads(message.value())
-            summary.detail[f"station {record['station']} rejects"][record["reason"]] += 1
-        elif summary.example is None and spec.value_format == "json":
+            continue
+        record = json.loads(message.value())
+        station = record.get("station")
+        summary.by_station["-" if station is None else str(station)] += 1
+        if spec is REJECTS:
+            summary.detail[f"station {station} rejects"][record["reason"]] += 1
+        elif summary.example is None:
             summary.example = message.value().decode()
     return summary
 
 
-def summarise_topics(kafka: KafkaSettings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[TopicSummary]:
+def summarise_topics(
+    kafka: KafkaSettings, specs: tuple[TopicSpec, ...] = TOPICS
+) -> list[TopicSummary]:
     """Summaries of every topic of the registry."""
     return [summarise_topic(kafka, spec) for spec in specs]

@@ -175,9 +175,7 @@ def read_all(
         consumer.close()
 
 
-def delete_topics(
-    admin: AdminClient, names: Iterable[str], timeout_s: float = 60.0
-) -> list[str]:
+def delete_topics(admin: AdminClient, names: Iterable[str], timeout_s: float = 60.0) -> list[str]:
     """Delete the named topics that exist and wait until the broker has forgotten them.
 
     Returns the names deleted. Meant for development and test clusters (``mingo topics reset``).

@@ -72,6 +72,7 @@ def run_loop(
     ``step`` returns True when it did work (then it is called again at once) and False when idle
     (then the loop waits ``interval_s``).
     """
+    bounds = bounds or RunBounds()
     started = time.monotonic()
     last_heartbeat = float("-inf")
     steps = 0

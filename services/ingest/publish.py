@@ -55,7 +55,7 @@ def reject_messages(
         where = "file" if reject.line is None else str(reject.line)
         record = RejectRecord(
             station=station,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             source_file=source_file,
             archive=archive,
             line=reject.line,
@@ -92,7 +92,7 @@ def event_chunk_messages(
             chunk_id=f"{station}/{source_file}/{index}",
             chunk_index=index,
             chunk_count=len(slices),
-            trigger_type=chunk.trigger_type,  # type: ignore[arg-type]
+            trigger_type=chunk.trigger_type,
             event_count=len(rows),
             first_time_s=int(times[0]),
             last_time_s=int(times[-1]),

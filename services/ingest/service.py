@@ -238,7 +238,7 @@ class StationWorker:
         unit.messages += reject_messages(station, "dat", file.name, result.rejects, archive)
         first = int(result.time_s.min()) if len(result.time_s) else None
         last = int(result.time_s.max()) if len(result.time_s) else None
-        rejected = sum(1 for r in result.rejects if r.line is not None)
+        rejected = result.lines_total - result.lines_valid
         unit.progress.append(
             self._dat_progress(
                 file,
@@ -342,6 +342,8 @@ class StationWorker:
         if closed and data and not data.endswith(b"\n"):
             data += b"\n"  # a closed file will not be completed: its last line is final
         result = parse_log(data, log_type, first_line=first_line)
+        if result.consumed_bytes == 0 and not closed:
+            return 0  # only a line still being written: nothing to publish yet
         consumed = data[: result.consumed_bytes]
         rejected = sum(1 for r in result.rejects if r.line is not None)
         times = [int(row.time.timestamp()) for row in result.rows]

@@ -178,6 +178,8 @@ class SftpSource:
             raise SourceUnavailableError(f"{self.label}: {exc}") from exc
         self._client = client
         self._sftp = client.open_sftp()
+        # Without a channel timeout a request to a station that vanished mid-session never returns.
+        self._sftp.get_channel().settimeout(self.timeout_s)  # type: ignore[union-attr]
         return self._sftp
 
     def list(self, relative_dir: str) -> list[RemoteFile]:
@@ -204,7 +206,7 @@ class SftpSource:
                 # Pipelined reads: without prefetch paramiko waits for every 32 kB block.
                 handle.prefetch(file.size)
                 return handle.read(max(file.size - offset, 0))
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, EOFError, TimeoutError) as exc:
             self.close()
             raise SourceUnavailableError(f"{self.label}:{file.path}: {exc}") from exc
 
