@@ -177,7 +177,11 @@ def _format_lines(
 
 
 def format_lines_kernel(
-    epoch_s: np.ndarray, trigger: np.ndarray, ticks: np.ndarray, offsets: np.ndarray, buf: np.ndarray
+    epoch_s: np.ndarray,
+    trigger: np.ndarray,
+    ticks: np.ndarray,
+    offsets: np.ndarray,
+    buf: np.ndarray,
 ) -> None:
     """Write the lines ``YYYY MM DD hh mm ss T v1 ... v64\\n`` at ``offsets`` into ``buf``.
 
@@ -247,7 +251,10 @@ def detector_kernel(
             aval |= 1 << k
             q = q_total[i, k]
             for s in range(n_strips):
-                frac = (np.arctan((strip_hi[k, s] - y) / gamma) - np.arctan((strip_lo[k, s] - y) / gamma)) * inv_pi
+                frac = (
+                    np.arctan((strip_hi[k, s] - y) / gamma)
+                    - np.arctan((strip_lo[k, s] - y) / gamma)
+                ) * inv_pi
                 qs = q * frac
                 q_strip[i, k, s] = qs
                 if qs >= q_threshold:
@@ -281,9 +288,10 @@ def electronics_kernel(
     its front/back times ``T_F = t0 + off_F - x/v``, ``T_B = t0 + off_B + x/v`` (``t0`` = event time
     + time of flight, plus Gaussian jitter ``t_sigma_ns``), so ``(T_B - T_F)/2 = x/v`` before
     offsets; with charge ≥ ``q_threshold`` it also writes the charges as time-over-threshold widths
-    ``pedestal + tot_scale * ln(1 + q/q0)`` (plus Gaussian ``q_sigma_ns``). ``column[k, f, s]`` is the
-    column of quantity ``f`` (0 T_F, 1 T_B, 2 Q_F, 3 Q_B). ``noise`` holds 4 standard normals
-    (T_F, T_B, Q_F, Q_B) per strip above the time threshold, consumed in event, plane, strip order.
+    ``pedestal + tot_scale * ln(1 + q/q0)`` (plus Gaussian ``q_sigma_ns``).
+    ``column[k, f, s]`` is the column of quantity ``f`` (0 T_F, 1 T_B, 2 Q_F, 3 Q_B). ``noise``
+    holds 4 standard normals (T_F, T_B, Q_F, Q_B) per strip above the time threshold, consumed in
+    event, plane, strip order.
     Untouched channels stay 0 ("no hit").
     """
     n = q_strip.shape[0]

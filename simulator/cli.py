@@ -46,20 +46,56 @@ def _parse_stations(value: str) -> list[int]:
 @click.option("--stations", required=True, help="Station ids from the network file, e.g. 1,2.")
 @click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First UTC day.")
 @click.option("--days", default=1, show_default=True, type=click.IntRange(min=1), help="Days.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("--rate-hz", default=8.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=30),
-              help="Accepted coincidence rate at reference conditions [Hz].")  # fmt: skip
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Random seed.")
-@click.option("--beta", type=float, default=None, help="Barometric coefficient β [%/hPa] (default: config).")
-@click.option("--alpha-t", type=float, default=None, help="Temperature coefficient α_T [%/K] (default: config).")
-@click.option("--damage", default=0.0, show_default=True, type=click.FloatRange(0, 0.5, max_open=True),
-              help="Fraction of damaged event lines; > 0 also injects file, archive and log damage.")  # fmt: skip
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
+@click.option(
+    "--rate-hz",
+    default=8.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True, max=30),
+    help="Accepted coincidence rate at reference conditions [Hz].",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Random seed."
+)
+@click.option(
+    "--beta", type=float, default=None, help="Barometric coefficient β [%/hPa] (default: config)."
+)
+@click.option(
+    "--alpha-t",
+    type=float,
+    default=None,
+    help="Temperature coefficient α_T [%/K] (default: config).",
+)
+@click.option(
+    "--damage",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 0.5, max_open=True),
+    help="Fraction of damaged event lines; > 0 also injects file, archive and log damage.",
+)
 @click.option("--live", is_flag=True, help="Write files as (scaled) time passes, for demos.")
-@click.option("--speed", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="--live: simulated seconds per wall-clock second.")  # fmt: skip
-@click.option("--network", "network_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Network file (default: config/stations.yaml).")  # fmt: skip
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Threads (0: CPUs).")
+@click.option(
+    "--speed",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="--live: simulated seconds per wall-clock second.",
+)
+@click.option(
+    "--network",
+    "network_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Network file (default: config/stations.yaml).",
+)
+@click.option(
+    "--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Threads (0: CPUs)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def simulate(
     stations: str,
@@ -108,16 +144,24 @@ def simulate(
 
             run_live(request, speed=speed, progress=not quiet)
             return
-        with tqdm(total=len(selected) * days * 24, unit="station-hour", desc="simulate", disable=quiet) as bar:
+        with tqdm(
+            total=len(selected) * days * 24, unit="station-hour", desc="simulate", disable=quiet
+        ) as bar:
             truth = run_batch(request, on_file=bar.update)
     except OutputDirectoryError as exc:
         raise click.ClickException(str(exc)) from None
     for sid, entry in truth["stations"].items():
         totals = entry["totals"]
         logging.getLogger(__name__).info(
-            "station %s: %d valid coincidence events, %d damaged lines", sid, totals["valid_events"]["1"], totals["damaged_lines"]
+            "station %s: %d valid coincidence events, %d damaged lines",
+            sid,
+            totals["valid_events"]["1"],
+            totals["damaged_lines"],
         )
-    click.echo(f"wrote {len(selected)} station(s) x {days} day(s) to {out} (truth: {out / 'truth.json'})", err=True)
+    click.echo(
+        f"wrote {len(selected)} station(s) x {days} day(s) to {out} (truth: {out / 'truth.json'})",
+        err=True,
+    )
 
 
 if __name__ == "__main__":

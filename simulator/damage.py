@@ -2,22 +2,22 @@
 
 Every kind makes the line invalid by construction (and :func:`damage_line` verifies it):
 
-========================  ==============================================================  ===========
+========================  =============================================================  ===========
 kind                      what happens                                                    category
-========================  ==============================================================  ===========
-``missing_field``         one token removed (70 fields)                                   field_count
-``extra_field``           a ``0000.0000`` token inserted (72 fields)                      field_count
-``glued_tokens``          the space between two value tokens removed, preferably before   glued
+========================  =============================================================  ===========
+``missing_field``         one token removed (70 fields)                                  field_count
+``extra_field``           a ``0000.0000`` token inserted (72 fields)                     field_count
+``glued_tokens``          the space between two value tokens removed, preferably before  glued
                           a negative one (``-125.3125-124.0625``, like ``12.5-3.1``)
-``glued_lines``           the newline to the next line removed: ``...0000.00002024 03``   glued
+``glued_lines``           the newline to the next line removed: ``...0000.00002024 03``  glued
                           (two events on one physical line, 140 fields)
-``malformed_number``      a second decimal point in a value (``-120.144.0``)              malformed
-``bad_month``             month 13                                                        date
-``bad_day``               day 32                                                          date
-``feb_30``                February 30                                                     date
-``bad_hour``              hour 25                                                         date
-``truncated_line``        the last line of a file cut inside a token, no newline          truncated
-========================  ==============================================================  ===========
+``malformed_number``      a second decimal point in a value (``-120.144.0``)             malformed
+``bad_month``             month 13                                                       date
+``bad_day``               day 32                                                         date
+``feb_30``                February 30                                                    date
+``bad_hour``              hour 25                                                        date
+``truncated_line``        the last line of a file cut inside a token, no newline         truncated
+========================  =============================================================  ===========
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def is_valid_event_line(line: str) -> bool:
     if not re.fullmatch(r"\d{4}", date[0]) or not all(_INT2.fullmatch(t) for t in date[1:]):
         return False
     try:
-        datetime(*(int(t) for t in date))  # type: ignore[misc]
+        year, month, day, hour, minute, second = (int(t) for t in date)
+        datetime(year, month, day, hour, minute, second)
     except ValueError:
         return False
     if not tokens[N_TIME_FIELDS].isdigit() or int(tokens[N_TIME_FIELDS]) not in TRIGGER_TYPES:
@@ -83,7 +84,9 @@ def choose_kinds(rng: np.random.Generator, n: int) -> list[str]:
     return [names[i] for i in rng.choice(len(names), size=n, p=p / p.sum())]
 
 
-def damage_line(line: str, kind: str, rng: np.random.Generator, next_line: str | None = None) -> str:
+def damage_line(
+    line: str, kind: str, rng: np.random.Generator, next_line: str | None = None
+) -> str:
     """Apply one kind of damage to a valid line (no newline). ``glued_lines`` needs ``next_line``.
 
     Raises

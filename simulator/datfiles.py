@@ -104,7 +104,7 @@ def render_dat_file(
     """
     n = len(events)
     buf, offsets = format_event_lines(events.epoch_s, events.trigger, events.ticks, reuse=True)
-    view = memoryview(buf)
+    view = memoryview(buf.data)
     kinds: dict[int, str] = {}  # first (or only) event of each damaged line -> kind
     seconds: set[int] = set()  # second events of glued pairs
     if (damage_fraction > 0 or truncate_last) and rng is None:
@@ -167,7 +167,9 @@ def render_dat_file(
     ok[list(event_damage)] = False
     valid = {str(t): int(np.count_nonzero(ok & (events.trigger == t))) for t in TRIGGER_TYPES}
     lines = 1 + n - len(glued_first)
-    return RenderedFile(events.window.name, chunks, size, lines, event_line, event_damage, damaged, valid)
+    return RenderedFile(
+        events.window.name, chunks, size, lines, event_line, event_damage, damaged, valid
+    )
 
 
 def write_file(path: Path, chunks: Iterable[Any]) -> None:
@@ -179,7 +181,9 @@ def write_file(path: Path, chunks: Iterable[Any]) -> None:
     tmp.replace(path)
 
 
-def tar_member_gz(name: str, chunks: Sequence[Any], size: int, mtime: int, level: int = ARCHIVE_GZIP_LEVEL) -> bytes:
+def tar_member_gz(
+    name: str, chunks: Sequence[Any], size: int, mtime: int, level: int = ARCHIVE_GZIP_LEVEL
+) -> bytes:
     """One tar member (header, data, padding) as a complete gzip member.
 
     Concatenated gzip members form one valid gzip stream (RFC 1952 §2.2), so a daily archive is
@@ -233,7 +237,18 @@ def truth_table(events: HourEvents, rendered: RenderedFile) -> pa.Table:
         "time": pa.array(t["time_s"].astype("datetime64[s]"), pa.timestamp("s", tz="UTC")),
         "trigger_type": pa.array(t["trigger_type"], pa.int8()),
     }
-    for name in ("x_p1", "x_p2", "x_p3", "x_p4", "y_p1", "y_p2", "y_p3", "y_p4", "theta_deg", "phi_deg"):
+    for name in (
+        "x_p1",
+        "x_p2",
+        "x_p3",
+        "x_p4",
+        "y_p1",
+        "y_p2",
+        "y_p3",
+        "y_p4",
+        "theta_deg",
+        "phi_deg",
+    ):
         columns[name] = pa.array(t[name].astype(np.float32), pa.float32())
     for name in ("hit_mask", "avalanche_mask", "pairs_fired"):
         columns[name] = pa.array(t[name], pa.uint8())
@@ -244,7 +259,9 @@ def truth_table(events: HourEvents, rendered: RenderedFile) -> pa.Table:
     codes = np.zeros(len(events), np.int8)
     for i, kind in rendered.event_damage.items():
         codes[i] = _DAMAGE_CODES[kind]
-    columns["damage"] = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(_DAMAGE_NAMES, pa.string()))
+    columns["damage"] = pa.DictionaryArray.from_arrays(
+        pa.array(codes, pa.int8()), pa.array(_DAMAGE_NAMES, pa.string())
+    )
     return pa.table(columns)
 
 

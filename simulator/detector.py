@@ -40,11 +40,22 @@ class Response:
 
     def take(self, index: np.ndarray) -> Response:
         """A subset of the events."""
-        return Response(*(a[index] for a in (self.x_at, self.y_at, self.avalanche, self.hit_mask, self.q_strip)))
+        return Response(
+            *(a[index] for a in (self.x_at, self.y_at, self.avalanche, self.hit_mask, self.q_strip))
+        )
 
 
-def draw_avalanche_inputs(rng: np.random.Generator, n: int, model: DetectorModel) -> tuple[np.ndarray, np.ndarray]:
-    """Random inputs of the detector response: detection uniforms and avalanche charges [n, 4] (fC)."""
+def draw_avalanche_inputs(
+    rng: np.random.Generator, n: int, model: DetectorModel
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random inputs of the detector response: detection uniforms and avalanche charges.
+
+    Returns
+    -------
+    u_detect : numpy.ndarray [n, 4]
+    q_total : numpy.ndarray [n, 4]
+        Avalanche charge per plane (log-normal; a fraction are streamers). [fC]
+    """
     u_detect = rng.random((n, N_PLANES))
     streamer = rng.random((n, N_PLANES)) < model.streamer_probability
     normal = rng.standard_normal((n, N_PLANES))
@@ -64,7 +75,9 @@ def _check_tracks(tracks: Tracks, u_detect: np.ndarray, q_total: np.ndarray) -> 
     return n
 
 
-def detector_response(tracks: Tracks, u_detect: np.ndarray, q_total: np.ndarray, model: DetectorModel) -> Response:
+def detector_response(
+    tracks: Tracks, u_detect: np.ndarray, q_total: np.ndarray, model: DetectorModel
+) -> Response:
     """Avalanches and strip charges of tracks (numba kernel; see ``_kernels.detector_kernel``).
 
     Parameters
@@ -87,8 +100,16 @@ def detector_response(tracks: Tracks, u_detect: np.ndarray, q_total: np.ndarray,
     avalanche = np.empty(n, np.uint8)
     hit_mask = np.empty(n, np.uint8)
     q_strip = np.empty((n, N_PLANES, N_STRIPS), f64)
+    x0, y0, tx, ty, cos_theta = (
+        np.ascontiguousarray(a, f64)
+        for a in (tracks.x0, tracks.y0, tracks.tx, tracks.ty, tracks.cos_theta)
+    )
     _kernels.detector_kernel(
-        *(np.ascontiguousarray(a, f64) for a in (tracks.x0, tracks.y0, tracks.tx, tracks.ty, tracks.cos_theta)),
+        x0,
+        y0,
+        tx,
+        ty,
+        cos_theta,
         np.ascontiguousarray(u_detect, f64),
         np.ascontiguousarray(q_total, f64),
         np.ascontiguousarray(g.z_rel_mm, f64),
@@ -119,10 +140,15 @@ def detector_response_reference(
     x_at = tracks.x0[:, None] + tracks.tx[:, None] * z[None, :]
     y_at = tracks.y0[:, None] + tracks.ty[:, None] * z[None, :]
     inside = (np.abs(x_at) <= g.x_half_mm) & (np.abs(y_at) <= g.y_half_mm)
-    p_detect = 1.0 - (1.0 - np.asarray(model.efficiency))[None, :] ** (1.0 / tracks.cos_theta[:, None])
+    p_detect = 1.0 - (1.0 - np.asarray(model.efficiency))[None, :] ** (
+        1.0 / tracks.cos_theta[:, None]
+    )
     aval = inside & (u_detect < p_detect)
     gamma = model.lorentz_hwhm_mm
-    frac = (np.arctan((hi[None] - y_at[:, :, None]) / gamma) - np.arctan((lo[None] - y_at[:, :, None]) / gamma)) / np.pi
+    frac = (
+        np.arctan((hi[None] - y_at[:, :, None]) / gamma)
+        - np.arctan((lo[None] - y_at[:, :, None]) / gamma)
+    ) / np.pi
     q_strip = np.where(aval[:, :, None], q_total[:, :, None] * frac, 0.0)
     hit = (q_strip >= model.q_threshold_fc).any(axis=2)
     bits = (1 << np.arange(N_PLANES)).astype(np.uint8)
@@ -229,8 +255,12 @@ def electronics_reference(
     t0 = t_event_ns[:, None] + time_of_flight_ns(cos_theta, model)  # [n, k]
     half = response.x_at / model.signal_speed_mm_ns
     sig_t = model.time_jitter_ns
-    tf = t0[:, :, None] + model.t_offset_ns[None, :, 0, :] - half[:, :, None] + sig_t * noise[..., 0]
-    tb = t0[:, :, None] + model.t_offset_ns[None, :, 1, :] + half[:, :, None] + sig_t * noise[..., 1]
+    tf = (
+        t0[:, :, None] + model.t_offset_ns[None, :, 0, :] - half[:, :, None] + sig_t * noise[..., 0]
+    )
+    tb = (
+        t0[:, :, None] + model.t_offset_ns[None, :, 1, :] + half[:, :, None] + sig_t * noise[..., 1]
+    )
     width = model.tot_scale_ns * np.log1p(q / model.tot_q0_fc)
     qf = model.q_pedestal_ns[None, :, 0, :] + width + model.q_jitter_ns * noise[..., 2]
     qb = model.q_pedestal_ns[None, :, 1, :] + width + model.q_jitter_ns * noise[..., 3]
@@ -244,7 +274,9 @@ def electronics_reference(
     return ticks
 
 
-def self_trigger_ticks(rng: np.random.Generator, n: int, model: DetectorModel) -> tuple[np.ndarray, np.ndarray]:
+def self_trigger_ticks(
+    rng: np.random.Generator, n: int, model: DetectorModel
+) -> tuple[np.ndarray, np.ndarray]:
     """Noise-like content of self-trigger events (trigger type 2).
 
     Each plane fires with probability 0.3 on one random strip: times uniform in [-200, -60] ns
@@ -274,7 +306,11 @@ def self_trigger_ticks(rng: np.random.Generator, n: int, model: DetectorModel) -
         ticks[r, cols[k, 1, s]] = np.rint((t[sel, k] + dt[sel, k]) * 1e4).astype(np.int64)
         selq = sel & charged[:, k]
         rq, sq = rows[selq], strip[selq, k]
-        ticks[rq, cols[k, 2, sq]] = np.rint((model.q_pedestal_ns[k, 0, sq] + width[selq, k, 0]) * 1e4).astype(np.int64)
-        ticks[rq, cols[k, 3, sq]] = np.rint((model.q_pedestal_ns[k, 1, sq] + width[selq, k, 1]) * 1e4).astype(np.int64)
+        ticks[rq, cols[k, 2, sq]] = np.rint(
+            (model.q_pedestal_ns[k, 0, sq] + width[selq, k, 0]) * 1e4
+        ).astype(np.int64)
+        ticks[rq, cols[k, 3, sq]] = np.rint(
+            (model.q_pedestal_ns[k, 1, sq] + width[selq, k, 1]) * 1e4
+        ).astype(np.int64)
         hit_mask[selq] |= np.uint8(1 << k)
     return ticks, hit_mask

@@ -29,10 +29,34 @@ SINGLE_LEVELS = "reanalysis-era5-single-levels"
 PRESSURE_LEVELS = "reanalysis-era5-pressure-levels"
 
 _ATTRS = {
-    "t2m": {"long_name": "2 metre temperature", "units": "K", "standard_name": "unknown", "GRIB_paramId": 167, "GRIB_shortName": "2t"},
-    "sp": {"long_name": "Surface pressure", "units": "Pa", "standard_name": "surface_air_pressure", "GRIB_paramId": 134, "GRIB_shortName": "sp"},
-    "t": {"long_name": "Temperature", "units": "K", "standard_name": "air_temperature", "GRIB_paramId": 130, "GRIB_shortName": "t"},
-    "z": {"long_name": "Geopotential", "units": "m**2 s**-2", "standard_name": "geopotential", "GRIB_paramId": 129, "GRIB_shortName": "z"},
+    "t2m": {
+        "long_name": "2 metre temperature",
+        "units": "K",
+        "standard_name": "unknown",
+        "GRIB_paramId": 167,
+        "GRIB_shortName": "2t",
+    },
+    "sp": {
+        "long_name": "Surface pressure",
+        "units": "Pa",
+        "standard_name": "surface_air_pressure",
+        "GRIB_paramId": 134,
+        "GRIB_shortName": "sp",
+    },
+    "t": {
+        "long_name": "Temperature",
+        "units": "K",
+        "standard_name": "air_temperature",
+        "GRIB_paramId": 130,
+        "GRIB_shortName": "t",
+    },
+    "z": {
+        "long_name": "Geopotential",
+        "units": "m**2 s**-2",
+        "standard_name": "geopotential",
+        "GRIB_paramId": 129,
+        "GRIB_shortName": "z",
+    },
 }
 
 
@@ -42,7 +66,10 @@ def era5_filename(dataset: str, day: str) -> str:
 
 
 def station_grid(latitude: float, longitude: float) -> tuple[np.ndarray, np.ndarray]:
-    """Latitudes (descending) and longitudes (ascending) of the 4 × 4 grid around a station. [deg]"""
+    """Latitudes (descending) and longitudes (ascending) of the 4 × 4 grid around a station.
+
+    [deg]
+    """
     lat0 = np.floor(latitude / GRID_STEP_DEG) * GRID_STEP_DEG
     lon0 = np.floor(longitude / GRID_STEP_DEG) * GRID_STEP_DEG
     lats = lat0 + GRID_STEP_DEG * np.array([2.0, 1.0, 0.0, -1.0])
@@ -77,11 +104,40 @@ def bilinear(field: xr.DataArray, latitude: float, longitude: float) -> np.ndarr
 
 def _coords(times: np.ndarray, lats: np.ndarray, lons: np.ndarray) -> dict[str, xr.Variable]:
     return {
-        "number": xr.Variable((), np.int64(0), {"long_name": "ensemble member numerical id", "units": "1", "standard_name": "realization"}),
-        "valid_time": xr.Variable(("valid_time",), times.astype("datetime64[ns]"), {"long_name": "time", "standard_name": "time"}),
-        "latitude": xr.Variable(("latitude",), lats, {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "stored_direction": "decreasing"}),
-        "longitude": xr.Variable(("longitude",), lons, {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude"}),
-        "expver": xr.Variable(("valid_time",), np.array(["0001"] * times.size, dtype=object), {"long_name": "Experiment version"}),
+        "number": xr.Variable(
+            (),
+            np.int64(0),
+            {
+                "long_name": "ensemble member numerical id",
+                "units": "1",
+                "standard_name": "realization",
+            },
+        ),
+        "valid_time": xr.Variable(
+            ("valid_time",),
+            times.astype("datetime64[ns]"),
+            {"long_name": "time", "standard_name": "time"},
+        ),
+        "latitude": xr.Variable(
+            ("latitude",),
+            lats,
+            {
+                "units": "degrees_north",
+                "standard_name": "latitude",
+                "long_name": "latitude",
+                "stored_direction": "decreasing",
+            },
+        ),
+        "longitude": xr.Variable(
+            ("longitude",),
+            lons,
+            {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude"},
+        ),
+        "expver": xr.Variable(
+            ("valid_time",),
+            np.array(["0001"] * times.size, dtype=object),
+            {"long_name": "Experiment version"},
+        ),
     }
 
 
@@ -128,7 +184,11 @@ def era5_datasets(
     def spread(values: np.ndarray, grad_lat: np.ndarray, grad_lon: np.ndarray) -> np.ndarray:
         # values [...]; gradients broadcast against values' trailing dims; out [..., lat, lon]
         v = values[..., None, None]
-        return (v + np.asarray(grad_lat)[..., None, None] * dlat + np.asarray(grad_lon)[..., None, None] * dlon).astype(np.float32)
+        return (
+            v
+            + np.asarray(grad_lat)[..., None, None] * dlat
+            + np.asarray(grad_lon)[..., None, None] * dlon
+        ).astype(np.float32)
 
     coords = _coords(times, lats, lons)
     sp = spread(weather.surface_pressure_hpa[sel] * 100.0, g_sp[0], g_sp[1])
@@ -149,7 +209,13 @@ def era5_datasets(
         "pressure_level": xr.Variable(
             ("pressure_level",),
             levels,
-            {"units": "hPa", "long_name": "pressure", "standard_name": "air_pressure", "stored_direction": "decreasing", "positive": "down"},
+            {
+                "units": "hPa",
+                "long_name": "pressure",
+                "standard_name": "air_pressure",
+                "stored_direction": "decreasing",
+                "positive": "down",
+            },
         ),
     }
     dims = ("valid_time", "pressure_level", "latitude", "longitude")
@@ -162,7 +228,13 @@ def era5_datasets(
 
 
 def write_era5_day(
-    directory: Path, weather: WeatherHourly, latitude: float, longitude: float, seed: int, station: int, day_s: int
+    directory: Path,
+    weather: WeatherHourly,
+    latitude: float,
+    longitude: float,
+    seed: int,
+    station: int,
+    day_s: int,
 ) -> list[Path]:
     """Write both files of a day into ``directory``; return their paths."""
     single, pressure = era5_datasets(weather, latitude, longitude, seed, station, day_s)
@@ -172,8 +244,14 @@ def write_era5_day(
     for dataset, ds in ((SINGLE_LEVELS, single), (PRESSURE_LEVELS, pressure)):
         path = directory / era5_filename(dataset, day)
         tmp = path.with_name(f".{path.name}.part")
-        encoding = {name: {"dtype": "float32", "_FillValue": np.float32(np.nan)} for name in ds.data_vars}
-        encoding["valid_time"] = {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
+        encoding = {
+            name: {"dtype": "float32", "_FillValue": np.float32(np.nan)} for name in ds.data_vars
+        }
+        encoding["valid_time"] = {
+            "units": "seconds since 1970-01-01",
+            "calendar": "proleptic_gregorian",
+            "dtype": "int64",
+        }
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         tmp.replace(path)
         paths.append(path)

@@ -126,7 +126,9 @@ def self_trigger_seconds(sim: StationSim, window: FileWindow) -> np.ndarray:
     return np.concatenate(out) if out else np.empty(0, np.int64)
 
 
-def simulate_hour(sim: StationSim, window: FileWindow, weather: WeatherHourly, *, with_electronics: bool = True) -> HourEvents:
+def simulate_hour(
+    sim: StationSim, window: FileWindow, weather: WeatherHourly, *, with_electronics: bool = True
+) -> HourEvents:
     """Simulate one file.
 
     Parameters

@@ -36,7 +36,9 @@ def _validated(
     trig = np.ascontiguousarray(trigger, dtype=np.int64)
     tk = np.ascontiguousarray(ticks, dtype=np.int64)
     if epoch.ndim != 1 or trig.shape != epoch.shape:
-        raise ValueError(f"epoch_s and trigger must be 1-D of equal length: {epoch.shape}, {trig.shape}")
+        raise ValueError(
+            f"epoch_s and trigger must be 1-D of equal length: {epoch.shape}, {trig.shape}"
+        )
     if tk.shape != (epoch.size, N_CHANNELS):
         raise ValueError(f"ticks must have shape ({epoch.size}, {N_CHANNELS}), got {tk.shape}")
     if epoch.size and (epoch.min() < 0 or epoch.max() >= 253402300800):  # year 10000

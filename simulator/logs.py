@@ -49,7 +49,12 @@ class DayCounts:
 
     def __post_init__(self) -> None:
         self.covered = np.zeros(86400, bool)
-        names = ["coincidence", "self", *(f"pair_{j}" for j in range(self.n_pairs)), *(f"plane_{k}" for k in range(4))]
+        names = [
+            "coincidence",
+            "self",
+            *(f"pair_{j}" for j in range(self.n_pairs)),
+            *(f"plane_{k}" for k in range(4)),
+        ]
         self.counts = {name: np.zeros(86400, np.int32) for name in names}
 
     def add(self, seconds: np.ndarray, per_second: dict[str, np.ndarray]) -> None:
@@ -94,7 +99,11 @@ class LogFile:
 
 
 def _window_rates(
-    counts: DayCounts, times: np.ndarray, names: list[str], expected: np.ndarray, window_s: int = 300
+    counts: DayCounts,
+    times: np.ndarray,
+    names: list[str],
+    expected: np.ndarray,
+    window_s: int = 300,
 ) -> dict[str, np.ndarray]:
     """Rates over the ``window_s`` before each time from the acquired seconds (expected if none)."""
     out = {}
@@ -148,7 +157,12 @@ def generate_day_logs(
 
 
 def _values(
-    sim: StationSim, log_type: LogType, times: np.ndarray, weather: WeatherHourly, counts: DayCounts, rng: np.random.Generator
+    sim: StationSim,
+    log_type: LogType,
+    times: np.ndarray,
+    weather: WeatherHourly,
+    counts: DayCounts,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, list[str]]:
     n = times.size
     p, t2m, _, factor = weather.at_seconds(times, sim.coefficients)
@@ -163,19 +177,39 @@ def _values(
             temp, rh = t_ext, rh_ext
             baro = p + sim.barometer_offset_hpa + rng.normal(0, sim.barometer_noise_hpa, n)
         else:
-            temp = t_ext + 8.0 + 0.5 * np.sin(2 * np.pi * (times % 86400) / 86400) + rng.normal(0, 0.1, n)
+            temp = (
+                t_ext
+                + 8.0
+                + 0.5 * np.sin(2 * np.pi * (times % 86400) / 86400)
+                + rng.normal(0, 0.1, n)
+            )
             rh = np.clip(0.6 * rh_ext + rng.normal(0, 0.5, n), 5, 100)
             baro = p + sim.internal_barometer_offset_hpa + rng.normal(0, sim.barometer_noise_hpa, n)
         raw_t = np.round(temp * 100 + 52000)
         raw_p = np.round(baro * 300)
-        cols = [np.zeros(n) + (0 if outside else 1), np.full(n, 118 if outside else 119), raw_t, raw_p, temp, rh, baro]
+        cols = [
+            np.zeros(n) + (0 if outside else 1),
+            np.full(n, 118 if outside else 119),
+            raw_t,
+            raw_p,
+            temp,
+            rh,
+            baro,
+        ]
         return np.column_stack(cols), ["%d", "%d", "%d", "%d", "%.2f", "%.2f", "%.2f"]
     if prefix == "hv0_":
         current_neg = 0.45 + 0.004 * (t_c - 10) + rng.normal(0, 0.01, n)
         current_pos = 0.52 + 0.004 * (t_c - 10) + rng.normal(0, 0.01, n)
         hv_neg = 5.5 + rng.normal(0, 0.002, n)
         hv_pos = 5.5 + rng.normal(0, 0.002, n)
-        head = [np.ones(n), np.ones(n), np.full(n, 5500.0), np.full(n, 5500.0), 25 + 0.3 * t_c + rng.normal(0, 0.2, n), np.zeros(n)]
+        head = [
+            np.ones(n),
+            np.ones(n),
+            np.full(n, 5500.0),
+            np.full(n, 5500.0),
+            25 + 0.3 * t_c + rng.normal(0, 0.2, n),
+            np.zeros(n),
+        ]
         tail = [np.full(n, 10.0), np.full(n, 10.0), np.full(n, 10.0), np.full(n, 10.0)]
         tail += [30.0 + rng.normal(0, 0.2, n), 30.5 + rng.normal(0, 0.2, n)] + [np.zeros(n)] * 5
         cols = [*head, current_neg, current_pos, hv_neg, hv_pos, *tail]
@@ -183,7 +217,12 @@ def _values(
         fmts += ["%.1f"] * 4 + ["%.1f", "%.1f"] + ["%d"] * 5
         return np.column_stack(cols), fmts
     if prefix == "rates_":
-        names = ["coincidence", "self", *(f"pair_{j}" for j in range(counts.n_pairs)), *(f"plane_{k}" for k in range(4))]
+        names = [
+            "coincidence",
+            "self",
+            *(f"pair_{j}" for j in range(counts.n_pairs)),
+            *(f"plane_{k}" for k in range(4)),
+        ]
         expected = {name: np.zeros(n) for name in names}
         expected["coincidence"] = sim.rate_hz * factor
         rates = {name: _window_rates(counts, times, [name], expected[name])[name] for name in names}
@@ -191,13 +230,19 @@ def _values(
         asserted = accepted * 1.08 + 1.5 + rng.normal(0, 0.1, n)
         edge = accepted * 1.03 + 0.5 + rng.normal(0, 0.05, n)
         dark = 60 + 40 * rng.random(4)
-        mux = [np.clip(dark[k] + 2.5 * rates[f"plane_{k}"] + rng.normal(0, 0.5, n), 0, None) for k in range(4)]
+        mux = [
+            np.clip(dark[k] + 2.5 * rates[f"plane_{k}"] + rng.normal(0, 0.5, n), 0, None)
+            for k in range(4)
+        ]
         cm = [rates.get(f"pair_{j}", np.zeros(n)) for j in range(4)]
         return np.column_stack([asserted, edge, accepted, *mux, *cm]), ["%.2f"] * 11
     if prefix == "Flow0_":
         base = 980 + 40 * rng.random(4)
         hours = (times - times[0]) / 3600
-        cols = [np.round(base[k] + 5 * np.sin(2 * np.pi * hours / 24 + k) + rng.normal(0, 3, n)) for k in range(4)]
+        cols = [
+            np.round(base[k] + 5 * np.sin(2 * np.pi * hours / 24 + k) + rng.normal(0, 3, n))
+            for k in range(4)
+        ]
         return np.column_stack(cols), ["%d"] * 4
     if prefix == "Odroid_":
         days = times / 86400.0
@@ -225,7 +270,9 @@ def _damage_logs(sim: StationSim, key: int, files: list[LogFile]) -> None:
         i = int(rng.integers(0, len(f.lines)))
         while i + 1 in taken:
             i = (i + 1) % len(f.lines)
-        stamp, *values = f.lines[i].split(" ") if not f.lines[i][10:11] == " " else _split_space_style(f.lines[i])
+        stamp, *values = (
+            f.lines[i].split(" ") if f.lines[i][10:11] != " " else _split_space_style(f.lines[i])
+        )
         if kind == "too_few_values":
             keep = max(0, f.log_type.min_values - 1 - int(rng.integers(0, 3)))
             values = values[:keep]
@@ -251,6 +298,6 @@ def _damage_logs(sim: StationSim, key: int, files: list[LogFile]) -> None:
 
 
 def _split_space_style(line: str) -> list[str]:
-    """Split a line whose timestamp uses a space instead of T, keeping the timestamp in one piece."""
+    """Split a line whose timestamp has a space instead of T, keeping the timestamp whole."""
     date, clock, *values = line.split(" ")
     return [f"{date}T{clock}", *values]

@@ -1,7 +1,8 @@
 """Parameters of a simulated station: geometry, detector response, electronics (DOMAIN.md §2, §8).
 
 Numbers that are per-station settings come from the network configuration or are drawn once per
-station from the run's seed; all of them are recorded in ``truth.json`` (:meth:`DetectorModel.to_dict`).
+station from the run's seed; all of them are recorded in ``truth.json``
+(:meth:`DetectorModel.to_dict`).
 Planes are indexed 0..3 for planes 1..4 in arrays. Coordinates: x along the strips, y across them
 (strip centres), z downward from the top plane (plane 1 at the smallest z), in mm.
 """
@@ -182,8 +183,12 @@ class DetectorModel:
         for k in range(N_PLANES):
             for end, (tq, qq) in enumerate((("T_F", "Q_F"), ("T_B", "Q_B"))):
                 for s in range(N_STRIPS):
-                    t_off[channel_name(k + 1, tq, s + 1)] = round(float(self.t_offset_ns[k, end, s]), 6)
-                    q_ped[channel_name(k + 1, qq, s + 1)] = round(float(self.q_pedestal_ns[k, end, s]), 6)
+                    t_off[channel_name(k + 1, tq, s + 1)] = round(
+                        float(self.t_offset_ns[k, end, s]), 6
+                    )
+                    q_ped[channel_name(k + 1, qq, s + 1)] = round(
+                        float(self.q_pedestal_ns[k, end, s]), 6
+                    )
         return {
             "z_mm": list(g.z_mm),
             "active_area_mm": {"x_half": g.x_half_mm, "y_half": g.y_half_mm},
@@ -215,7 +220,11 @@ class DetectorModel:
                 "jitter_ns": self.q_jitter_ns,
             },
             "time_jitter_ns": {"tdc": self.tdc_jitter_ns, "fee": self.fee_jitter_ns},
-            "event_time_jitter_ns": {"distribution": "uniform", "low": 0.0, "high": self.event_jitter_ns},
+            "event_time_jitter_ns": {
+                "distribution": "uniform",
+                "low": 0.0,
+                "high": self.event_jitter_ns,
+            },
             "signal_speed_mm_ns": self.signal_speed_mm_ns,
             "t_offset_ns": t_off,
             "q_pedestal_ns": q_ped,

@@ -46,11 +46,18 @@ class Tracks:
 
     def take(self, index: np.ndarray) -> Tracks:
         """A subset of the tracks."""
-        return Tracks(*(a[index] for a in (self.x0, self.y0, self.tx, self.ty, self.cos_theta, self.phi)))
+        return Tracks(
+            *(a[index] for a in (self.x0, self.y0, self.tx, self.ty, self.cos_theta, self.phi))
+        )
 
 
-def sample_cos_theta(rng: np.random.Generator, n: int, cos_power: float = 2.0, cos_min: float = 0.0) -> np.ndarray:
-    """cos θ with density ∝ cosⁿθ on [cos_min, 1]: ``c = (c_min^(n+1) + U (1 - c_min^(n+1)))^(1/(n+1))``."""
+def sample_cos_theta(
+    rng: np.random.Generator, n: int, cos_power: float = 2.0, cos_min: float = 0.0
+) -> np.ndarray:
+    """cos θ with density ∝ cosⁿθ on [cos_min, 1].
+
+    ``c = (c_min^(n+1) + U (1 - c_min^(n+1)))^(1/(n+1))``.
+    """
     k = cos_power + 1.0
     low = cos_min**k
     return (low + rng.random(n) * (1.0 - low)) ** (1.0 / k)
@@ -59,7 +66,8 @@ def sample_cos_theta(rng: np.random.Generator, n: int, cos_power: float = 2.0, c
 def sample_muons_on_plane(
     rng: np.random.Generator, n: int, half_width_mm: float, cos_power: float = 2.0
 ) -> Tracks:
-    """``n`` muons of the full generation square (no thinning): the reference of :func:`sample_candidates`."""
+    """``n`` muons of the full generation square, no thinning (reference of
+    :func:`sample_candidates`)."""
     c = sample_cos_theta(rng, n, cos_power)
     phi = rng.random(n) * 2 * np.pi - np.pi
     tan = np.sqrt(1.0 - c * c) / c
@@ -112,7 +120,14 @@ def candidate_term_weights(model: DetectorModel) -> np.ndarray:
     i0 = 1.0 - c_min**3
     i1 = (1.0 - c_min**2) ** 1.5
     i2 = 3.0 * (1.0 - c_min) - (1.0 - c_min**3)
-    terms = np.array([4 * x * y * i0, (2 / np.pi) * 2 * x * d * i1, (2 / np.pi) * 2 * y * d * i1, d * d * i2 / np.pi])
+    terms = np.array(
+        [
+            4 * x * y * i0,
+            (2 / np.pi) * 2 * x * d * i1,
+            (2 / np.pi) * 2 * y * d * i1,
+            d * d * i2 / np.pi,
+        ]
+    )
     return np.cumsum(terms)
 
 
@@ -147,4 +162,10 @@ def in_candidate_region(tracks: Tracks, model: DetectorModel) -> np.ndarray:
     g = model.geometry
     x_lo, x_hi, y_lo, y_hi = box_bounds(tracks.tx, tracks.ty, g.x_half_mm, g.y_half_mm, g.depth_mm)
     ok_theta = tracks.cos_theta >= np.cos(model.theta_max_trigger_rad())
-    return ok_theta & (tracks.x0 >= x_lo) & (tracks.x0 <= x_hi) & (tracks.y0 >= y_lo) & (tracks.y0 <= y_hi)
+    return (
+        ok_theta
+        & (tracks.x0 >= x_lo)
+        & (tracks.x0 <= x_hi)
+        & (tracks.y0 >= y_lo)
+        & (tracks.y0 <= y_hi)
+    )

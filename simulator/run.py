@@ -45,7 +45,14 @@ from simulator.datfiles import (
     write_truth_table,
 )
 from simulator.era5 import write_era5_day
-from simulator.events import FileWindow, HourEvents, file_offset_s, file_window, hour_index, simulate_hour
+from simulator.events import (
+    FileWindow,
+    HourEvents,
+    file_offset_s,
+    file_window,
+    hour_index,
+    simulate_hour,
+)
 from simulator.formatting import format_event_lines
 from simulator.logs import DayCounts, LogFile, generate_day_logs
 from simulator.seeds import Stream, rng_for
@@ -118,7 +125,9 @@ class SimulationRequest:
     @property
     def start_s(self) -> int:
         """UTC midnight of the first day. [s]"""
-        return int(datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp())
+        return int(
+            datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp()
+        )
 
     @property
     def end_s(self) -> int:
@@ -183,7 +192,9 @@ def plan_station(sim: StationSim, request: SimulationRequest) -> StationPlan:
         window = file_window(sim.seed, sim.id, h, dead_start_s=dead)
         if dead:
             original = file_window(sim.seed, sim.id, h)
-            empty = FileWindow(sim.id, h, original.name_s, original.acq_start_s, original.acq_start_s)
+            empty = FileWindow(
+                sim.id, h, original.name_s, original.acq_start_s, original.acq_start_s
+            )
         tasks.append(FileTask(window, day_index, day_index < last_day, damage and h == end - 3600))
     extra = None
     if damage and request.days == 1:
@@ -307,15 +318,30 @@ def prepare_output(out: Path, station_dirnames: list[str]) -> None:
 
 def write_logbook(path: Path, sim: StationSim, request: SimulationRequest) -> None:
     """The mechanical logbook: an older configuration and the simulated one."""
-    pairs = list(sim.detector.trigger_pairs)[:4] + [""] * max(0, 4 - len(sim.detector.trigger_pairs))
+    pairs = list(sim.detector.trigger_pairs)[:4] + [""] * max(
+        0, 4 - len(sim.detector.trigger_pairs)
+    )
     first = request.start
     last = request.start + timedelta(days=request.days - 1)
-    rows = [
-        [sim.id, 1, first - timedelta(days=365), first - timedelta(days=1), 0, 145, 290, 435, 12, 23, 34, 13],
+    rows: list[list[Any]] = [
+        [
+            sim.id,
+            1,
+            first - timedelta(days=365),
+            first - timedelta(days=1),
+            0,
+            145,
+            290,
+            435,
+            12,
+            23,
+            34,
+            13,
+        ],
         [sim.id, 2, first, last, *[f"{z:g}" for z in sim.detector.geometry.z_mm], *pairs],
     ]
     text = "station,conf,start,end,P1,P2,P3,P4,C1,C2,C3,C4\n"
-    text += "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+    text += "".join(",".join(map(str, row)) + "\n" for row in rows)
     path.write_text(text, encoding="ascii")
 
 
@@ -351,9 +377,7 @@ def finish_totals(entry: dict[str, Any]) -> None:
     entry["totals"] = {
         "files": len(entry["files"]),
         "readable_files": len(readable),
-        "valid_events": {
-            t: sum(f["valid_events"][t] for f in readable) for t in ("1", "2")
-        },
+        "valid_events": {t: sum(f["valid_events"][t] for f in readable) for t in ("1", "2")},
         "damaged_lines": sum(f["damaged_lines"] for f in readable),
         "damaged_lines_in_unreadable_files": sum(f["damaged_lines"] for f in unreadable),
         "lines": sum(f["lines"] for f in readable),
@@ -361,7 +385,9 @@ def finish_totals(entry: dict[str, Any]) -> None:
         "candidates": sum(f["candidates"] for f in entry["files"].values()),
         "triggered_events": sum(f["triggered"] for f in entry["files"].values()),
         "self_trigger_events": sum(f["self_trigger_events"] for f in entry["files"].values()),
-        "expected_triggered_events": round(sum(f["expected_triggered"] for f in entry["files"].values()), 3),
+        "expected_triggered_events": round(
+            sum(f["expected_triggered"] for f in entry["files"].values()), 3
+        ),
         "events_in_unreadable_files": sum(f["events"] for f in unreadable),
         "live_s": sum(f["live_s"] for f in entry["files"].values()),
         "readable_live_s": sum(f["live_s"] for f in readable),
@@ -380,7 +406,7 @@ class _ArchiveState:
 
 
 def run_batch(
-    request: SimulationRequest, on_file: Callable[[], None] | None = None
+    request: SimulationRequest, on_file: Callable[[], object] | None = None
 ) -> dict[str, Any]:
     """Simulate and write everything; return the truth (also written to ``out/truth.json``).
 
@@ -426,26 +452,43 @@ def run_batch(
         entry = empty_station_truth(plan, request)
         truth["stations"][str(sim.id)] = entry
         write_logbook(dirs["root"] / "logbook.csv", sim, request)
-        plan.weather.to_frame().to_csv(dirs["truth"] / "weather_hourly.csv", index=False, float_format="%.6f")
+        plan.weather.to_frame().to_csv(
+            dirs["truth"] / "weather_hourly.csv", index=False, float_format="%.6f"
+        )
         for d in range(request.days):
             day_s = request.start_s + 86400 * d
             assert sim.station.latitude is not None and sim.station.longitude is not None
             for path in write_era5_day(
-                dirs["era5"], plan.weather, sim.station.latitude, sim.station.longitude, sim.seed, sim.id, day_s
+                dirs["era5"],
+                plan.weather,
+                sim.station.latitude,
+                sim.station.longitude,
+                sim.seed,
+                sim.id,
+                day_s,
             ):
                 entry["era5_files"].append(path.relative_to(out).as_posix())
         if plan.empty_file is not None:
             (dirs["dat"] / plan.empty_file.name).write_bytes(b"")
             entry["empty_files"].append(
-                {"file": plan.empty_file.name, "path": f"{sim.dirname}/dat/{plan.empty_file.name}",
-                 "reason": f"DAQ restart: empty file, acquisition resumed {EMPTY_FILE_DEAD_S} s later"}
+                {
+                    "file": plan.empty_file.name,
+                    "path": f"{sim.dirname}/dat/{plan.empty_file.name}",
+                    "reason": "DAQ restart: empty file, acquisition resumed "
+                    f"{EMPTY_FILE_DEAD_S} s later",
+                }
             )
             entry["files"][plan.empty_file.name] = _empty_file_entry(plan.empty_file, sim)
         if plan.extra_corrupt_archive is not None:
             _write_extra_corrupt_archive(plan, dirs["dat"], entry)
 
     # station-hours in (hour, station) order, so days finish together for all stations
-    jobs = [(plan, task) for i in range(len(plans[0].tasks)) for plan in plans for task in [plan.tasks[i]]]
+    jobs = [
+        (plan, task)
+        for i in range(len(plans[0].tasks))
+        for plan in plans
+        for task in [plan.tasks[i]]
+    ]
     counts: dict[tuple[int, int], DayCounts] = {}
     archives: dict[tuple[int, int], _ArchiveState] = {}
     workers = request.workers or os.cpu_count() or 1
@@ -503,7 +546,11 @@ def _write_extra_corrupt_archive(plan: StationPlan, dat_dir: Path, entry: dict[s
     name = plan.extra_corrupt_archive
     assert name is not None
     member = name[: -len(".tar.gz")]
-    start = plan.tasks[0].window.hour_s - 86400 + file_offset_s(plan.sim.seed, plan.sim.id, plan.tasks[0].window.hour_s - 86400)
+    start = (
+        plan.tasks[0].window.hour_s
+        - 86400
+        + file_offset_s(plan.sim.seed, plan.sim.id, plan.tasks[0].window.hour_s - 86400)
+    )
     n = 2000
     epoch = start + np.arange(n) // 8
     buf, _ = format_event_lines(epoch, np.ones(n, np.int64), np.zeros((n, 64), np.int64))
@@ -518,7 +565,7 @@ def _write_extra_corrupt_archive(plan: StationPlan, dat_dir: Path, entry: dict[s
             "day": day_string(start),
             "members": [member],
             "bytes": len(data),
-            "note": "previous day, outside the simulated span: its content is lost and not in the truth",
+            "note": "previous day, outside the simulated span: content lost, not in the truth",
         }
     )
 
@@ -544,7 +591,8 @@ def _consume(
         if state is None:
             assert archive_name is not None
             path = dirs["dat"] / archive_name
-            state = _ArchiveState(archive_name, path, open(path.with_name(f".{archive_name}.part"), "wb"))  # noqa: SIM115
+            handle = open(path.with_name(f".{archive_name}.part"), "wb")  # noqa: SIM115
+            state = _ArchiveState(archive_name, path, handle)  # closed when the day is complete
             archives[key] = state
         state.handle.write(result.member)
         state.uncompressed += result.member_size
@@ -559,13 +607,22 @@ def _consume(
     }
     for line, kind in result.damaged:
         entry["damaged_lines"].append(
-            {"file": name, "archive": archive_name, "line": line, "kind": kind, "category": CATEGORY[kind], "readable": readable}
+            {
+                "file": name,
+                "archive": archive_name,
+                "line": line,
+                "kind": kind,
+                "category": CATEGORY[kind],
+                "readable": readable,
+            }
         )
         if kind == "truncated_line":
             entry["truncated_lines"].append({"file": name, "archive": archive_name, "line": line})
     day_s = request.start_s + 86400 * day_index
     for d in (day_s, day_s + 86400):
-        counts.setdefault((sim.id, d), DayCounts(d, len(sim.detector.trigger_pairs))).add(result.seconds, result.per_second)
+        counts.setdefault((sim.id, d), DayCounts(d, len(sim.detector.trigger_pairs))).add(
+            result.seconds, result.per_second
+        )
     if task.window.hour_s != day_s + 23 * 3600:
         return
     # the day is complete for this station: close its archive, write its logs
@@ -575,12 +632,16 @@ def _consume(
         state.handle.close()
         tmp = state.path.with_name(f".{state.name}.part")
         tmp.replace(state.path)
-        archive_entry: dict[str, Any] = {"path": f"{sim.dirname}/dat/{state.name}", "day": day_string(day_s), "members": state.members}
+        archive_entry: dict[str, Any] = {
+            "path": f"{sim.dirname}/dat/{state.name}",
+            "day": day_string(day_s),
+            "members": state.members,
+        }
         if plan.corrupt_archive_day == day_index:
             size = state.path.stat().st_size
             keep = min(4096, size // 2)
-            with open(state.path, "r+b") as handle:
-                handle.truncate(keep)
+            with open(state.path, "r+b") as corrupt:
+                corrupt.truncate(keep)
             archive_entry.update(corrupt=True, bytes_before=size, bytes=keep)
             entry["corrupt_archives"].append(
                 {
@@ -604,6 +665,12 @@ def _consume(
     write_logs(log_dir, logs)
     rel = log_dir.relative_to(request.out).as_posix()
     for f in logs:
-        entry["logs"]["files"][f"{rel}/{f.name}"] = {"type": f.log_type.source, "day": f.day, "lines": len(f.lines)}
+        entry["logs"]["files"][f"{rel}/{f.name}"] = {
+            "type": f.log_type.source,
+            "day": f.day,
+            "lines": len(f.lines),
+        }
         for line, kind in f.damaged:
-            entry["logs"]["damaged_lines"].append({"file": f"{rel}/{f.name}", "line": line, "kind": kind})
+            entry["logs"]["damaged_lines"].append(
+                {"file": f"{rel}/{f.name}", "line": line, "kind": kind}
+            )

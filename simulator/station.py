@@ -1,4 +1,4 @@
-"""One simulated station: its configuration, detector, weather, generation rates and parameter hash."""
+"""One simulated station: configuration, detector, weather, generation rates, parameter hash."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ class StationSim:
             "altitude_m": self.station.altitude_m,
             "model_version": MODEL_VERSION,
             "rate_hz": self.rate_hz,
-            "rate_definition": "accepted coincidence (trigger type 1) rate at P = P0 and T_eff = T_eff_ref",
+            "rate_definition": "accepted coincidence (trigger type 1) rate at P = P0, "
+            "T_eff = T_eff_ref",
             "rate_candidates_hz": self.rate_candidates_hz,
             "rate_generated_hz": self.rate_generated_hz,
             "generation_plane": {
@@ -116,8 +117,7 @@ class StationSim:
             "barometer_noise_hpa": self.barometer_noise_hpa,
             "internal_barometer_offset_hpa": self.internal_barometer_offset_hpa,
             "self_trigger": {
-                "start_utc": f"{self.self_trigger.start_s_of_day // 3600:02d}:"
-                f"{self.self_trigger.start_s_of_day // 60 % 60:02d}:{self.self_trigger.start_s_of_day % 60:02d}",
+                "start_utc": _clock(self.self_trigger.start_s_of_day),
                 "duration_s": self.self_trigger.duration_s,
                 "rate_hz": self.self_trigger.rate_hz,
             },
@@ -131,7 +131,14 @@ class StationSim:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def estimate_acceptance(seed: int, station: int, model: DetectorModel, samples: int = 400_000) -> Acceptance:
+def _clock(seconds_of_day: int) -> str:
+    """``hh:mm:ss`` of seconds after midnight."""
+    return f"{seconds_of_day // 3600:02d}:{seconds_of_day // 60 % 60:02d}:{seconds_of_day % 60:02d}"
+
+
+def estimate_acceptance(
+    seed: int, station: int, model: DetectorModel, samples: int = 400_000
+) -> Acceptance:
     """P(trigger | candidate) by a seeded Monte Carlo pre-pass with the same detector code."""
     rng = rng_for(seed, station, Stream.ACCEPTANCE)
     triggered = 0
@@ -140,7 +147,9 @@ def estimate_acceptance(seed: int, station: int, model: DetectorModel, samples: 
         n = min(100_000, samples - done)
         tracks = sample_candidates(rng, n, model)
         u, q = draw_avalanche_inputs(rng, n, model)
-        triggered += int(np.count_nonzero(fired_pairs(detector_response(tracks, u, q, model).hit_mask, model)))
+        triggered += int(
+            np.count_nonzero(fired_pairs(detector_response(tracks, u, q, model).hit_mask, model))
+        )
         done += n
     value = triggered / samples
     return Acceptance(value, float(np.sqrt(value * (1 - value) / samples)), samples)
@@ -183,9 +192,16 @@ def build_station_sim(
         alpha_t_pct_per_k=atm.alpha_t_pct_per_k if alpha_t_pct_per_k is None else alpha_t_pct_per_k,
         teff_ref_k=atm.teff_ref_k,
     )
-    detector = draw_detector_model(seed, station.id, Geometry(z_mm=z_mm), tuple(station.trigger_pairs))
+    detector = draw_detector_model(
+        seed, station.id, Geometry(z_mm=z_mm), tuple(station.trigger_pairs)
+    )
     weather = WeatherModel.draw(
-        seed, station.id, station.latitude, station.longitude, float(station.altitude_m or 0.0), atm.p0_hpa
+        seed,
+        station.id,
+        station.latitude,
+        station.longitude,
+        float(station.altitude_m or 0.0),
+        atm.p0_hpa,
     )
     half_width = generation_half_width_mm(detector)
     rng = rng_for(seed, station.id, Stream.PARAMETERS, 1)

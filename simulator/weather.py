@@ -1,12 +1,14 @@
 """Synthetic weather at a station: surface pressure, ground temperature and a full temperature and
-geopotential profile on the 37 ERA5 pressure levels, hourly, plus the muon-rate modulation it causes.
+geopotential profile on the 37 ERA5 pressure levels, hourly, plus the muon-rate modulation it
+causes.
 
 The weather is a deterministic function of absolute time and of per-station parameters drawn once
 from the run's seed, so any hour of any day is the same whatever span is simulated.
 
 Model (all temperatures in K, pressures in hPa, time in hours since 1970):
 
-- surface pressure ``p_s = p_mean + Σ_k a_k sin(2π t/T_k + φ_k) + A_S2 cos(4π (t_LST - 10 h)/24 h)``:
+- surface pressure
+  ``p_s = p_mean + Σ_k a_k sin(2π t/T_k + φ_k) + A_S2 cos(4π (t_LST - 10 h)/24 h)``:
   three synoptic waves (periods 2-10 days, together up to about ±10 hPa) and the semidiurnal
   solar tide (maxima near 10 and 22 local solar time, amplitude ≈ 1.2 cos³(lat) hPa);
 - free-atmosphere temperature at the surface
@@ -101,7 +103,9 @@ class WeatherHourly:
         i100 = self.level(100.0)
         return pd.DataFrame(
             {
-                "time": pd.to_datetime(self.time_s, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "time": pd.to_datetime(self.time_s, unit="s", utc=True).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
                 "pressure_hpa": self.surface_pressure_hpa,
                 "temp_ground_c": self.t2m_k - 273.15,
                 "temp_100hpa_c": self.t_levels_k[:, i100] - 273.15,
@@ -112,7 +116,9 @@ class WeatherHourly:
             }
         )
 
-    def at_seconds(self, seconds: np.ndarray, coefficients: AtmosphereCoefficients) -> tuple[np.ndarray, ...]:
+    def at_seconds(
+        self, seconds: np.ndarray, coefficients: AtmosphereCoefficients
+    ) -> tuple[np.ndarray, ...]:
         """Pressure [hPa], 2 m temperature [K], T_eff [K] and the rate factor at arbitrary seconds,
         linear between the hours (the factor is computed from the interpolated P and T_eff)."""
         t = np.asarray(seconds, dtype=np.float64)
@@ -151,7 +157,15 @@ class WeatherModel:
     boundary_layer_hpa: float = 80.0
 
     @classmethod
-    def draw(cls, seed: int, station: int, latitude: float, longitude: float, altitude_m: float, p0_hpa: float) -> WeatherModel:
+    def draw(
+        cls,
+        seed: int,
+        station: int,
+        latitude: float,
+        longitude: float,
+        altitude_m: float,
+        p0_hpa: float,
+    ) -> WeatherModel:
         """The weather of one station, drawn from the run's seed around its reference pressure."""
         rng = rng_for(seed, station, Stream.WEATHER)
         alat = abs(latitude)
@@ -184,7 +198,9 @@ class WeatherModel:
     def _local_solar_hour(self, hours: np.ndarray) -> np.ndarray:
         return np.mod(hours + self.longitude / 15.0, 24.0)
 
-    def surface_state(self, time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def surface_state(
+        self, time_s: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Surface pressure [hPa], free-atmosphere surface temperature T_sf [K], diurnal term D [K]
         and tropopause temperature [K] at UTC seconds ``time_s``."""
         hours = np.asarray(time_s, dtype=np.float64) / 3600.0
@@ -194,24 +210,39 @@ class WeatherModel:
         lst = self._local_solar_hour(hours)
         p = p + self.tide_amp_hpa * np.cos(4 * np.pi * (lst - 10.0) / 24.0)
         doy = np.mod(hours / 24.0, 365.2425)  # day of the year up to a day; the season is smooth
-        t_sf = self.t_annual_k - np.sign(self.latitude) * self.t_season_amp_k * np.cos(2 * np.pi * (doy - 15.0) / 365.2425)
+        t_sf = self.t_annual_k - np.sign(self.latitude) * self.t_season_amp_k * np.cos(
+            2 * np.pi * (doy - 15.0) / 365.2425
+        )
         for a, period, phase in zip(self.t_amp_k, self.t_period_h, self.t_phase, strict=True):
             t_sf = t_sf + a * np.sin(2 * np.pi * hours / period + phase)
         diurnal = self.diurnal_amp_k * np.cos(2 * np.pi * (lst - 15.0) / 24.0)
-        t_tp = self.tropopause_k + self.tropopause_amp_k * np.sin(2 * np.pi * hours / self.tropopause_period_h + self.tropopause_phase)
+        t_tp = self.tropopause_k + self.tropopause_amp_k * np.sin(
+            2 * np.pi * hours / self.tropopause_period_h + self.tropopause_phase
+        )
         return p, t_sf, diurnal, t_tp
 
-    def temperature(self, p_hpa: np.ndarray, p_s: np.ndarray, t_sf: np.ndarray, diurnal: np.ndarray, t_tp: np.ndarray) -> np.ndarray:
-        """Temperature profile [time, level] at pressures ``p_hpa`` ([level] or [time, level]). [K]"""
+    def temperature(
+        self,
+        p_hpa: np.ndarray,
+        p_s: np.ndarray,
+        t_sf: np.ndarray,
+        diurnal: np.ndarray,
+        t_tp: np.ndarray,
+    ) -> np.ndarray:
+        """Temperature profile [time, level] at ``p_hpa`` ([level] or [time, level]). [K]"""
         p = np.asarray(p_hpa, dtype=np.float64)
         p2 = p[None, :] if p.ndim == 1 else p
         ps = p_s[:, None]
         tropo = t_sf[:, None] * (p2 / ps) ** KAPPA_LAPSE
-        strat = t_tp[:, None] + self.stratosphere_warming_k * np.maximum(0.0, np.log(self.p_strat_hpa / p2))
+        strat = t_tp[:, None] + self.stratosphere_warming_k * np.maximum(
+            0.0, np.log(self.p_strat_hpa / p2)
+        )
         bl = diurnal[:, None] * np.exp(-np.maximum(ps - p2, 0.0) / self.boundary_layer_hpa)
         return np.maximum(tropo, strat) + bl
 
-    def hourly(self, time_s: np.ndarray, coefficients: AtmosphereCoefficients, weight: str = "production") -> WeatherHourly:
+    def hourly(
+        self, time_s: np.ndarray, coefficients: AtmosphereCoefficients, weight: str = "production"
+    ) -> WeatherHourly:
         """The hourly weather at UTC seconds ``time_s`` (on the hour)."""
         t = np.asarray(time_s, dtype=np.int64)
         p_s, t_sf, diurnal, t_tp = self.surface_state(t)
@@ -222,7 +253,11 @@ class WeatherModel:
         t_grid = self.temperature(np.exp(grid), p_s, t_sf, diurnal, t_tp)
         step = grid[1] - grid[0]
         integral = np.concatenate(
-            [np.zeros((t.size, 1)), np.cumsum(0.5 * (t_grid[:, 1:] + t_grid[:, :-1]) * step, axis=1)], axis=1
+            [
+                np.zeros((t.size, 1)),
+                np.cumsum(0.5 * (t_grid[:, 1:] + t_grid[:, :-1]) * step, axis=1),
+            ],
+            axis=1,
         )  # ∫_{grid[0]}^{u} T du
         z = np.empty_like(t_levels)
         ln_levels = np.log(levels)

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.unit
 
 START = date(2024, 3, 1)
 VALUE = r"(?:\d{4,}\.\d{4}|-\d{3,}\.\d{4})"
-LINE = re.compile(rf"^(\d{{4}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) ([12])(?: {VALUE}){{64}}$")
+LINE = re.compile(
+    rf"^(\d{{4}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) ([12])(?: {VALUE}){{64}}$"
+)
 STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2});?$")
 
 
@@ -42,13 +44,16 @@ def valid_line(line: str) -> bool:
     if m is None:
         return False
     try:
-        datetime(*(int(g) for g in m.groups()[:6]))  # type: ignore[misc]
+        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+        datetime(year, month, day, hour, minute, second)
     except ValueError:
         return False
     return True
 
 
-def run(out: Path, stations: tuple[int, ...], days: int, rate: float, damage: float, **kw: Any) -> dict[str, Any]:
+def run(
+    out: Path, stations: tuple[int, ...], days: int, rate: float, damage: float, **kw: Any
+) -> dict[str, Any]:
     network = load_network()
     request = SimulationRequest(
         out=out,
@@ -131,7 +136,20 @@ def test_layout_and_names(one_day: tuple[Path, dict[str, Any]]) -> None:
     assert hours == list(range(24))
     assert (out / "mingo01" / "logbook.csv").is_file()
     logbook = pd.read_csv(out / "mingo01" / "logbook.csv")
-    assert list(logbook.columns) == ["station", "conf", "start", "end", "P1", "P2", "P3", "P4", "C1", "C2", "C3", "C4"]
+    assert list(logbook.columns) == [
+        "station",
+        "conf",
+        "start",
+        "end",
+        "P1",
+        "P2",
+        "P3",
+        "P4",
+        "C1",
+        "C2",
+        "C3",
+        "C4",
+    ]
     current = logbook[logbook["start"] == "2024-03-01"].iloc[0]
     assert [current[f"P{k}"] for k in range(1, 5)] == [0, 150, 300, 450]
     assert [current[f"C{k}"] for k in range(1, 5)] == [12, 23, 34, 13]
@@ -142,8 +160,10 @@ def test_layout_and_names(one_day: tuple[Path, dict[str, Any]]) -> None:
     logs = sorted(p.name for p in (out / "mingo01" / "logs").glob("*.log"))
     assert logs == sorted(t.filename("2024-03-01") for t in LOG_TYPES)
     weather = pd.read_csv(out / station["weather_hourly"])
-    assert list(weather.columns) == ["time", "pressure_hpa", "temp_ground_c", "temp_100hpa_c",
-                                     "height_100hpa_m", "t_mw_k", "t_eff_k", "rate_factor"]  # fmt: skip
+    assert list(weather.columns) == [
+        "time", "pressure_hpa", "temp_ground_c", "temp_100hpa_c",
+        "height_100hpa_m", "t_mw_k", "t_eff_k", "rate_factor",
+    ]  # fmt: skip
     json.dumps(truth)  # serialisable as written
 
 
@@ -156,8 +176,12 @@ def test_truth_parameters(one_day: tuple[Path, dict[str, Any]]) -> None:
     det = p["detector"]
     assert len(det["efficiency"]) == 4 and all(0.92 <= e <= 0.96 for e in det["efficiency"])
     assert det["z_mm"] == [0.0, 150.0, 300.0, 450.0] and det["trigger_pairs"] == [12, 23, 34, 13]
-    assert len(det["t_offset_ns"]) == 32 and all(-131 <= v <= -121 for v in det["t_offset_ns"].values())
-    assert len(det["q_pedestal_ns"]) == 32 and all(85 <= v <= 95 for v in det["q_pedestal_ns"].values())
+    assert len(det["t_offset_ns"]) == 32 and all(
+        -131 <= v <= -121 for v in det["t_offset_ns"].values()
+    )
+    assert len(det["q_pedestal_ns"]) == 32 and all(
+        85 <= v <= 95 for v in det["q_pedestal_ns"].values()
+    )
 
 
 # ----------------------------------------------------------------------------------------- damage
@@ -168,7 +192,13 @@ def test_damaged_lines_are_invalid_and_others_valid(one_day: tuple[Path, dict[st
     station = truth["stations"]["1"]
     damaged = damaged_by_file(station)
     kinds = {d["kind"] for d in station["damaged_lines"]}
-    assert {"missing_field", "glued_tokens", "malformed_number", "bad_month", "truncated_line"} <= kinds
+    assert {
+        "missing_field",
+        "glued_tokens",
+        "malformed_number",
+        "bad_month",
+        "truncated_line",
+    } <= kinds
     for name, entry in station["files"].items():
         data = (out / entry["path"]).read_bytes()
         if entry["empty"]:
@@ -193,7 +223,10 @@ def test_single_file_and_archive_damage(one_day: tuple[Path, dict[str, Any]]) ->
     assert (out / station["empty_files"][0]["path"]).stat().st_size == 0
     (corrupt,) = station["corrupt_archives"]
     assert corrupt["day"] == "2024-02-29"
-    with pytest.raises((tarfile.TarError, EOFError, OSError)), tarfile.open(out / corrupt["path"]) as tar:
+    with (
+        pytest.raises((tarfile.TarError, EOFError, OSError)),
+        tarfile.open(out / corrupt["path"]) as tar,
+    ):
         for member in tar:
             tar.extractfile(member).read()  # type: ignore[union-attr]
     kinds = {d["kind"] for d in station["logs"]["damaged_lines"]}
@@ -219,7 +252,8 @@ def test_truth_parquet_is_keyed_by_line(one_day: tuple[Path, dict[str, Any]]) ->
             assert row.damage == ""
             fields = line.split(" ")
             assert int(fields[6]) == row.trigger_type
-            assert datetime(*map(int, fields[:6]), tzinfo=UTC) == row.time.to_pydatetime()
+            stamp = datetime.strptime(" ".join(fields[:6]), "%Y %m %d %H %M %S")
+            assert stamp.replace(tzinfo=UTC) == row.time.to_pydatetime()
             checked += 1
     assert checked > 1000
 
@@ -241,7 +275,10 @@ def test_archives(three_days: tuple[Path, dict[str, Any]]) -> None:
         assert len(archive["members"]) == 24
         if archive["corrupt"]:
             assert all(not station["files"][m]["readable"] for m in archive["members"])
-            with pytest.raises((tarfile.TarError, EOFError, OSError)), tarfile.open(dat / name) as tar:
+            with (
+                pytest.raises((tarfile.TarError, EOFError, OSError)),
+                tarfile.open(dat / name) as tar,
+            ):
                 for member in tar:
                     tar.extractfile(member).read()  # type: ignore[union-attr]
             continue
@@ -289,7 +326,9 @@ def test_logs_have_the_real_layouts(one_day: tuple[Path, dict[str, Any]]) -> Non
     damaged = {(d["file"], d["line"]) for d in station["logs"]["damaged_lines"]}
     params = station["parameters"]
     weather = pd.read_csv(out / station["weather_hourly"])
-    weather_t = (pd.to_datetime(weather["time"]) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    weather_t = (pd.to_datetime(weather["time"]) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(
+        seconds=1
+    )
     styles = set()
     for rel, info in station["logs"]["files"].items():
         path = out / rel
@@ -302,7 +341,9 @@ def test_logs_have_the_real_layouts(one_day: tuple[Path, dict[str, Any]]) -> Non
             assert (parsed is None) == ((rel, number) in damaged), (rel, number, line)
             if parsed is None:
                 continue
-            styles.add("semicolon" if ";" in line.split(" ")[0] else "space" if line[10] == " " else "T")
+            styles.add(
+                "semicolon" if ";" in line.split(" ")[0] else "space" if line[10] == " " else "T"
+            )
             stamp, values = parsed
             assert len(values) == log_type.min_values
             for column in log_type.columns:
@@ -310,8 +351,13 @@ def test_logs_have_the_real_layouts(one_day: tuple[Path, dict[str, Any]]) -> Non
                 if column.low is not None and not column.name.startswith("temperature"):
                     assert column.low <= v <= column.high, (column.name, v)  # type: ignore[operator]
             if log_type.prefix == "sensors_bus0_":
-                true_p = np.interp(stamp.replace(tzinfo=UTC).timestamp(), weather_t, weather["pressure_hpa"])
-                assert abs(values[6] - true_p - params["barometer_offset_hpa"]) < 5 * params["barometer_noise_hpa"]
+                true_p = np.interp(
+                    stamp.replace(tzinfo=UTC).timestamp(), weather_t, weather["pressure_hpa"]
+                )
+                assert (
+                    abs(values[6] - true_p - params["barometer_offset_hpa"])
+                    < 5 * params["barometer_noise_hpa"]
+                )
     assert styles == {"semicolon", "space", "T"}
 
 
@@ -338,8 +384,12 @@ def test_era5_layout_and_interpolation(one_day: tuple[Path, dict[str, Any]]) -> 
     lat, lon = station["parameters"]["latitude"], station["parameters"]["longitude"]
     weather = pd.read_csv(out / station["weather_hourly"])
     weather = weather[weather["time"].str.startswith("2024-03-01")].reset_index(drop=True)
-    single = xr.open_dataset(out / "era5" / "mingo01" / "reanalysis-era5-single-levels_2024-03-01.nc")
-    plev = xr.open_dataset(out / "era5" / "mingo01" / "reanalysis-era5-pressure-levels_2024-03-01.nc")
+    single = xr.open_dataset(
+        out / "era5" / "mingo01" / "reanalysis-era5-single-levels_2024-03-01.nc"
+    )
+    plev = xr.open_dataset(
+        out / "era5" / "mingo01" / "reanalysis-era5-pressure-levels_2024-03-01.nc"
+    )
     for ds in (single, plev):
         assert ds["valid_time"].dtype.kind == "M" and ds.sizes["valid_time"] == 24
         assert np.all(np.diff(ds["latitude"].values) < 0)
@@ -353,7 +403,11 @@ def test_era5_layout_and_interpolation(one_day: tuple[Path, dict[str, Any]]) -> 
     assert plev["pressure_level"].attrs["units"] == "hPa"
     assert single["t2m"].dims == ("valid_time", "latitude", "longitude")
     assert plev["t"].dims == ("valid_time", "pressure_level", "latitude", "longitude")
-    assert {single["t2m"].attrs["units"], single["sp"].attrs["units"], plev["z"].attrs["units"]} == {"K", "Pa", "m**2 s**-2"}
+    assert {
+        single["t2m"].attrs["units"],
+        single["sp"].attrs["units"],
+        plev["z"].attrs["units"],
+    } == {"K", "Pa", "m**2 s**-2"}
     assert single["t2m"].dtype == np.float32
     # bilinear interpolation at the station = the hourly truth (float32 storage: ~1e-5 relative)
     t2m = bilinear(single["t2m"], lat, lon) - 273.15
@@ -398,8 +452,10 @@ def test_refuses_a_foreign_directory(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "cli"
-    args = ["--stations", "2", "--start", "2024-03-01", "--days", "1", "--out", str(out), "--rate-hz", "0.2",
-            "--seed", "9", "--quiet", "--beta", "-0.15"]  # fmt: skip
+    args = [
+        "--stations", "2", "--start", "2024-03-01", "--days", "1", "--out", str(out),
+        "--rate-hz", "0.2", "--seed", "9", "--quiet", "--beta", "-0.15",
+    ]  # fmt: skip
     result = runner.invoke(simulate, args)
     assert result.exit_code == 0, result.output
     truth = json.loads((out / "truth.json").read_text())
@@ -407,5 +463,7 @@ def test_cli(tmp_path: Path) -> None:
     assert truth["stations"]["2"]["totals"]["damaged_lines"] == 0
     # a second run into its own output directory replaces it
     assert runner.invoke(simulate, args).exit_code == 0
-    bad = runner.invoke(simulate, ["--stations", "7", "--start", "2024-03-01", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        simulate, ["--stations", "7", "--start", "2024-03-01", "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code != 0 and "7" in bad.output

@@ -1,4 +1,4 @@
-"""Event-line formatting of the simulator: the numba kernel against the reference, and the format."""
+"""Event-line formatting of the simulator: numba kernel against reference, and the format."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def test_kernel_equals_reference_on_edge_values() -> None:
     ticks = np.zeros((len(edge), 64), np.int64)
     ticks[:, 0] = edge
     ticks[:, 63] = edge[::-1]
-    epoch = np.array([0, 951782400, 951868799, 1709164800, 1709251199, 4102444799, *range(10)])  # leap days
+    epoch = np.array(
+        [0, 951782400, 951868799, 1709164800, 1709251199, 4102444799, *range(10)]
+    )  # leap days
     trigger = np.ones(len(edge), np.int64)
     buf, _ = format_event_lines(epoch, trigger, ticks)
     assert bytes(buf) == format_event_lines_reference(epoch, trigger, ticks)
@@ -79,7 +81,7 @@ def test_value_format_matches_the_station() -> None:
 def test_line_layout() -> None:
     epoch, trigger, ticks = _seeded(200, seed=3)
     ticks = np.clip(ticks, -9_999_999, 99_999_999)  # the realistic range of raw values
-    buf, offsets = format_event_lines(epoch, trigger, ticks)
+    buf, _ = format_event_lines(epoch, trigger, ticks)
     lines = bytes(buf).decode().splitlines()
     for line, t, trg, row in zip(lines, epoch, trigger, ticks, strict=True):
         assert LINE.match(line), line

@@ -43,7 +43,7 @@ HOUR0 = 1709251200 + 9 * 3600  # 2024-03-01 09:00 UTC
 KS_001 = 1.95
 
 
-def _ks_one(sample: np.ndarray, cdf) -> float:  # type: ignore[no-untyped-def]
+def _ks_one(sample: np.ndarray, cdf) -> float:
     x = np.sort(sample)
     n = x.size
     f = cdf(x)
@@ -60,11 +60,13 @@ def _ks_two(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def sim() -> StationSim:
-    return build_station_sim(load_network().station(1), SEED, rate_hz=8.0, acceptance_samples=400_000)
+    return build_station_sim(
+        load_network().station(1), SEED, rate_hz=8.0, acceptance_samples=400_000
+    )
 
 
 @pytest.fixture(scope="module")
-def hours(sim: StationSim):  # type: ignore[no-untyped-def]
+def hours(sim: StationSim):
     weather = sim.weather.hourly(np.arange(HOUR0 - 3600, HOUR0 + 4 * 3600, 3600), sim.coefficients)
     return [simulate_hour(sim, file_window(SEED, 1, HOUR0 + h * 3600), weather) for h in range(2)]
 
@@ -99,7 +101,7 @@ def test_candidates_are_an_exact_thinning_of_the_generation_plane() -> None:
     assert in_candidate_region(fast, model).all()
 
 
-def test_accepted_rate(sim: StationSim, hours) -> None:  # type: ignore[no-untyped-def]
+def test_accepted_rate(sim: StationSim, hours) -> None:
     """Triggered coincidences of two hours against Σ_s rate_hz · f(s).
 
     The triggered events are a thinned Poisson process, so N ~ Poisson(E) with E the expectation
@@ -115,7 +117,7 @@ def test_accepted_rate(sim: StationSim, hours) -> None:  # type: ignore[no-untyp
     assert 6.5 < observed / sum(h.window.live_s for h in hours) < 9.5
 
 
-def test_trigger_and_generated_counts(sim: StationSim, hours) -> None:  # type: ignore[no-untyped-def]
+def test_trigger_and_generated_counts(sim: StationSim, hours) -> None:
     """Candidates ~ Poisson(R_cand Σf), generated ⊇ candidates; every event fired a pair."""
     for h in hours:
         t = h.truth
@@ -124,15 +126,19 @@ def test_trigger_and_generated_counts(sim: StationSim, hours) -> None:  # type: 
         assert h.generated_muons > h.candidates > h.triggered
         # generated / candidates ≈ 1 / p̄: binomial thinning, 4σ
         p = sim.candidate_fraction
-        assert abs(h.candidates - h.generated_muons * p) < 4 * np.sqrt(h.generated_muons * p * (1 - p))
+        assert abs(h.candidates - h.generated_muons * p) < 4 * np.sqrt(
+            h.generated_muons * p * (1 - p)
+        )
 
 
-def _plane_hits_from_text(h) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _plane_hits_from_text(h) -> np.ndarray:
     """Planes with charge written, recovered from the formatted lines (not from the truth)."""
     from simulator.formatting import format_event_lines
 
     buf, _ = format_event_lines(h.epoch_s, h.trigger, h.ticks)
-    values = np.array(bytes(buf).decode().split(), dtype=object).reshape(len(h), 71)[:, 7:].astype(float)
+    values = (
+        np.array(bytes(buf).decode().split(), dtype=object).reshape(len(h), 71)[:, 7:].astype(float)
+    )
     mask = np.zeros(len(h), np.uint8)
     for plane in range(1, 5):
         block = (4 - plane) * 16  # plane 4 first: T_F, T_B, Q_F, Q_B x 4 strips
@@ -141,7 +147,7 @@ def _plane_hits_from_text(h) -> np.ndarray:  # type: ignore[no-untyped-def]
     return mask
 
 
-def test_plane_efficiencies_three_of_four(sim: StationSim, hours) -> None:  # type: ignore[no-untyped-def]
+def test_plane_efficiencies_three_of_four(sim: StationSim, hours) -> None:
     """3-of-4 efficiencies on a well-defined subset.
 
     ε_k = N_1234 / (N_1234 + N_(others)) counts events where the three other planes are hit. With
@@ -174,7 +180,7 @@ def test_plane_efficiencies_three_of_four(sim: StationSim, hours) -> None:  # ty
         assert expected > eps  # inclined tracks are more efficient than ε (defined for vertical)
 
 
-def test_positions_and_times_are_encoded(sim: StationSim, hours) -> None:  # type: ignore[no-untyped-def]
+def test_positions_and_times_are_encoded(sim: StationSim, hours) -> None:
     """x = (T_dif - offset) · v at every hit strip; T_sum inside the station's window.
 
     The residual of x comes from the time jitter: σ_x = v σ_t / √2 (T_dif averages two channels)
@@ -201,11 +207,13 @@ def test_positions_and_times_are_encoded(sim: StationSim, hours) -> None:  # typ
     t = np.concatenate(tsum)
     low, high = sim.station.tsum_window_ns
     assert np.mean((t >= low) & (t <= high)) > 0.9
-    assert -200 < t.min() and t.max() < -100
+    assert t.min() > -200 and t.max() < -100
 
 
-def test_charges_are_time_over_threshold_widths(hours) -> None:  # type: ignore[no-untyped-def]
-    q = hours[0].ticks.reshape(len(hours[0]), 4, 4, 4)[:, :, 2:, :] / 1e4  # [event, plane, Q_F/Q_B, strip]
+def test_charges_are_time_over_threshold_widths(hours) -> None:
+    q = (
+        hours[0].ticks.reshape(len(hours[0]), 4, 4, 4)[:, :, 2:, :] / 1e4
+    )  # [event, plane, Q_F/Q_B, strip]
     written = q[q != 0]
     assert written.min() > 80 and np.percentile(written, 99.9) < 320
     assert 100 < np.median(written) < 250
@@ -239,8 +247,12 @@ def test_rate_factor_formula(sim: StationSim) -> None:
 
 def test_coefficient_overrides() -> None:
     station = load_network().station(2)
-    sim = build_station_sim(station, SEED, beta_pct_per_hpa=-0.2, alpha_t_pct_per_k=-0.1, acceptance_samples=1000)
-    assert sim.coefficients == AtmosphereCoefficients(-0.2, station.atmosphere.p0_hpa, -0.1, station.atmosphere.teff_ref_k)
+    sim = build_station_sim(
+        station, SEED, beta_pct_per_hpa=-0.2, alpha_t_pct_per_k=-0.1, acceptance_samples=1000
+    )
+    assert sim.coefficients == AtmosphereCoefficients(
+        -0.2, station.atmosphere.p0_hpa, -0.1, station.atmosphere.teff_ref_k
+    )
     assert sim.to_dict()["beta_pct_per_hpa"] == -0.2
 
 
