@@ -34,6 +34,7 @@ from schemas.dat_format import dat_filename
 from services.common.stations import Station
 from simulator.damage import CATEGORY
 from simulator.datfiles import (
+    RenderedFile,
     corrupt_archive_bytes,
     header_line,
     render_dat_file,
@@ -241,26 +242,27 @@ def station_dirs(out: Path, sim: StationSim) -> dict[str, Path]:
     }
 
 
-def produce_file(plan: StationPlan, task: FileTask, out: Path, damage: float) -> FileResult:
-    """Simulate, render and write one hourly file (plain, or as a gzip tar member) and its truth."""
+def render_task(
+    plan: StationPlan, task: FileTask, damage: float
+) -> tuple[HourEvents, RenderedFile]:
+    """Simulate and render one hourly file (damage from the file's own random stream)."""
     sim = plan.sim
-    dirs = station_dirs(out, sim)
-    events: HourEvents = simulate_hour(sim, task.window, plan.weather)
+    events = simulate_hour(sim, task.window, plan.weather)
     rng = rng_for(sim.seed, sim.id, Stream.DAT_DAMAGE, hour_index(task.window.hour_s))
     rendered = render_dat_file(
         events, plan.param_hash, damage_fraction=damage, rng=rng, truncate_last=task.truncate_last
     )
-    member = None
-    if task.archived:
-        member = tar_member_gz(rendered.name, rendered.chunks, rendered.size, task.window.acq_end_s)
-    else:
-        write_file(dirs["dat"] / rendered.name, rendered.chunks)
-    base = task.window.base
-    write_truth_table(dirs["truth"] / f"{base}.parquet", truth_table(events, rendered))
-    truth = {
-        "acq_start": iso(task.window.acq_start_s),
-        "acq_end": iso(task.window.acq_end_s),
-        "live_s": task.window.live_s,
+    return events, rendered
+
+
+def file_truth(
+    sim: StationSim, window: FileWindow, events: HourEvents, rendered: RenderedFile
+) -> dict[str, Any]:
+    """The per-file truth entry (without path/archive/readable)."""
+    return {
+        "acq_start": iso(window.acq_start_s),
+        "acq_end": iso(window.acq_end_s),
+        "live_s": window.live_s,
         "bytes": rendered.size,
         "lines": rendered.lines,
         "events": len(events),
@@ -272,11 +274,24 @@ def produce_file(plan: StationPlan, task: FileTask, out: Path, damage: float) ->
         "triggered": events.triggered,
         "self_trigger_events": events.self_events,
         "expected_triggered": round(events.expected_triggered, 3),
-        "truth_parquet": f"truth/{sim.dirname}/{base}.parquet",
+        "truth_parquet": f"truth/{sim.dirname}/{window.base}.parquet",
     }
+
+
+def produce_file(plan: StationPlan, task: FileTask, out: Path, damage: float) -> FileResult:
+    """Simulate, render and write one hourly file (plain, or as a gzip tar member) and its truth."""
+    sim = plan.sim
+    dirs = station_dirs(out, sim)
+    events, rendered = render_task(plan, task, damage)
+    member = None
+    if task.archived:
+        member = tar_member_gz(rendered.name, rendered.chunks, rendered.size, task.window.acq_end_s)
+    else:
+        write_file(dirs["dat"] / rendered.name, rendered.chunks)
+    write_truth_table(dirs["truth"] / f"{task.window.base}.parquet", truth_table(events, rendered))
     return FileResult(
         task,
-        truth,
+        file_truth(sim, task.window, events, rendered),
         rendered.damaged,
         events.seconds,
         events.per_second,
@@ -431,56 +446,16 @@ def run_batch(
     ]
     prepare_output(out, [s.dirname for s in sims])
     plans = [plan_station(sim, request) for sim in sims]
-    truth: dict[str, Any] = {
-        "schema": TRUTH_SCHEMA,
-        "seed": request.seed,
-        "start": request.start.isoformat(),
-        "days": request.days,
-        "span": {"start": iso(request.start_s), "end": iso(request.end_s)},
-        "damage_fraction": request.damage,
-        "rate_hz": request.rate_hz,
-        "line_numbers": "1-based physical lines of the file; line 1 is the '# param_hash=' comment",
-        "stations": {},
-    }
+    truth = truth_header(request)
     for plan in plans:
         sim = plan.sim
-        dirs = station_dirs(out, sim)
-        for key in ("dat", "logs", "era5", "truth"):
-            dirs[key].mkdir(parents=True, exist_ok=True)
-        if request.days > 1:
-            dirs["done"].mkdir(parents=True, exist_ok=True)
-        entry = empty_station_truth(plan, request)
+        entry = init_station(plan, request)
         truth["stations"][str(sim.id)] = entry
-        write_logbook(dirs["root"] / "logbook.csv", sim, request)
-        plan.weather.to_frame().to_csv(
-            dirs["truth"] / "weather_hourly.csv", index=False, float_format="%.6f"
-        )
+        dirs = station_dirs(out, sim)
         for d in range(request.days):
-            day_s = request.start_s + 86400 * d
-            assert sim.station.latitude is not None and sim.station.longitude is not None
-            for path in write_era5_day(
-                dirs["era5"],
-                plan.weather,
-                sim.station.latitude,
-                sim.station.longitude,
-                sim.seed,
-                sim.id,
-                day_s,
-            ):
-                entry["era5_files"].append(path.relative_to(out).as_posix())
+            write_era5(plan, out, dirs["era5"], request.start_s + 86400 * d, entry)
         if plan.empty_file is not None:
             (dirs["dat"] / plan.empty_file.name).write_bytes(b"")
-            entry["empty_files"].append(
-                {
-                    "file": plan.empty_file.name,
-                    "path": f"{sim.dirname}/dat/{plan.empty_file.name}",
-                    "reason": "DAQ restart: empty file, acquisition resumed "
-                    f"{EMPTY_FILE_DEAD_S} s later",
-                }
-            )
-            entry["files"][plan.empty_file.name] = _empty_file_entry(plan.empty_file, sim)
-        if plan.extra_corrupt_archive is not None:
-            _write_extra_corrupt_archive(plan, dirs["dat"], entry)
 
     # station-hours in (hour, station) order, so days finish together for all stations
     jobs = [
@@ -515,6 +490,68 @@ def run_batch(
     tmp.replace(out / "truth.json")
     logger.info("simulated %d stations x %d days into %s", len(plans), request.days, out)
     return truth
+
+
+def truth_header(request: SimulationRequest) -> dict[str, Any]:
+    """The run-level part of truth.json."""
+    return {
+        "schema": TRUTH_SCHEMA,
+        "seed": request.seed,
+        "start": request.start.isoformat(),
+        "days": request.days,
+        "span": {"start": iso(request.start_s), "end": iso(request.end_s)},
+        "damage_fraction": request.damage,
+        "rate_hz": request.rate_hz,
+        "line_numbers": "1-based physical lines of the file; line 1 is the '# param_hash=' comment",
+        "stations": {},
+    }
+
+
+def init_station(plan: StationPlan, request: SimulationRequest) -> dict[str, Any]:
+    """Create a station's directories, logbook, weather truth, the planned empty file's truth and
+    (1-day damage) the lost previous-day archive; return its truth entry."""
+    sim = plan.sim
+    dirs = station_dirs(request.out, sim)
+    for key in ("dat", "logs", "era5", "truth"):
+        dirs[key].mkdir(parents=True, exist_ok=True)
+    if request.days > 1:
+        dirs["done"].mkdir(parents=True, exist_ok=True)
+    entry = empty_station_truth(plan, request)
+    write_logbook(dirs["root"] / "logbook.csv", sim, request)
+    plan.weather.to_frame().to_csv(
+        dirs["truth"] / "weather_hourly.csv", index=False, float_format="%.6f"
+    )
+    if plan.empty_file is not None:
+        entry["empty_files"].append(
+            {
+                "file": plan.empty_file.name,
+                "path": f"{sim.dirname}/dat/{plan.empty_file.name}",
+                "reason": "DAQ restart: empty file, acquisition resumed "
+                f"{EMPTY_FILE_DEAD_S} s later",
+            }
+        )
+        entry["files"][plan.empty_file.name] = _empty_file_entry(plan.empty_file, sim)
+    if plan.extra_corrupt_archive is not None:
+        _write_extra_corrupt_archive(plan, dirs["dat"], entry)
+    return entry
+
+
+def write_era5(
+    plan: StationPlan, out: Path, directory: Path, day_s: int, entry: dict[str, Any]
+) -> None:
+    """Write a day's ERA5 files of a station and list them in its truth."""
+    sim = plan.sim
+    assert sim.station.latitude is not None and sim.station.longitude is not None
+    for path in write_era5_day(
+        directory,
+        plan.weather,
+        sim.station.latitude,
+        sim.station.longitude,
+        sim.seed,
+        sim.id,
+        day_s,
+    ):
+        entry["era5_files"].append(path.relative_to(out).as_posix())
 
 
 def _empty_file_entry(window: FileWindow, sim: StationSim) -> dict[str, Any]:
@@ -663,14 +700,25 @@ def _consume(
     last = day_index == request.days - 1
     log_dir = dirs["logs"] if last else dirs["done"]
     write_logs(log_dir, logs)
-    rel = log_dir.relative_to(request.out).as_posix()
+    record_logs(entry, request.out, log_dir, logs)
+
+
+def record_logs(
+    entry: dict[str, Any],
+    out: Path,
+    log_dir: Path,
+    logs: list[LogFile],
+    lines_written: dict[str, int] | None = None,
+) -> None:
+    """Put a day's log files (or their first ``lines_written`` lines) into the station's truth."""
+    rel = log_dir.relative_to(out).as_posix()
     for f in logs:
-        entry["logs"]["files"][f"{rel}/{f.name}"] = {
-            "type": f.log_type.source,
-            "day": f.day,
-            "lines": len(f.lines),
-        }
+        n = len(f.lines) if lines_written is None else lines_written.get(f.name, 0)
+        key = f"{rel}/{f.name}"
+        entry["logs"]["files"][key] = {"type": f.log_type.source, "day": f.day, "lines": n}
+        entry["logs"]["damaged_lines"] = [
+            d for d in entry["logs"]["damaged_lines"] if d["file"] != key
+        ]
         for line, kind in f.damaged:
-            entry["logs"]["damaged_lines"].append(
-                {"file": f"{rel}/{f.name}", "line": line, "kind": kind}
-            )
+            if line <= n:
+                entry["logs"]["damaged_lines"].append({"file": key, "line": line, "kind": kind})
