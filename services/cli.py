@@ -149,3 +149,7 @@ def demo(
             f"self-trigger {totals['valid_events']['2']}; damaged lines "
             f"{totals['damaged_lines']}; corrupt archives {len(entry['corrupt_archives'])}"
         )
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ the Java client's partitioner, so every client of any language puts a station on
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -109,7 +110,26 @@ def create_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
             result[name] = "exists"
+    _wait_for_leaders(admin, [t.topic for t in new], timeout_s)
     return result
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Block until every partition of the topics has a leader (new topics have none at first)."""
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        if all(
+            name in topics
+            and topics[name].partitions
+            and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name in names
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without partition leaders after {timeout_s} s: {names}")
+        time.sleep(0.1)
 
 
 def _single_broker(admin: AdminClient, timeout_s: float) -> bool:
@@ -134,7 +154,6 @@ def read_all(
     TimeoutError
         If the end is not reached within ``max_wait_s``.
     """
-    import time
 
     consumer = Consumer(
         client_config(kafka)
@@ -152,7 +171,7 @@ def read_all(
         partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
         remaining = set()
         for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = _watermarks(consumer, tp, deadline_s=time.monotonic() + max_wait_s)
             tp.offset = low
             if high > low:
                 remaining.add(tp.partition)
@@ -175,12 +194,34 @@ def read_all(
         consumer.close()
 
 
+#: Errors of a partition whose leadership is still settling (new or recreated topic).
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline_s: float) -> tuple[int, int]:
+    """Low and high offsets, retrying transient errors (a new topic's leader settling in)."""
+
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in _SETTLING
+            if not transient or time.monotonic() > deadline_s:
+                raise
+            time.sleep(0.2)
+
+
 def delete_topics(admin: AdminClient, names: Iterable[str], timeout_s: float = 60.0) -> list[str]:
     """Delete the named topics that exist and wait until the broker has forgotten them.
 
     Returns the names deleted. Meant for development and test clusters (``mingo topics reset``).
     """
-    import time
 
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     doomed = [name for name in names if name in existing]

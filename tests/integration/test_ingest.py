@@ -1,0 +1,316 @@
+"""Ingest end to end on Apache Kafka + sshd: simulated stations over SFTP into the raw topics.
+
+The simulator's truth.json says how many valid events each station wrote per trigger type, and
+which lines it damaged; the topics must hold exactly that, and a SIGKILLed ingest that restarts
+must leave the topics exactly as an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from schemas.events import envelope_from_headers
+from schemas.models import LogReading, PipelineStatus
+from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGBOOK, LOGS_RAW, REJECTS, STATUS, TOPICS
+from services.common.kafka import create_topics, delete_topics, read_all
+from services.common.settings import KafkaSettings
+from services.common.stations import load_network
+from services.ingest.sources import HostKeyRejectedError, SftpSource
+from simulator.run import SimulationRequest, run_batch
+from tests.integration.conftest import SftpServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STATIONS = (1, 2)
+INGEST_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class StationTree:
+    """Simulated stations below the sshd's served directory, and a network file for them."""
+
+    root: Path
+    truth: dict[str, Any]
+    network_file: Path
+
+
+def _simulate(root: Path, stations: tuple[int, ...], rate_hz: float, seed: int) -> dict[str, Any]:
+    network = load_network()
+    request = SimulationRequest(
+        out=root,
+        stations=tuple(network.station(s) for s in stations),
+        start=date(2024, 3, 1),
+        days=1,
+        seed=seed,
+        rate_hz=rate_hz,
+        beta_pct_per_hpa=None,
+        alpha_t_pct_per_k=None,
+        damage=0.001,
+        workers=0,
+    )
+    return run_batch(request)
+
+
+def _network_yaml(path: Path, entries: list[tuple[int, str, str]]) -> Path:
+    """A network file whose stations are SFTP sources: (id, host alias, root)."""
+    lines = ["stations:"]
+    for station, host, root in entries:
+        lines += [
+            f"  - id: {station}",
+            f"    name: mingo0{station}",
+            f"    source: {{kind: sftp, host: {host}, root: {root}}}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tree(sftp_server: SftpServer, tmp_path_factory: pytest.TempPathFactory) -> StationTree:
+    root = sftp_server.root / f"ingest-{uuid.uuid4().hex[:8]}"
+    truth = _simulate(root, STATIONS, rate_hz=8.0, seed=7)
+    # Stations are reached through the `mingo-test` alias of the ssh config, as operators do.
+    network = _network_yaml(
+        tmp_path_factory.mktemp("net") / "stations.yaml",
+        [(s, "mingo-test", str(root / f"mingo0{s}")) for s in STATIONS],
+    )
+    return StationTree(root, truth, network)
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str, kafka_admin: AdminClient) -> KafkaSettings:
+    """Kafka settings, with every topic of the registry freshly created (empty)."""
+    delete_topics(kafka_admin, [t.name for t in TOPICS])
+    create_topics(kafka_admin)
+    return KafkaSettings(bootstrap=kafka_bootstrap)
+
+
+def _ingest_process(
+    kafka: KafkaSettings, sftp: SftpServer, network_file: Path, instance: str
+) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "MINGO_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "MINGO_SSH_CONFIG": str(sftp.ssh_config),
+        "MINGO_INGEST_SETTLE_S": "0",
+        "MINGO_INSTANCE": instance,
+        "MINGO_HEARTBEAT_S": "2",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "ingest", "--network", str(network_file), "--once"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _run_ingest(kafka: KafkaSettings, sftp: SftpServer, network_file: Path, instance: str) -> str:
+    process = _ingest_process(kafka, sftp, network_file, instance)
+    try:
+        output, _ = process.communicate(timeout=INGEST_TIMEOUT_S)
+    finally:
+        process.kill()  # never leave an ingest behind to write into the next test's topics
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+@dataclass
+class TopicContents:
+    """What ingest left in the topics, as multisets (a duplicate shows as a count of 2)."""
+
+    chunks: Counter[tuple[str, str]]  # (chunk_id, sha256 of the Arrow payload)
+    events: Counter[tuple[int, int]]  # (station, trigger type) -> events
+    rejects: Counter[tuple[int, str, int | None, str]]  # (station, file, line, reason)
+    readings: Counter[str]  # reading ids
+    logbooks: Counter[int]  # station
+
+
+def _contents(kafka: KafkaSettings) -> TopicContents:
+    chunks: Counter[tuple[str, str]] = Counter()
+    events: Counter[tuple[int, int]] = Counter()
+    for message in read_all(kafka, EVENTS_RAW.name, max_wait_s=300):
+        envelope = envelope_from_headers(message.headers())
+        chunks[(envelope.chunk_id, hashlib.sha256(message.value()).hexdigest())] += 1
+        events[(envelope.station, envelope.trigger_type)] += envelope.event_count
+    rejects: Counter[tuple[int, str, int | None, str]] = Counter()
+    for message in read_all(kafka, REJECTS.name):
+        record = json.loads(message.value())
+        rejects[(record["station"], record["source_file"], record["line"], record["reason"])] += 1
+    readings = Counter(json.loads(m.value())["reading_id"] for m in read_all(kafka, LOGS_RAW.name))
+    logbooks = Counter(json.loads(m.value())["station"] for m in read_all(kafka, LOGBOOK.name))
+    return TopicContents(chunks, events, rejects, readings, logbooks)
+
+
+@pytest.fixture(scope="module")
+def clean_run() -> dict[str, TopicContents]:
+    """Filled by the uninterrupted run, compared against by the interrupted one."""
+    return {}
+
+
+def test_ingest_over_sftp_publishes_exactly_the_valid_lines(
+    tree: StationTree,
+    kafka: KafkaSettings,
+    sftp_server: SftpServer,
+    clean_run: dict[str, TopicContents],
+) -> None:
+    _run_ingest(kafka, sftp_server, tree.network_file, instance=f"clean-{uuid.uuid4().hex[:6]}")
+    contents = _contents(kafka)
+    clean_run["contents"] = contents
+
+    assert all(n == 1 for n in contents.chunks.values()), "a chunk was published twice"
+    for station in STATIONS:
+        entry = tree.truth["stations"][str(station)]
+        totals = entry["totals"]
+        for trigger in (1, 2):
+            assert contents.events[(station, trigger)] == totals["valid_events"][str(trigger)], (
+                f"station {station} trigger {trigger}"
+            )
+        line_rejects = {
+            (file, line): reason
+            for (s, file, line, reason) in contents.rejects
+            if s == station and line is not None and file.endswith(".dat")
+        }
+        damaged = {(d["file"], d["line"]) for d in entry["damaged_lines"] if d["readable"]}
+        truncated = {(d["file"], d["line"]) for d in entry["truncated_lines"]}
+        # every damaged line rejected, and nothing else
+        assert set(line_rejects) == damaged | truncated
+        assert all(line_rejects[key] == "TRUNCATED_LINE" for key in truncated)
+        whole_file = {
+            (f, r) for (s, f, line, r) in contents.rejects if s == station and line is None
+        }
+        for archive in entry["corrupt_archives"]:
+            assert (archive["archive"], "CORRUPT_ARCHIVE") in whole_file
+        for empty in entry["empty_files"]:
+            assert (empty["file"], "EMPTY_FILE") in whole_file
+        log_rejects = {
+            (file, line)
+            for (s, file, line, _) in contents.rejects
+            if s == station and ".log" in file
+        }
+        for damaged_log in entry["logs"]["damaged_lines"]:
+            assert (Path(damaged_log["file"]).name, damaged_log["line"]) in log_rejects
+        readings = sum(1 for rid in contents.readings if rid.startswith(f"{station}/"))
+        assert readings == totals["log_lines"] - totals["log_damaged_lines"]
+        assert contents.logbooks[station] == 1
+
+
+def test_kcat_reads_the_logs_topic_as_json(
+    tree: StationTree, kafka_bootstrap: str, clean_run: dict[str, TopicContents]
+) -> None:
+    if "contents" not in clean_run:
+        pytest.skip("needs the topics filled by the uninterrupted ingest run above")
+    result = subprocess.run(
+        ["kcat", "-b", kafka_bootstrap, "-C", "-t", LOGS_RAW.name, "-o", "beginning", "-e", "-q",
+         "-X", "isolation.level=read_committed", "-f", "%s\n"],
+        capture_output=True, check=True, timeout=120,
+    )  # fmt: skip
+    readings = [LogReading.model_validate_json(line) for line in result.stdout.splitlines()]
+    assert Counter(r.reading_id for r in readings) == clean_run["contents"].readings
+    assert {r.source for r in readings} == {
+        "sensors_ext", "sensors_int", "hv", "trigger_rates", "gas_flow", "disk",
+    }  # fmt: skip
+
+
+def _committed_progress_records(kafka: KafkaSettings) -> int:
+    return sum(1 for _ in read_all(kafka, INGEST_PROGRESS.name, idle_timeout_s=0.5))
+
+
+def test_sigkill_half_way_then_restart_equals_an_uninterrupted_run(
+    tree: StationTree,
+    kafka: KafkaSettings,
+    sftp_server: SftpServer,
+    clean_run: dict[str, TopicContents],
+) -> None:
+    if "contents" not in clean_run:
+        pytest.skip("needs the uninterrupted run above as the reference")
+    units = sum(len(tree.truth["stations"][str(s)]["files"]) for s in STATIONS)
+    instance = f"killed-{uuid.uuid4().hex[:6]}"
+    process = _ingest_process(kafka, sftp_server, tree.network_file, instance)
+    try:
+        deadline = time.monotonic() + INGEST_TIMEOUT_S
+        while _committed_progress_records(kafka) < units // 3:
+            assert process.poll() is None, "ingest ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    assert _committed_progress_records(kafka) < units, "killed too late to test anything"
+
+    _run_ingest(kafka, sftp_server, tree.network_file, instance)  # same instance: fences the dead
+    contents = _contents(kafka)
+    reference = clean_run["contents"]
+    assert contents.chunks == reference.chunks
+    assert contents.events == reference.events
+    assert contents.rejects == reference.rejects
+    assert contents.readings == reference.readings
+
+
+def test_changed_host_key_is_refused_with_a_clear_error(
+    sftp_server: SftpServer, tmp_path: Path
+) -> None:
+    impostor = paramiko.Ed25519Key.from_private_key_file(str(sftp_server.key))  # not the host key
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(
+        f"[{sftp_server.host}]:{sftp_server.port} {impostor.get_name()} {impostor.get_base64()}\n"
+    )
+    from services.common.stations import StationSource
+
+    source = SftpSource(
+        StationSource(
+            kind="sftp", host=sftp_server.host, port=sftp_server.port, user=sftp_server.user,
+            key_file=str(sftp_server.key), known_hosts=str(known_hosts), root=str(sftp_server.root),
+        ),
+        ssh_config=None,
+    )  # fmt: skip
+    with pytest.raises(HostKeyRejectedError, match=r"differs from the one in .*known_hosts"):
+        source.list(".")
+    unknown = tmp_path / "empty_known_hosts"
+    unknown.write_text("")
+    source = SftpSource(
+        StationSource(
+            kind="sftp", host=sftp_server.host, port=sftp_server.port, user=sftp_server.user,
+            key_file=str(sftp_server.key), known_hosts=str(unknown), root=str(sftp_server.root),
+        ),
+        ssh_config=None,
+    )  # fmt: skip
+    with pytest.raises(HostKeyRejectedError, match=r"not in .*refusing"):
+        source.list(".")
+
+
+def test_an_unreachable_station_does_not_block_the_others(
+    sftp_server: SftpServer,
+    kafka: KafkaSettings,
+    tmp_path: Path,
+) -> None:
+    root = sftp_server.root / f"reach-{uuid.uuid4().hex[:8]}"
+    truth = _simulate(root, (2,), rate_hz=0.5, seed=3)
+    network = _network_yaml(
+        tmp_path / "stations.yaml",
+        [(1, "127.0.0.1:1", "/nowhere"), (2, "mingo-test", str(root / "mingo02"))],
+    )
+    # station 1 points at a port where nothing listens
+    network.write_text(
+        network.read_text().replace("host: 127.0.0.1:1,", "host: 127.0.0.1, port: 1,")
+    )
+    _run_ingest(kafka, sftp_server, network, instance=f"reach-{uuid.uuid4().hex[:6]}")
+    contents = _contents(kafka)
+    assert contents.events[(2, 1)] == truth["stations"]["2"]["totals"]["valid_events"]["1"]
+    assert (1, 1) not in contents.events
+    statuses = [PipelineStatus.model_validate_json(m.value()) for m in read_all(kafka, STATUS.name)]
+    errors = [s for s in statuses if s.kind == "source_error" and s.station == 1]
+    assert errors and "127.0.0.1" in errors[0].message
