@@ -3,8 +3,9 @@
 - :func:`format_lines_kernel` / :func:`line_lengths_kernel`: event lines as a station writes them,
   fixed-point numbers written digit by digit into a ``uint8`` buffer (the bottleneck of the
   simulator is text); reference: ``simulator.formatting.format_event_lines_reference``.
-- :func:`detector_kernel`: track → avalanche → induced strip charges (Lorentzian footprint);
-  reference: ``simulator.detector.detector_response_reference``.
+- :func:`avalanche_kernel`, :func:`charge_kernel`: track → avalanche → induced strip charges
+  (Lorentzian footprint); reference: ``simulator.detector.detector_response_reference``.
+- :func:`candidate_tracks_kernel`: candidate tracks sampled exactly from the thinned flux.
 - :func:`electronics_kernel`: strip charges and hit geometry → the 64 raw channel values in ticks of
   1e-4 ns; reference: ``simulator.detector.electronics_reference``.
 
@@ -193,73 +194,120 @@ def format_lines_kernel(
 
 
 @njit(cache=True, nogil=True)
-def detector_kernel(
+def avalanche_kernel(
     x0: np.ndarray,
     y0: np.ndarray,
     tx: np.ndarray,
     ty: np.ndarray,
     cos_theta: np.ndarray,
     u_detect: np.ndarray,
-    q_total: np.ndarray,
     z_rel: np.ndarray,
     efficiency: np.ndarray,
-    strip_lo: np.ndarray,
-    strip_hi: np.ndarray,
     x_half: float,
     y_half: float,
-    gamma: float,
-    q_threshold: float,
     x_at: np.ndarray,
     y_at: np.ndarray,
     avalanche: np.ndarray,
-    hit_mask: np.ndarray,
-    q_strip: np.ndarray,
-) -> None:
-    """Straight tracks through the planes: avalanches and induced strip charges.
+) -> int:
+    """Straight tracks through the planes and where the gas fires; returns the avalanche count.
 
-    Inputs per track ``i``: position ``(x0, y0)`` at the top plane [mm], slopes ``tx = dx/dz``,
-    ``ty = dy/dz``, ``cos_theta``, uniforms ``u_detect[i, k]`` and avalanche charges
-    ``q_total[i, k]`` [fC] per plane ``k``. Per plane: ``z_rel`` below the top plane [mm],
-    vertical-track efficiency, conductor extents of the 4 strips in y ``strip_lo/hi[k, s]`` [mm].
-    An avalanche happens inside the active area (|x| ≤ x_half, |y| ≤ y_half) with probability
-    ``1 - (1 - eff)^(1/cosθ)``; its charge spreads over the strips with a Lorentzian (Cauchy)
-    footprint of half-width ``gamma`` [mm]; charge on the gaps between conductors is lost.
-
-    Outputs: positions ``x_at, y_at [i, k]``, ``avalanche [i]`` and ``hit_mask [i]`` (bit k = plane
-    k+1; a plane is hit when one strip collects ≥ ``q_threshold``), ``q_strip [i, k, s]`` [fC].
+    Track ``i`` is at ``(x0, y0)`` on the top plane [mm] with slopes ``tx = dx/dz``, ``ty = dy/dz``;
+    plane ``k`` lies ``z_rel[k]`` below [mm]. Inside the active area (|x| ≤ x_half, |y| ≤ y_half)
+    plane ``k`` fires when ``u_detect[i, k] < 1 - (1 - efficiency[k])^(1/cosθ)``: bit k of
+    ``avalanche[i]``. Positions go to ``x_at, y_at [i, k]``.
     """
     n = x0.shape[0]
     n_planes = z_rel.shape[0]
-    n_strips = strip_lo.shape[1]
-    inv_pi = 1.0 / np.pi
+    total = 0
     for i in range(n):
         inv_cos = 1.0 / cos_theta[i]
         aval = 0
-        hits = 0
         for k in range(n_planes):
             x = x0[i] + tx[i] * z_rel[k]
             y = y0[i] + ty[i] * z_rel[k]
             x_at[i, k] = x
             y_at[i, k] = y
-            for s in range(n_strips):
-                q_strip[i, k, s] = 0.0
             if abs(x) > x_half or abs(y) > y_half:
                 continue
-            p_detect = 1.0 - (1.0 - efficiency[k]) ** inv_cos
-            if u_detect[i, k] >= p_detect:
-                continue
-            aval |= 1 << k
-            q = q_total[i, k]
-            for s in range(n_strips):
-                frac = (
-                    np.arctan((strip_hi[k, s] - y) / gamma)
-                    - np.arctan((strip_lo[k, s] - y) / gamma)
-                ) * inv_pi
-                qs = q * frac
-                q_strip[i, k, s] = qs
-                if qs >= q_threshold:
-                    hits |= 1 << k
+            if u_detect[i, k] < 1.0 - (1.0 - efficiency[k]) ** inv_cos:
+                aval |= 1 << k
+                total += 1
         avalanche[i] = aval
+    return total
+
+
+@njit(cache=True, nogil=True)
+def charge_kernel(
+    y_at: np.ndarray,
+    avalanche: np.ndarray,
+    u_streamer: np.ndarray,
+    normal: np.ndarray,
+    streamer_probability: float,
+    log_median_avalanche: float,
+    sigma_avalanche: float,
+    log_median_streamer: float,
+    sigma_streamer: float,
+    strip_lo: np.ndarray,
+    strip_hi: np.ndarray,
+    gamma: float,
+    q_threshold: float,
+    q_time_threshold: float,
+    q_strip: np.ndarray,
+    hit_mask: np.ndarray,
+) -> None:
+    """Induced strip charges of the avalanches (Lorentzian footprint), and the hit planes.
+
+    The avalanches are taken in track, plane order; avalanche ``a`` is a streamer when
+    ``u_streamer[a] < streamer_probability`` and has the log-normal charge
+    ``exp(log_median + sigma * normal[a])`` [fC]. A strip with conductor ``[lo, hi]`` [mm] collects
+    ``q (atan((hi - y)/γ) - atan((lo - y)/γ)) / π`` (computed with one arctangent); charge on the
+    gaps is lost. Strip charges below
+    ``q_time_threshold`` are stored as 0 (nothing is written for them; far strips are skipped with
+    the bound ``frac ≤ (w/γ) / (π (1 + (d/γ)²))`` at distance d, which changes no stored value).
+    Bit k of ``hit_mask[i]``: a strip of plane k has ≥ ``q_threshold``.
+    """
+    n = y_at.shape[0]
+    n_planes = y_at.shape[1]
+    n_strips = strip_lo.shape[1]
+    inv_pi = 1.0 / np.pi
+    a = 0
+    for i in range(n):
+        hits = 0
+        for k in range(n_planes):
+            for s in range(n_strips):
+                q_strip[i, k, s] = 0.0
+            if not (avalanche[i] >> k) & 1:
+                continue
+            if u_streamer[a] < streamer_probability:
+                q = np.exp(log_median_streamer + sigma_streamer * normal[a])
+            else:
+                q = np.exp(log_median_avalanche + sigma_avalanche * normal[a])
+            a += 1
+            y = y_at[i, k]
+            for s in range(n_strips):
+                lo = strip_lo[k, s]
+                hi = strip_hi[k, s]
+                d = lo - y if y < lo else (y - hi if y > hi else 0.0)
+                if d > 0.0:
+                    u = d / gamma
+                    if q * (hi - lo) / gamma * inv_pi / (1.0 + u * u) < q_time_threshold:
+                        continue
+                # atan(a) - atan(b) with one arctangent (a > b): atan((a - b)/(1 + ab)), plus π
+                # when 1 + ab < 0 (the track well inside a strip wider than the footprint)
+                ua = (hi - y) / gamma
+                ub = (lo - y) / gamma
+                den = 1.0 + ua * ub
+                if den > 0.0:
+                    angle = np.arctan((ua - ub) / den)
+                elif den < 0.0:
+                    angle = np.arctan((ua - ub) / den) + np.pi
+                else:
+                    angle = 0.5 * np.pi
+                qs = q * angle * inv_pi
+                if qs >= q_time_threshold:
+                    q_strip[i, k, s] = qs
+                    if qs >= q_threshold:
+                        hits |= 1 << k
         hit_mask[i] = hits
 
 

@@ -142,7 +142,13 @@ def simulate(
         if live:
             from simulator.live import run_live
 
-            run_live(request, speed=speed, progress=not quiet)
+            start_s = request.start_s
+            with tqdm(total=days * 86400, unit="sim-s", desc="live", disable=quiet) as bar:
+
+                def tick(now_s: int) -> None:
+                    bar.update(max(0, min(now_s - start_s, bar.total) - bar.n))
+
+                run_live(request, speed=speed, progress=False, on_tick=tick)
             return
         with tqdm(
             total=len(selected) * days * 24, unit="station-hour", desc="simulate", disable=quiet

@@ -29,7 +29,8 @@ class Response:
     hit_mask : numpy.ndarray of uint8 [n]
         Bit k set when plane k+1 has a strip with charge ≥ threshold (a "hit" plane).
     q_strip : numpy.ndarray [n, 4, 4]
-        Induced charge per plane and strip. [fC]
+        Induced charge per plane and strip, 0 below the time threshold (nothing is written for
+        such a strip). [fC]
     """
 
     x_at: np.ndarray
@@ -45,53 +46,23 @@ class Response:
         )
 
 
-def draw_avalanche_inputs(
-    rng: np.random.Generator, n: int, model: DetectorModel
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random inputs of the detector response: detection uniforms and avalanche charges.
+def detector_response(tracks: Tracks, model: DetectorModel, rng: np.random.Generator) -> Response:
+    """Avalanches and strip charges of tracks (numba ``avalanche_kernel``, ``charge_kernel``).
 
-    Returns
-    -------
-    u_detect : numpy.ndarray [n, 4]
-    q_total : numpy.ndarray [n, 4]
-        Avalanche charge per plane (log-normal; a fraction are streamers). [fC]
-    """
-    u_detect = rng.random((n, N_PLANES))
-    streamer = rng.random((n, N_PLANES)) < model.streamer_probability
-    normal = rng.standard_normal((n, N_PLANES))
-    log_q = np.where(
-        streamer,
-        np.log(model.streamer_median_fc) + model.streamer_sigma_ln * normal,
-        np.log(model.avalanche_median_fc) + model.avalanche_sigma_ln * normal,
-    )
-    return u_detect, np.exp(log_q)
-
-
-def _check_tracks(tracks: Tracks, u_detect: np.ndarray, q_total: np.ndarray) -> int:
-    n = len(tracks)
-    for name, arr in (("u_detect", u_detect), ("q_total", q_total)):
-        if arr.shape != (n, N_PLANES):
-            raise ValueError(f"{name} must have shape ({n}, {N_PLANES}), got {arr.shape}")
-    return n
-
-
-def detector_response(
-    tracks: Tracks, u_detect: np.ndarray, q_total: np.ndarray, model: DetectorModel
-) -> Response:
-    """Avalanches and strip charges of tracks (numba kernel; see ``_kernels.detector_kernel``).
+    Random numbers, in this order: ``u_detect [n, 4]`` uniforms (detection per plane), then for the
+    ``m`` avalanches (track, plane order) ``m`` uniforms (streamer or not) and ``m`` standard
+    normals (log-normal charge).
 
     Parameters
     ----------
     tracks : Tracks
         Positions at the top plane [mm] and directions.
-    u_detect : numpy.ndarray [n, 4]
-        Uniform randoms deciding detection per plane.
-    q_total : numpy.ndarray [n, 4]
-        Avalanche charge per plane if there is one. [fC]
     model : DetectorModel
-        Geometry, efficiencies, footprint and thresholds.
+        Geometry, efficiencies, charge model, footprint and thresholds.
+    rng : numpy.random.Generator
+        The random stream.
     """
-    n = _check_tracks(tracks, u_detect, q_total)
+    n = len(tracks)
     g = model.geometry
     lo, hi = g.conductor_edges_mm()
     f64 = np.float64
@@ -104,36 +75,50 @@ def detector_response(
         np.ascontiguousarray(a, f64)
         for a in (tracks.x0, tracks.y0, tracks.tx, tracks.ty, tracks.cos_theta)
     )
-    _kernels.detector_kernel(
+    u_detect = rng.random((n, N_PLANES))
+    m = _kernels.avalanche_kernel(
         x0,
         y0,
         tx,
         ty,
         cos_theta,
-        np.ascontiguousarray(u_detect, f64),
-        np.ascontiguousarray(q_total, f64),
+        u_detect,
         np.ascontiguousarray(g.z_rel_mm, f64),
         np.asarray(model.efficiency, f64),
-        lo,
-        hi,
         float(g.x_half_mm),
         float(g.y_half_mm),
-        float(model.lorentz_hwhm_mm),
-        float(model.q_threshold_fc),
         x_at,
         y_at,
         avalanche,
-        hit_mask,
+    )
+    u_streamer = rng.random(m)
+    normal = rng.standard_normal(m)
+    _kernels.charge_kernel(
+        y_at,
+        avalanche,
+        u_streamer,
+        normal,
+        float(model.streamer_probability),
+        float(np.log(model.avalanche_median_fc)),
+        float(model.avalanche_sigma_ln),
+        float(np.log(model.streamer_median_fc)),
+        float(model.streamer_sigma_ln),
+        lo,
+        hi,
+        float(model.lorentz_hwhm_mm),
+        float(model.q_threshold_fc),
+        float(model.q_time_threshold_fc),
         q_strip,
+        hit_mask,
     )
     return Response(x_at, y_at, avalanche, hit_mask, q_strip)
 
 
 def detector_response_reference(
-    tracks: Tracks, u_detect: np.ndarray, q_total: np.ndarray, model: DetectorModel
+    tracks: Tracks, model: DetectorModel, rng: np.random.Generator
 ) -> Response:
-    """Plain-numpy reference of :func:`detector_response`."""
-    _check_tracks(tracks, u_detect, q_total)
+    """Plain-numpy reference of :func:`detector_response` (same random numbers, same order)."""
+    n = len(tracks)
     g = model.geometry
     lo, hi = g.conductor_edges_mm()
     z = g.z_rel_mm
@@ -143,13 +128,25 @@ def detector_response_reference(
     p_detect = 1.0 - (1.0 - np.asarray(model.efficiency))[None, :] ** (
         1.0 / tracks.cos_theta[:, None]
     )
+    u_detect = rng.random((n, N_PLANES))
     aval = inside & (u_detect < p_detect)
+    m = int(aval.sum())
+    streamer = rng.random(m) < model.streamer_probability
+    normal = rng.standard_normal(m)
+    log_q = np.where(
+        streamer,
+        np.log(model.streamer_median_fc) + model.streamer_sigma_ln * normal,
+        np.log(model.avalanche_median_fc) + model.avalanche_sigma_ln * normal,
+    )
+    q_total = np.zeros((n, N_PLANES))
+    q_total[aval] = np.exp(log_q)  # boolean indexing is in C order: track, plane
     gamma = model.lorentz_hwhm_mm
     frac = (
         np.arctan((hi[None] - y_at[:, :, None]) / gamma)
         - np.arctan((lo[None] - y_at[:, :, None]) / gamma)
     ) / np.pi
     q_strip = np.where(aval[:, :, None], q_total[:, :, None] * frac, 0.0)
+    q_strip = np.where(q_strip >= model.q_time_threshold_fc, q_strip, 0.0)
     hit = (q_strip >= model.q_threshold_fc).any(axis=2)
     bits = (1 << np.arange(N_PLANES)).astype(np.uint8)
     return Response(

@@ -17,7 +17,6 @@ import numpy as np
 from schemas.dat_format import N_CHANNELS, N_PLANES, TRIGGER_COINCIDENCE, TRIGGER_SELF, dat_filename
 from simulator.detector import (
     detector_response,
-    draw_avalanche_inputs,
     electronics,
     fired_pairs,
     self_trigger_ticks,
@@ -152,8 +151,7 @@ def simulate_hour(
     per_second = rng.poisson(sim.rate_candidates_hz * factor)
     n_cand = int(per_second.sum())
     tracks = sample_candidates(rng, n_cand, model)
-    u_detect, q_total = draw_avalanche_inputs(rng, n_cand, model)
-    response = detector_response(tracks, u_detect, q_total, model)
+    response = detector_response(tracks, model, rng)
     fired = fired_pairs(response.hit_mask, model)
     lam_total = sim.rate_generated_hz * float(factor.sum())
     generated = n_cand + int(rng.poisson(lam_total * (1.0 - sim.candidate_fraction)))

@@ -45,6 +45,7 @@ from simulator.run import (
     FileTask,
     SimulationRequest,
     StationPlan,
+    build_sims,
     day_string,
     file_truth,
     finish_totals,
@@ -58,7 +59,6 @@ from simulator.run import (
     truth_header,
     write_era5,
 )
-from simulator.station import build_station_sim
 
 logger = logging.getLogger(__name__)
 
@@ -390,13 +390,7 @@ def run_live(
     if speed <= 0:
         raise ValueError("speed must be positive")
     stop = stop or threading.Event()
-    sims = [
-        build_station_sim(
-            s, request.seed, request.rate_hz, request.beta_pct_per_hpa, request.alpha_t_pct_per_k,
-            acceptance_samples=request.acceptance_samples,
-        )
-        for s in request.stations
-    ]  # fmt: skip
+    sims = build_sims(request)
     prepare_output(request.out, [s.dirname for s in sims])
     truth = truth_header(request)
     truth["live"] = {"speed": speed, "complete": False}

@@ -223,8 +223,14 @@ def _values(
             *(f"pair_{j}" for j in range(counts.n_pairs)),
             *(f"plane_{k}" for k in range(4)),
         ]
-        expected = {name: np.zeros(n) for name in names}
+        # windows without acquired seconds (before the first file) get the expected rates, the
+        # pair and plane rates in the proportions of the day's events
+        total = max(1, int(counts.counts["coincidence"].sum()))
+        expected = {
+            name: sim.rate_hz * factor * counts.counts[name].sum() / total for name in names
+        }
         expected["coincidence"] = sim.rate_hz * factor
+        expected["self"] = np.zeros(n)
         rates = {name: _window_rates(counts, times, [name], expected[name])[name] for name in names}
         accepted = rates["coincidence"] + rates["self"]
         asserted = accepted * 1.08 + 1.5 + rng.normal(0, 0.1, n)

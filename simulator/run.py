@@ -420,6 +420,24 @@ class _ArchiveState:
     members: list[str] = field(default_factory=list)
 
 
+def build_sims(request: SimulationRequest) -> list[StationSim]:
+    """The stations' simulations (acceptance pre-passes in parallel threads)."""
+
+    def build(station: Station) -> StationSim:
+        return build_station_sim(
+            station,
+            request.seed,
+            request.rate_hz,
+            request.beta_pct_per_hpa,
+            request.alpha_t_pct_per_k,
+            acceptance_samples=request.acceptance_samples,
+        )
+
+    workers = min(len(request.stations), request.workers or os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(build, request.stations))
+
+
 def run_batch(
     request: SimulationRequest, on_file: Callable[[], object] | None = None
 ) -> dict[str, Any]:
@@ -433,17 +451,7 @@ def run_batch(
         Called after each station-hour file (progress bars).
     """
     out = request.out
-    sims = [
-        build_station_sim(
-            s,
-            request.seed,
-            request.rate_hz,
-            request.beta_pct_per_hpa,
-            request.alpha_t_pct_per_k,
-            acceptance_samples=request.acceptance_samples,
-        )
-        for s in request.stations
-    ]
+    sims = build_sims(request)
     prepare_output(out, [s.dirname for s in sims])
     plans = [plan_station(sim, request) for sim in sims]
     truth = truth_header(request)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from services.common.stations import Station
-from simulator.detector import detector_response, draw_avalanche_inputs, fired_pairs
+from simulator.detector import detector_response, fired_pairs
 from simulator.model import DEFAULT_Z_MM, DetectorModel, Geometry, draw_detector_model
 from simulator.muons import candidate_fraction, generation_half_width_mm, sample_candidates
 from simulator.seeds import Stream, rng_for
@@ -146,9 +146,8 @@ def estimate_acceptance(
     while done < samples:
         n = min(100_000, samples - done)
         tracks = sample_candidates(rng, n, model)
-        u, q = draw_avalanche_inputs(rng, n, model)
         triggered += int(
-            np.count_nonzero(fired_pairs(detector_response(tracks, u, q, model).hit_mask, model))
+            np.count_nonzero(fired_pairs(detector_response(tracks, model, rng).hit_mask, model))
         )
         done += n
     value = triggered / samples
