@@ -142,11 +142,11 @@ def simulate(
         if live:
             from simulator.live import run_live
 
-            start_s = request.start_s
-            with tqdm(total=days * 86400, unit="sim-s", desc="live", disable=quiet) as bar:
+            start_s, total = request.start_s, days * 86400
+            with tqdm(total=total, unit="sim-s", desc="live", disable=quiet) as bar:
 
                 def tick(now_s: int) -> None:
-                    bar.update(max(0, min(now_s - start_s, bar.total) - bar.n))
+                    bar.update(max(0, min(now_s - start_s, total) - int(bar.n)))
 
                 run_live(request, speed=speed, progress=False, on_tick=tick)
             return
