@@ -77,7 +77,7 @@ class RejectRecord(Contract):
     source_file: str = Field(description="File name (the .dat inside an archive, if any).")
     archive: str | None = Field(None, description="Archive holding the file, if any.")
     line: int | None = Field(None, ge=1, description="1-based line number; null = whole file.")
-    reason: str = Field(description="Machine-readable reason code, e.g. field_count.")
+    reason: str = Field(description="Machine-readable reason code, e.g. FIELD_COUNT.")
     detail: str = Field(description="Human-readable explanation.")
     raw: str = Field(description="The rejected text (bounded length).")
     reject_id: str = Field(description="Deterministic id <station>/<source_file>/<line|file>.")
@@ -112,7 +112,9 @@ class LogbookPeriod(Contract):
 
     conf: int = Field(description="Configuration number of the station.")
     start: AwareDatetime = Field(description="First moment the configuration holds. [UTC]")
-    end: AwareDatetime | None = Field(None, description="End of validity; null = still in force.")
+    end: AwareDatetime | None = Field(
+        None, description="End of validity (exclusive); null = still in force. [UTC]"
+    )
     z_mm: tuple[float, float, float, float] = Field(description="z of planes 1-4. [mm]")
     trigger_pairs: tuple[int, ...] = Field(description="Plane pairs that trigger, e.g. 12, 23.")
 

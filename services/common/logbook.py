@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from services.ingest.rejects import BAD_LOGBOOK_ROW, LineReject, make_reject
+from services.common.rejects import BAD_LOGBOOK_ROW, LineReject, make_reject
 
 __all__ = [
     "DEFAULT_TRIGGER_PAIRS",

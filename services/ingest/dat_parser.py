@@ -15,7 +15,7 @@ Other lines:
 * a line whose first non-blank character is ``#`` is a comment (kept in ``comments``);
 * a line of only spaces, tabs and a CR is blank and ignored;
 * every other line is an event line: it is either valid or gives exactly one
-  :class:`~services.ingest.rejects.LineReject`, and parsing always goes on with the next line.
+  :class:`~services.common.rejects.LineReject`, and parsing always goes on with the next line.
 
 Reason of a rejected line, first rule that applies:
 
@@ -52,7 +52,7 @@ import numpy as np
 
 from schemas.dat_format import N_CHANNELS, N_FIELDS
 from services.ingest import _kernels as k
-from services.ingest.rejects import (
+from services.common.rejects import (
     BAD_DATE,
     BAD_TRIGGER_TYPE,
     BINARY_CONTENT,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schemas.station_logs import LogType
-from services.ingest.rejects import (
+from services.common.rejects import (
     BAD_TIMESTAMP,
     BINARY_CONTENT,
     FIELD_COUNT,

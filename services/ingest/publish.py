@@ -18,7 +18,7 @@ from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGS_RAW, REJECTS, stati
 from services.ingest.chunking import plan_chunks
 from services.ingest.dat_parser import DatParseResult
 from services.ingest.log_parser import LogParseResult
-from services.ingest.rejects import LineReject
+from services.common.rejects import LineReject
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from services.ingest.publish import (
     reject_messages,
     utc,
 )
-from services.ingest.rejects import LineReject
+from services.common.rejects import LineReject
 from services.ingest.sources import RemoteFile, Source, SourceUnavailableError, open_source
 
 log = logging.getLogger(__name__)

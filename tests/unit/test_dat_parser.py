@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from schemas.dat_format import CHANNEL_COLUMNS, N_CHANNELS, channel_index
-from services.ingest import rejects as rj
+from services.common import rejects as rj
 from services.ingest.dat_parser import DatParseResult, parse_dat, parse_dat_reference
 
 pytestmark = pytest.mark.unit

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.station_logs import LOG_TYPES, LOG_TYPES_BY_SOURCE, LogType
-from services.ingest import rejects as rj
+from services.common import rejects as rj
 from services.ingest.log_parser import LogRow, parse_log
 
 pytestmark = pytest.mark.unit

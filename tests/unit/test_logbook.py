@@ -17,7 +17,7 @@ from services.common.logbook import (
     trigger_pairs_at,
     z_positions_at,
 )
-from services.ingest import rejects as rj
+from services.common import rejects as rj
 
 pytestmark = pytest.mark.unit
 
