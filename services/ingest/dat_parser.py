@@ -51,7 +51,6 @@ from datetime import UTC, datetime
 import numpy as np
 
 from schemas.dat_format import N_CHANNELS, N_FIELDS
-from services.ingest import _kernels as k
 from services.common.rejects import (
     BAD_DATE,
     BAD_TRIGGER_TYPE,
@@ -64,6 +63,7 @@ from services.common.rejects import (
     LineReject,
     make_reject,
 )
+from services.ingest import _kernels as k
 
 __all__ = ["DatParseResult", "parse_dat", "parse_dat_reference"]
 

@@ -15,10 +15,10 @@ from schemas.events import encode_events, envelope_headers
 from schemas.models import IngestProgress, LogReading, RawEventChunkEnvelope, RejectRecord
 from schemas.station_logs import LogType
 from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGS_RAW, REJECTS, station_key
+from services.common.rejects import LineReject
 from services.ingest.chunking import plan_chunks
 from services.ingest.dat_parser import DatParseResult
 from services.ingest.log_parser import LogParseResult
-from services.common.rejects import LineReject
 
 
 @dataclass(frozen=True)

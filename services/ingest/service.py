@@ -28,6 +28,7 @@ from schemas.models import IngestProgress, LogbookPeriod, PipelineStatus, Statio
 from schemas.station_logs import LogType, log_type_of_file
 from schemas.topics import INGEST_PROGRESS, LOGBOOK, station_key
 from services.common.kafka import make_producer, read_all
+from services.common.rejects import LineReject
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import KafkaSettings
 from services.common.stations import Station
@@ -43,7 +44,6 @@ from services.ingest.publish import (
     reject_messages,
     utc,
 )
-from services.common.rejects import LineReject
 from services.ingest.sources import RemoteFile, Source, SourceUnavailableError, open_source
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common import rejects as rj
 from services.common.logbook import (
     DEFAULT_TRIGGER_PAIRS,
     DEFAULT_Z_MM,
@@ -17,7 +18,6 @@ from services.common.logbook import (
     trigger_pairs_at,
     z_positions_at,
 )
-from services.common import rejects as rj
 
 pytestmark = pytest.mark.unit
 
