@@ -26,13 +26,13 @@ from confluent_kafka import Producer
 from schemas.dat_format import parse_dat_filename
 from schemas.models import IngestProgress, LogbookPeriod, PipelineStatus, StationLogbook
 from schemas.station_logs import LogType, log_type_of_file
-from schemas.topics import INGEST_PROGRESS, LOGBOOK, station_key
+from schemas.topics import INGEST_PROGRESS, LOGBOOK, STATUS, station_key
 from services.common.kafka import make_producer, read_all
 from services.common.rejects import LineReject
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import KafkaSettings
 from services.common.stations import Station
-from services.common.status import produce_status, status_message
+from services.common.status import Heartbeat, produce_status, status_key, status_message
 from services.ingest.dat_parser import parse_dat
 from services.ingest.log_parser import parse_log
 from services.ingest.publish import (
@@ -500,8 +500,7 @@ def _aware(value: datetime | date) -> datetime:
 
 
 def _status_outgoing(status: PipelineStatus) -> Outgoing:
-    station = "-" if status.station is None else str(status.station)
-    return Outgoing("mingo.status.v1", f"{SERVICE}/{station}".encode(), status.to_json_bytes())
+    return Outgoing(STATUS.name, status_key(status), status.to_json_bytes())
 
 
 def _produce(producer: Producer, message: Outgoing) -> None:
@@ -566,32 +565,19 @@ def run_ingest(
         )
         for w in workers
     ]
-    heartbeat_producer = make_producer(kafka)
+    heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
     for thread in threads:
         thread.start()
     try:
         while any(t.is_alive() for t in threads):
-            produce_status(
-                heartbeat_producer,
-                status_message(
-                    SERVICE,
-                    options.instance,
-                    "heartbeat",
-                    message=f"{sum(w.units_done for w in workers)} units published",
-                ),
-            )
-            heartbeat_producer.poll(0)
+            heartbeat.beat(f"{sum(w.units_done for w in workers)} units published")
             for thread in threads:
                 thread.join(timeout=options.heartbeat_s / max(len(threads), 1))
     finally:
         stop.set()
         for thread in threads:
             thread.join()
-        produce_status(
-            heartbeat_producer,
-            status_message(SERVICE, options.instance, "stopped", message="ingest stopped"),
-        )
-        heartbeat_producer.flush(10)
+        heartbeat.stopped("ingest stopped")
         for worker in workers:
             worker.producer.flush(10)
             worker.source.close()
