@@ -332,12 +332,12 @@ def prepare_output(out: Path, station_dirnames: list[str]) -> None:
 
 
 def write_logbook(path: Path, sim: StationSim, request: SimulationRequest) -> None:
-    """The mechanical logbook: an older configuration and the simulated one."""
+    """The mechanical logbook: an older configuration (ending the day before the span) and the
+    simulated one, still in force (empty end)."""
     pairs = list(sim.detector.trigger_pairs)[:4] + [""] * max(
         0, 4 - len(sim.detector.trigger_pairs)
     )
     first = request.start
-    last = request.start + timedelta(days=request.days - 1)
     rows: list[list[Any]] = [
         [
             sim.id,
@@ -353,7 +353,8 @@ def write_logbook(path: Path, sim: StationSim, request: SimulationRequest) -> No
             34,
             13,
         ],
-        [sim.id, 2, first, last, *[f"{z:g}" for z in sim.detector.geometry.z_mm], *pairs],
+        # the configuration in force: no end date (DOMAIN.md §2, services/common/logbook.py)
+        [sim.id, 2, first, "", *[f"{z:g}" for z in sim.detector.geometry.z_mm], *pairs],
     ]
     text = "station,conf,start,end,P1,P2,P3,P4,C1,C2,C3,C4\n"
     text += "".join(",".join(map(str, row)) + "\n" for row in rows)
