@@ -39,7 +39,7 @@ def _parse_stations(value: str) -> list[int]:
         raise click.BadParameter(f"{value!r}: expected station ids like 1,2") from None
     if not ids:
         raise click.BadParameter("no station ids given")
-    return ids
+    return list(dict.fromkeys(ids))  # each station once, in the order given
 
 
 @click.command()
@@ -154,7 +154,7 @@ def simulate(
             total=len(selected) * days * 24, unit="station-hour", desc="simulate", disable=quiet
         ) as bar:
             truth = run_batch(request, on_file=bar.update)
-    except OutputDirectoryError as exc:
+    except (OutputDirectoryError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for sid, entry in truth["stations"].items():
         totals = entry["totals"]

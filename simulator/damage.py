@@ -10,7 +10,7 @@ kind                      what happens                                          
 ``glued_tokens``          the space between two value tokens removed, preferably before  glued
                           a negative one (``-125.3125-124.0625``, like ``12.5-3.1``)
 ``glued_lines``           the newline to the next line removed: ``...0000.00002024 03``  glued
-                          (two events on one physical line, 140 fields)
+                          (two events on one physical line, 141 fields)
 ``malformed_number``      a second decimal point in a value (``-120.144.0``)             malformed
 ``bad_month``             month 13                                                       date
 ``bad_day``               day 32                                                         date

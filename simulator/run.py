@@ -122,6 +122,9 @@ class SimulationRequest:
             raise ValueError("seed must be non-negative")
         if not self.stations:
             raise ValueError("no stations to simulate")
+        ids = [s.id for s in self.stations]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"each station can be simulated once, got {ids}")
 
     @property
     def start_s(self) -> int:
