@@ -205,8 +205,20 @@ class Era5Hour(Contract):
     height_100hpa_m: float = Field(description="Geopotential height of 100 hPa. [m]")
     t_mw_k: float | None = Field(None, description="Mass-weighted temperature. [K]")
     t_eff_k: float | None = Field(None, description="Effective temperature for muons. [K]")
-    expver: str = Field(description="ERA5 experiment version: 0001 final, 0005 ERA5T.")
-    source_file: str = Field(description="File the values were decoded from.")
+    expver: str = Field(
+        description="ERA5 experiment version: 0001 final, 0005 ERA5T (0005 if any input was)."
+    )
+    revision: int = Field(
+        0,
+        ge=0,
+        description=(
+            "0 when the hour is first published, +1 each time its values change (ERA5T replaced "
+            "by final ERA5); per (station, time) the highest revision is the valid one."
+        ),
+    )
+    source_file: str = Field(
+        description="Names of the files the values were decoded from, comma-separated, sorted."
+    )
 
 
 def _environment_fields() -> dict[str, Any]:

@@ -109,7 +109,10 @@ ERA5_HOURLY = TopicSpec(
     key="station id",
     value_format="json",
     model=Era5Hour,
-    description="ERA5 reanalysis fields interpolated at each station, hourly.",
+    description=(
+        "ERA5 reanalysis fields interpolated at each station, hourly; per (station, time) "
+        "the highest revision replaces earlier ones (final ERA5 over ERA5T)."
+    ),
     retention_ms=-1,
 )
 UNIFIED_MINUTE = TopicSpec(
