@@ -59,6 +59,65 @@ class StationSource(_Frozen):
         return self
 
 
+class ReconstructionConfig(_Frozen):
+    """How raw events of one station become calibrated tracks and minute rates (DOMAIN.md §5).
+
+    Every threshold, window and pooling size of ``services/reconstruct`` comes from here.
+    """
+
+    signal_speed_mm_ns: float = Field(199.86, gt=0, description="Signal speed in a strip. [mm/ns]")
+    time_valid_ns: tuple[float, float] = Field(
+        (-300.0, 0.0),
+        description="Raw times outside this window make an event impossible (rejected). [ns]",
+    )
+    charge_valid_ns: tuple[float, float] = Field(
+        (0.0, 1000.0),
+        description="Raw charges outside this window make an event impossible (rejected). [ns]",
+    )
+    q_threshold_ns: float = Field(
+        -5.0, description="A strip is hit when its calibrated Q_sum exceeds this. [ns]"
+    )
+    streamer_q_ns: float = Field(
+        100.0, description="Calibrated event plane charge above which a hit is a streamer. [ns]"
+    )
+    tdif_cut_ns: float = Field(
+        0.79, gt=0, description="|calibrated T_dif| above this is outside the strip. [ns]"
+    )
+    sigma_x_mm: float = Field(10.0, gt=0, description="Resolution of x from T_dif in fits. [mm]")
+    fiducial_half_mm: tuple[float, float] = Field(
+        (130.0, 125.0),
+        description="Half-sizes (x, y) of the area where a track counts for efficiencies. [mm]",
+    )
+    theta_high_deg: float = Field(10.0, description="Zenith below which a track is 'high'. [deg]")
+    theta_low_deg: float = Field(40.0, description="Zenith from which a track is 'low'. [deg]")
+    pedestal_quantile: float = Field(
+        0.005,
+        gt=0,
+        lt=0.5,
+        description="Quantile of a channel's charges taken as its pedestal edge. [1]",
+    )
+    tdif_plateau_quantiles: tuple[float, float] = Field(
+        (0.02, 0.98), description="Quantiles whose midpoint is the T_dif plateau centre. [1]"
+    )
+    calibration_min_events: int = Field(
+        20_000, ge=100, description="Events needed in the pool before a calibration. [events]"
+    )
+    calibration_max_events: int = Field(
+        200_000, ge=100, description="Most recent events kept in the pool. [events]"
+    )
+    calibration_max_age_s: float = Field(
+        86_400.0, gt=0, description="Pooled events older than this are forgotten. [s]"
+    )
+    outlier_quantiles: tuple[float, float] = Field(
+        (0.005, 0.995), description="Quantiles of a file's per-second counts (outlier band). [1]"
+    )
+    outlier_margin_sigma: float = Field(
+        3.0,
+        ge=0,
+        description="Band widened by this many sqrt(median) so Poisson tails stay. [sigma]",
+    )
+
+
 class Station(_Frozen):
     """One telescope of the network."""
 
@@ -75,6 +134,7 @@ class Station(_Frozen):
         (-130.0, -100.0), description="Coincidence window on raw T_sum. [ns]"
     )
     atmosphere: AtmosphereCoefficients = AtmosphereCoefficients()
+    reconstruction: ReconstructionConfig = ReconstructionConfig()
     source: StationSource | None = None
 
 

@@ -1,0 +1,1 @@
+"""Reconstruct: raw event chunks → calibrated tracks → per-minute rates (DOMAIN.md §5)."""

@@ -1,0 +1,181 @@
+"""``mingo reconstruct``: per-minute rates (and per-event tracks) of station ``.dat`` files.
+
+::
+
+    mingo reconstruct FILE.dat [FILE.dat ...] [--logbook CSV] [--z 0,145,290,435]
+                      --out rates.csv [--events events.parquet] [--network stations.yaml]
+
+Several files of one station are calibrated from their pooled events, in time order, exactly as
+the streaming service does, and a minute shared by two files gets both contributions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from schemas.columns import REGIONS, TOPOLOGIES
+from schemas.dat_format import parse_dat_filename
+from schemas.models import MinuteRates
+from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
+from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
+from services.ingest.dat_parser import parse_dat
+from services.reconstruct.pipeline import FileEvents, FileResult, rates_rows, reconstruct_files
+
+log = logging.getLogger(__name__)
+
+__all__ = ["events_frame", "load_dat", "rates_frame", "reconstruct"]
+
+
+def load_dat(path: Path) -> FileEvents:
+    """Parse a ``.dat`` file into :class:`FileEvents` (acquisition start from its name)."""
+    result = parse_dat(path.read_bytes())
+    _, start = parse_dat_filename(path.name)
+    start_s = int(start.timestamp())
+    end_s = int(result.time_s.max()) + 1 if result.lines_valid else start_s
+    return FileEvents(
+        path.name,
+        start_s,
+        end_s,
+        result.time_s,
+        result.trigger_type,
+        result.line_number,
+        result.channels,
+    )
+
+
+def rates_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """The per-minute table with the ``MinuteRates`` column names (``time`` as ISO 8601 UTC)."""
+    columns = [name for name in MinuteRates.model_fields if name not in ("schema_version",)]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["time"] = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in frame["time"]]
+    return frame
+
+
+def events_frame(results: list[FileResult]) -> pd.DataFrame:
+    """The per-event table: hits, topology, θ, φ, χ², region, charge, streamer flag."""
+    frames = []
+    topologies = np.array(["", *TOPOLOGIES])
+    regions = np.array(["", *REGIONS])
+    for r in results:
+        ev = r.events
+        data: dict[str, object] = {
+            "file": r.name,
+            "line": r.line,
+            "time": pd.to_datetime(r.time_s, unit="s", utc=True),
+            "status": ev.status,
+            "topology": topologies[ev.topology.astype(np.int64) + 1],
+            "theta_deg": ev.theta,
+            "phi_deg": ev.phi,
+            "chi2": ev.chi2,
+            "region": regions[ev.region.astype(np.int64) + 1],
+            "q_event_ns": ev.q_event,
+            "streamer": ev.streamer.astype(bool),
+            "calibration_version": r.calibration.version,
+        }
+        for p in range(4):
+            data[f"strip_p{p + 1}"] = ev.strip[:, p] + 1
+            data[f"x_p{p + 1}_mm"] = ev.x[:, p]
+            data[f"y_p{p + 1}_mm"] = ev.y[:, p]
+            data[f"t_p{p + 1}_ns"] = ev.t[:, p]
+            data[f"q_p{p + 1}_ns"] = ev.q[:, p]
+        frames.append(pd.DataFrame(data))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _z_option(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not 4 numbers separated by commas") from None
+    if len(values) != 4 or not all(a < b for a, b in itertools.pairwise(values)):
+        raise click.BadParameter(f"{text!r}: need 4 strictly increasing z positions [mm]")
+    return values[0], values[1], values[2], values[3]
+
+
+def _station(network_file: Path, station_id: int) -> Station:
+    network = load_network(network_file)
+    try:
+        return network.station(station_id)
+    except KeyError:
+        log.warning("station not in the network file; defaults used", extra={"station": station_id})
+        return Station(id=station_id, name=f"mingo0{station_id}")
+
+
+@click.command("reconstruct")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--logbook",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Station logbook CSV (plane z by date). Default: z of DOMAIN.md.",
+)
+@click.option("--z", "z_text", help="Plane z positions, e.g. 0,145,290,435 [mm]; beats --logbook.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Rates CSV."
+)
+@click.option(
+    "--events",
+    "events_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the per-event table (Parquet).",
+)
+@click.option(
+    "--network",
+    "network_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=DEFAULT_NETWORK_FILE,
+    show_default=True,
+    help="Network file with the station's reconstruction settings.",
+)
+def reconstruct(
+    files: tuple[Path, ...],
+    logbook: Path | None,
+    z_text: str | None,
+    out: Path,
+    events_out: Path | None,
+    network_file: Path,
+) -> None:
+    """Per-minute rates of the .dat FILES of one station (calibrated from their events)."""
+    try:
+        named = sorted((parse_dat_filename(f.name), f) for f in files)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    stations = {station for (station, _), _ in named}
+    if len(stations) != 1:
+        raise click.BadParameter(f"files of one station are needed, got stations {stations}")
+    station_id = stations.pop()
+    station = _station(network_file, station_id)
+    z_fixed = _z_option(z_text)
+    entries: list[LogbookEntry] = []
+    if logbook is not None:
+        entries, rejects = parse_logbook(logbook.read_text(encoding="utf-8"), source=logbook.name)
+        for reject in rejects:
+            click.echo(f"{logbook.name}:{reject.line}: {reject.detail}", err=True)
+
+    def z_of_time(time_s: int) -> tuple[float, float, float, float]:
+        if z_fixed is not None:
+            return z_fixed
+        return z_positions_at(entries, station_id, datetime.fromtimestamp(time_s, UTC))
+
+    def inputs() -> Iterator[FileEvents]:
+        for _, path in named:
+            yield load_dat(path)
+
+    results = list(reconstruct_files(station_id, inputs(), z_of_time, station.reconstruction))
+    rows = rates_rows(station_id, results)
+    rates_frame(rows).to_csv(out, index=False)
+    if events_out is not None:
+        events_frame(results).to_parquet(events_out, index=False)
+    counted = sum(len(r.time_s) for r in results)
+    click.echo(f"{len(rows)} minutes from {counted} coincidence events -> {out}", err=True)

@@ -1,0 +1,143 @@
+"""From the events of station files to minute records: calibration, kernel, tallies (no Kafka).
+
+The same functions serve ``mingo reconstruct`` and the streaming service, so both give the same
+minute records for the same files. Files of a station are taken in time order; each file is
+calibrated from the station's pool of recent coincidence events, this file included
+(``CalibrationPool``), then reconstructed with the plane z in force at the file's start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from schemas.dat_format import TRIGGER_COINCIDENCE
+from services.common.stations import ReconstructionConfig
+from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
+from services.reconstruct.events import EventResult, reconstruct_events
+from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records, tally_file
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FileEvents", "FileResult", "rates_rows", "reconstruct_files", "reconstruct_one"]
+
+ZOfTime = Callable[[int], tuple[float, float, float, float]]
+
+
+@dataclass(frozen=True, eq=False)
+class FileEvents:
+    """The valid events of one ``.dat`` file.
+
+    Attributes
+    ----------
+    name : str
+        File name.
+    start_s, end_s : int
+        Acquisition interval, end exclusive (last event second + 1). [s since epoch, UTC]
+    time_s : int64 (n,)
+        Event times. [s since epoch, UTC]
+    trigger_type : int8 (n,)
+        1 coincidence, 2 self-trigger.
+    line : int32 (n,)
+        Line numbers in the file.
+    channels : float64 (n, 64)
+        Raw channels, file order. [ns]
+    """
+
+    name: str
+    start_s: int
+    end_s: int
+    time_s: np.ndarray
+    trigger_type: np.ndarray
+    line: np.ndarray
+    channels: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class FileResult:
+    """What reconstruct made of one file (coincidence events only)."""
+
+    name: str
+    calibration: Calibration
+    z_mm: tuple[float, float, float, float]
+    time_s: np.ndarray
+    line: np.ndarray
+    events: EventResult
+    tally: MinuteTally
+    self_trigger_events: int
+
+
+def reconstruct_one(
+    file: FileEvents,
+    calibration: Calibration,
+    z_mm: tuple[float, float, float, float],
+    config: ReconstructionConfig,
+) -> FileResult:
+    """Reconstruct one file's coincidence events with a given calibration and tally them."""
+    physics = file.trigger_type == TRIGGER_COINCIDENCE
+    time_s = file.time_s[physics]
+    events = reconstruct_events(file.channels[physics], calibration, z_mm, config)
+    tally = tally_file(time_s, events, file.start_s, file.end_s, config)
+    return FileResult(
+        file.name,
+        calibration,
+        z_mm,
+        time_s,
+        file.line[physics],
+        events,
+        tally,
+        int(np.count_nonzero(~physics)),
+    )
+
+
+def reconstruct_files(
+    station: int,
+    files: Iterable[FileEvents],
+    z_of_time: ZOfTime,
+    config: ReconstructionConfig,
+) -> Iterator[FileResult]:
+    """Calibrate and reconstruct the files of one station, in the order given (time order).
+
+    Parameters
+    ----------
+    station : int
+        Station id.
+    files : iterable of FileEvents
+        The station's files, oldest first.
+    z_of_time : callable
+        Plane z positions [mm] in force at a time [s since epoch, UTC] (the logbook).
+    config : ReconstructionConfig
+        The station's reconstruction settings.
+    """
+    pool = CalibrationPool(config)
+    for file in files:
+        physics = file.trigger_type == TRIGGER_COINCIDENCE
+        pool.add(file.time_s[physics], file.channels[physics])
+        z_mm = z_of_time(file.start_s)
+        time_s, channels = pool.arrays()
+        calibration = calibrate(station, time_s, channels, z_mm, config)
+        log.info(
+            "file calibrated",
+            extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},
+        )
+        yield reconstruct_one(file, calibration, z_mm, config)
+
+
+def rates_rows(station: int, results: Iterable[FileResult]) -> list[dict[str, Any]]:
+    """Minute records of the files together: a minute covered by two files gets both.
+
+    The calibration version of a minute is that of its file, or the versions of the files that
+    share it joined by ``+`` (in file order).
+    """
+    results = list(results)
+    merged = merge_tallies(r.tally for r in results)
+    versions: list[list[str]] = [[] for _ in merged.minute_s]
+    for result in results:
+        for i in np.searchsorted(merged.minute_s, result.tally.minute_s):
+            if result.calibration.version not in versions[i]:
+                versions[i].append(result.calibration.version)
+    return minute_records(merged, station, ["+".join(v) for v in versions])
