@@ -71,7 +71,12 @@ def point(file: Path, latitude: float, longitude: float) -> None:
     from services.reanalysis.points import point_table
 
     with _clear_errors():
-        _write_csv(point_table(open_era5(file), latitude, longitude), None)
+        datasets = open_era5(file)
+        try:
+            table = point_table(datasets, latitude, longitude)
+        except ValueError as exc:
+            raise click.ClickException(f"{file.name}: {exc}") from None
+        _write_csv(table, None)
 
 
 @era5.command()

@@ -207,17 +207,9 @@ class ReanalysisService:
         return len(records)
 
     def _status(self, station: int | None, kind: str, message: str, **fields: object) -> None:
+        fields |= {"station": station, "source": "era5", "message": message}
         produce_status(
-            self.producer,
-            status_message(
-                SERVICE,
-                self.options.instance,
-                kind,
-                station=station,
-                source="era5",
-                message=message,
-                **fields,
-            ),
+            self.producer, status_message(SERVICE, self.options.instance, kind, **fields)
         )
 
     def heartbeat(self) -> None:

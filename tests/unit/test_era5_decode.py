@@ -78,6 +78,12 @@ def test_regional_grid_refuses_a_point_outside_it(samples: Path) -> None:
     datasets = open_era5(samples / "era5-single-level-scalar-time.grib")
     with pytest.raises(ValueError, match="outside the grid"):
         point_table(datasets, 19.04, -98.2)
+    result = CliRunner().invoke(
+        era5,
+        ["point", str(samples / "era5-single-level-scalar-time.grib"), "--lat", "19", "--lon", "0"],
+    )
+    assert result.exit_code == 1
+    assert "era5-single-level-scalar-time.grib: latitude 19.0 is outside the grid" in result.output
 
 
 def test_corrupted_grib_gives_a_clear_error_naming_the_file(samples: Path) -> None:
