@@ -203,6 +203,16 @@ def test_ingest_over_sftp_publishes_exactly_the_valid_lines(
         }
         for damaged_log in entry["logs"]["damaged_lines"]:
             assert (Path(damaged_log["file"]).name, damaged_log["line"]) in log_rejects
+        summaries = {
+            s.file: s for s in _statuses(kafka) if s.kind == "file_summary" and s.station == station
+        }
+        for name, expected in entry["files"].items():
+            if not expected["readable"] or expected["empty"]:
+                continue
+            summary = summaries[name]
+            assert summary.lines_valid == sum(expected["valid_events"].values())
+            assert summary.lines_rejected == expected["damaged_lines"]  # truncated one included
+            assert summary.valid_pct is not None and 99.0 < summary.valid_pct <= 100.0
         readings = sum(1 for rid in contents.readings if rid.startswith(f"{station}/"))
         assert readings == totals["log_lines"] - totals["log_damaged_lines"]
         assert contents.logbooks[station] == 1
@@ -223,6 +233,10 @@ def test_kcat_reads_the_logs_topic_as_json(
     assert {r.source for r in readings} == {
         "sensors_ext", "sensors_int", "hv", "trigger_rates", "gas_flow", "disk",
     }  # fmt: skip
+
+
+def _statuses(kafka: KafkaSettings) -> list[PipelineStatus]:
+    return [PipelineStatus.model_validate_json(m.value()) for m in read_all(kafka, STATUS.name)]
 
 
 def _committed_progress_records(kafka: KafkaSettings) -> int:
@@ -311,6 +325,5 @@ def test_an_unreachable_station_does_not_block_the_others(
     contents = _contents(kafka)
     assert contents.events[(2, 1)] == truth["stations"]["2"]["totals"]["valid_events"]["1"]
     assert (1, 1) not in contents.events
-    statuses = [PipelineStatus.model_validate_json(m.value()) for m in read_all(kafka, STATUS.name)]
-    errors = [s for s in statuses if s.kind == "source_error" and s.station == 1]
+    errors = [s for s in _statuses(kafka) if s.kind == "source_error" and s.station == 1]
     assert errors and "127.0.0.1" in errors[0].message
