@@ -10,6 +10,7 @@ from infra.cli import infra
 from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
+from services.reanalysis.cli import era5
 from simulator.cli import simulate
 
 
@@ -25,6 +26,7 @@ def main(log_level: str, log_format: str) -> None:
 
 main.add_command(infra)
 main.add_command(simulate)
+main.add_command(era5)
 
 
 @main.group()

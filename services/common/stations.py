@@ -6,6 +6,7 @@ New stations are added here, by configuration alone. Libraries receive a :class:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -85,7 +86,7 @@ class ReconstructionConfig(_Frozen):
     )
     sigma_x_mm: float = Field(10.0, gt=0, description="Resolution of x from T_dif in fits. [mm]")
     fiducial_half_mm: tuple[float, float] = Field(
-        (130.0, 125.0),
+        (120.0, 80.0),
         description="Half-sizes (x, y) of the area where a track counts for efficiencies. [mm]",
     )
     theta_high_deg: float = Field(10.0, description="Zenith below which a track is 'high'. [deg]")
@@ -149,6 +150,20 @@ class Network(_Frozen):
         if len(ids) != len(set(ids)):
             raise ValueError(f"station ids must be unique, got {ids}")
         return self
+
+    def select(self, ids: str, default: Callable[[Station], bool]) -> list[Station]:
+        """Stations named by a comma-separated id list (``"1,3"``), or those ``default`` accepts.
+
+        Raises
+        ------
+        KeyError
+            For an id that is not in the network.
+        ValueError
+            For a list that is not made of integers.
+        """
+        if ids.strip():
+            return [self.station(int(s)) for s in ids.split(",") if s.strip()]
+        return [s for s in self.stations if default(s)]
 
     def station(self, station_id: int) -> Station:
         """The station with this id; KeyError naming the known ids otherwise."""

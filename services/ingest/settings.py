@@ -39,7 +39,4 @@ class IngestSettings(ServiceSettings):
 
     def stations(self, network: Network) -> list[Station]:
         """The stations this instance ingests."""
-        if self.ingest_stations.strip():
-            wanted = [int(s) for s in self.ingest_stations.split(",") if s.strip()]
-            return [network.station(s) for s in wanted]
-        return [s for s in network.stations if s.source is not None]
+        return network.select(self.ingest_stations, lambda s: s.source is not None)

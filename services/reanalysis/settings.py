@@ -59,10 +59,9 @@ class ReanalysisSettings(ServiceSettings):
 
     def stations(self, network: Network) -> list[Station]:
         """The stations this instance serves."""
-        if self.era5_stations.strip():
-            wanted = [int(s) for s in self.era5_stations.split(",") if s.strip()]
-            return [network.station(s) for s in wanted]
-        return [s for s in network.stations if s.latitude is not None and s.longitude is not None]
+        return network.select(
+            self.era5_stations, lambda s: s.latitude is not None and s.longitude is not None
+        )
 
     def secret_values(self) -> list[str]:
         """Secret strings that must never reach a log line (Kafka password, CDS key)."""

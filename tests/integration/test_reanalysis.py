@@ -151,6 +151,7 @@ def _credentials_configured() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.cds
 @pytest.mark.skipif(
     not _credentials_configured(),
     reason="needs the real Copernicus CDS: no key in CDSAPI_KEY or ~/.cdsapirc",
