@@ -24,6 +24,8 @@ P_SIGMA_X, P_FID_X, P_FID_Y, P_THETA_HIGH, P_THETA_LOW = range(8, 13)
 N_PARAMS = 13
 
 _N = 4  # planes, strips, quantities
+#: Fitted slopes below this are exactly 0 (rounding noise of equal positions). [1]
+SLOPE_ZERO = 1e-9
 
 
 @nb.njit(cache=True, inline="always")
@@ -174,6 +176,12 @@ def reconstruct_kernel(
         dy = sv * svzz - svz * svz
         sy = (sv * svzy - svz * svy) / dy
         ay = (svzz * svy - svz * svzy) / dy
+        # hits in strips at one y give a y slope that is 0 up to rounding; its sign would put
+        # the track on either side of the φ = 0°/180° sector boundary at random
+        if abs(sy) < SLOPE_ZERO:
+            sy = 0.0
+        if abs(sx) < SLOPE_ZERO:
+            sx = 0.0
         c2 = 0.0
         for p in range(_N):
             if (m >> p) & 1:

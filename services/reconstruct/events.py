@@ -10,6 +10,8 @@ calibrated |T_dif| is within ``tdif_cut_ns``; x = T_dif·v, y = the strip centre
 T_sum of that strip; the plane charge is the sum of the strips above threshold. The track is a
 weighted least-squares line x(z), y(z) through the hit planes (σx from config, σy = strip
 width/√12); θ = atan(√(x'² + y'²)), φ = atan2(y', x'), z increasing from plane 1 to plane 4.
+Slopes below ``SLOPE_ZERO`` are set to 0: a track whose hits are all in strips at one y has
+y' = 0 exactly (φ = 0° or 180°), not a rounding-noise sign that picks a φ sector at random.
 """
 
 from __future__ import annotations
@@ -280,6 +282,8 @@ def reconstruct_events_reference(
     with np.errstate(invalid="ignore", divide="ignore"):
         sx, ax = _line(wx, zr, np.where(hit, x, 0.0))
         sy, ay = _line(wy, zr, np.where(hit, y, 0.0))
+        sx = np.where(np.abs(sx) < k.SLOPE_ZERO, 0.0, sx)
+        sy = np.where(np.abs(sy) < k.SLOPE_ZERO, 0.0, sy)
         rx = np.where(hit, x - ax[:, None] - sx[:, None] * zr, 0.0)
         ry = np.where(hit, (y - ay[:, None] - sy[:, None] * zr) / sig_y, 0.0)
         chi2 = np.where(fitted, (rx**2 / config.sigma_x_mm**2 + ry**2).sum(axis=1), np.nan)

@@ -1,0 +1,141 @@
+"""Kernel vs numpy reference, damaged events, minute tallies and the CLI of reconstruct."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from schemas.models import MinuteRates
+from services.common.stations import ReconstructionConfig
+from services.reconstruct import _kernels as k
+from services.reconstruct.calibration import make_calibration
+from services.reconstruct.cli import reconstruct
+from services.reconstruct.events import reconstruct_events, reconstruct_events_reference
+from services.reconstruct.minutes import merge_tallies, minute_records, tally_file
+
+pytestmark = pytest.mark.unit
+
+CONFIG = ReconstructionConfig()
+Z = (0.0, 150.0, 300.0, 450.0)
+
+
+def _events(n: int, seed: int) -> np.ndarray:
+    """Plausible raw events (random hits) with damaged rows mixed in."""
+    rng = np.random.default_rng(seed)
+    blocks = np.zeros((n, 4, 4, 4))  # file order: plane 4 first; quantity; strip
+    hit = rng.random((n, 4, 4)) < 0.4
+    t0 = rng.uniform(-130, -110, (n, 1, 1))
+    x = rng.uniform(-0.8, 0.8, (n, 4, 4))
+    blocks[:, :, 0] = np.where(hit, t0 - x, 0)
+    blocks[:, :, 1] = np.where(hit, t0 + x, 0)
+    q = rng.uniform(80, 250, (n, 4, 4))
+    blocks[:, :, 2] = np.where(hit, q, 0)
+    blocks[:, :, 3] = np.where(hit, q + rng.normal(0, 1, (n, 4, 4)), 0)
+    channels = blocks.reshape(n, 64)
+    channels[::50] = 0.0  # all-zero
+    channels[1::50, 3] = np.nan
+    channels[2::50, 7] = np.inf
+    channels[3::50, 0] = -900.0  # time out of window
+    channels[4::50, 40] = 5000.0  # charge out of window
+    return channels
+
+
+def _calibration() -> object:
+    rng = np.random.default_rng(5)
+    return make_calibration(
+        0,
+        rng.uniform(85, 95, (4, 4, 2)),
+        rng.normal(0, 0.05, (4, 4)),
+        rng.normal(0, 1, (4, 4)),
+        0,
+        0,
+        0,
+    )
+
+
+def test_kernel_equals_reference_to_1e9() -> None:
+    channels, cal = _events(5000, 1), _calibration()
+    fast = reconstruct_events(channels, cal, Z, CONFIG)  # type: ignore[arg-type]
+    slow = reconstruct_events_reference(channels, cal, Z, CONFIG)  # type: ignore[arg-type]
+    for field in dataclasses.fields(fast):
+        a, b = getattr(fast, field.name), getattr(slow, field.name)
+        assert a.dtype == b.dtype and a.shape == b.shape, field.name
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, equal_nan=True, err_msg=field.name)
+    assert (fast.topology >= 0).sum() > 1000 and (fast.region >= 0).sum() > 100
+
+
+def test_damaged_events_get_a_status_and_never_count() -> None:
+    channels = _events(500, 2)
+    ev = reconstruct_events(channels, _calibration(), Z, CONFIG)  # type: ignore[arg-type]
+    assert ev.status[0] == k.ALL_ZERO
+    assert ev.status[1] == k.NOT_FINITE and ev.status[2] == k.NOT_FINITE
+    assert ev.status[3] == k.TIME_OUT_OF_WINDOW and ev.status[4] == k.CHARGE_OUT_OF_WINDOW
+    bad = ev.status != k.OK
+    assert np.all(ev.mask[bad] == 0) and np.all(ev.region[bad] == -1)
+    time_s = 60 * 1000 + np.arange(500) // 9
+    tally = tally_file(time_s, ev, 60 * 1000, int(time_s.max()) + 1, CONFIG)
+    assert tally.rejected.sum() == bad.sum()
+    assert tally.topology.sum() == np.count_nonzero(~bad & (ev.topology >= 0))
+
+
+def test_wrapper_validates_shapes() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        reconstruct_events(np.zeros((3, 63)), _calibration(), Z, CONFIG)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="increasing"):
+        reconstruct_events(np.zeros((3, 64)), _calibration(), (0, 1, 1, 2), CONFIG)  # type: ignore[arg-type]
+
+
+def test_minute_split_by_two_files_gets_both_live_parts() -> None:
+    ev = reconstruct_events(_events(200, 3), _calibration(), Z, CONFIG)  # type: ignore[arg-type]
+    half = dataclasses.replace
+    first = {f.name: getattr(ev, f.name)[:100] for f in dataclasses.fields(ev)}
+    second = {f.name: getattr(ev, f.name)[100:] for f in dataclasses.fields(ev)}
+    t1 = 6000 + np.arange(100) * 40 // 100  # 6000..6039
+    t2 = 6045 + np.arange(100) * 75 // 100  # 6045..6119
+    a = tally_file(t1, half(ev, **first), 6000, 6040, CONFIG)
+    b = tally_file(t2, half(ev, **second), 6045, 6120, CONFIG)
+    merged = merge_tallies([a, b])
+    assert list(merged.minute_s) == [6000, 6060]
+    assert list(merged.live_s) == [40 + 15, 60]
+    rows = minute_records(merged, 0, "v")
+    for row in rows:
+        MinuteRates.model_validate(row)
+        assert row["rate_total_err_hz"] == pytest.approx(
+            np.sqrt(row["rate_total_hz"] * row["live_s"]) / row["live_s"]
+        )
+
+
+def test_cli_writes_rates_and_events(tmp_path: Path) -> None:
+    from datetime import date
+
+    from services.common.stations import load_network
+    from simulator.run import SimulationRequest, run_batch
+
+    run_batch(
+        SimulationRequest(
+            out=tmp_path / "sim",
+            stations=(load_network().station(0),),
+            start=date(2024, 3, 1),
+            rate_hz=0.5,
+            seed=3,
+            workers=1,
+        )
+    )
+    files = sorted((tmp_path / "sim" / "mingo00" / "dat").glob("*.dat"))[:3]
+    out, events = tmp_path / "rates.csv", tmp_path / "events.parquet"
+    result = CliRunner().invoke(
+        reconstruct,
+        [*map(str, files), "--z", "0,150,300,450", "--out", str(out), "--events", str(events)],
+    )
+    assert result.exit_code == 0, result.output
+    rates = pd.read_csv(out)
+    expected = [n for n in MinuteRates.model_fields if n != "schema_version"]
+    assert list(rates.columns) == expected
+    assert rates["time"].iloc[0].endswith("Z") and (rates["live_s"] <= 60).all()
+    table = pd.read_parquet(events)
+    assert {"theta_deg", "phi_deg", "chi2", "topology", "x_p1_mm"} <= set(table.columns)
