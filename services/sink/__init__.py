@@ -1,0 +1,1 @@
+"""The sink: unified minutes and status into InfluxDB, daily CSV/Parquet files, HTTP API."""
