@@ -186,7 +186,10 @@ MinuteRates = create_model(
     live_s=(float, Field(ge=0, le=60, description="Live acquisition time in the minute. [s]")),
     **_rate_fields(),
     q_event_mean=(float | None, Field(description="Mean calibrated event charge. [ns]")),
-    rejected_events=(int, Field(ge=0, description="Events dropped in outlier seconds. [events]")),
+    rejected_events=(
+        int,
+        Field(ge=0, description="Impossible events and events in outlier seconds. [events]"),
+    ),
     calibration_version=(str, Field(description="Version of the calibration used.")),
 )
 

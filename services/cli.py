@@ -11,6 +11,7 @@ from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
 from services.reanalysis.cli import era5
+from services.reconstruct.cli import reconstruct
 from simulator.cli import simulate
 
 
@@ -27,6 +28,7 @@ def main(log_level: str, log_format: str) -> None:
 main.add_command(infra)
 main.add_command(simulate)
 main.add_command(era5)
+main.add_command(reconstruct)
 
 
 @main.group()

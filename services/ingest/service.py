@@ -27,8 +27,10 @@ from schemas.dat_format import parse_dat_filename
 from schemas.models import IngestProgress, LogbookPeriod, PipelineStatus, StationLogbook
 from schemas.station_logs import LogType, log_type_of_file
 from schemas.topics import INGEST_PROGRESS, LOGBOOK, STATUS, station_key
+from services.common import rejects as rj
 from services.common.kafka import make_producer, read_all
-from services.common.rejects import LineReject
+from services.common.logbook import parse_logbook
+from services.common.rejects import make_reject
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import KafkaSettings
 from services.common.stations import Station
@@ -177,9 +179,20 @@ class StationWorker:
                 continue
             if now - file.mtime < self.options.settle_s:
                 continue  # possibly still being written
-            kind_file = self.progress.get(self.station.id, "dat", file.name)
-            if kind_file is not None and kind_file.complete and kind_file.size_bytes == file.size:
-                continue
+            done = self.progress.get(self.station.id, "dat", file.name)
+            if done is not None and done.complete:
+                if done.size_bytes == file.size:
+                    continue
+                # Chunk ids are deterministic, so the re-read overwrites rather than adds.
+                log.warning(
+                    "file changed after it was ingested; reading it again",
+                    extra={
+                        "station": self.station.id,
+                        "file": file.name,
+                        "old_size": done.size_bytes,
+                        "new_size": file.size,
+                    },
+                )
             ready.append(file)
         return sorted(ready, key=lambda f: f.name)
 
@@ -216,15 +229,14 @@ class StationWorker:
                 station,
                 "dat",
                 file.name,
-                [LineReject(None, "BAD_FILE_NAME", str(exc), "")],
+                [make_reject(None, rj.BAD_FILE_NAME, str(exc))],
                 archive,
             )
         if named_station != station:
-            reject = LineReject(
+            reject = make_reject(
                 None,
-                "WRONG_STATION",
+                rj.WRONG_STATION,
                 f"file name says station {named_station}, found on station {station}",
-                "",
             )
             unit.messages += reject_messages(station, "dat", file.name, [reject], archive)
             unit.progress.append(self._dat_progress(file, archive, 0, 0, 0, 0, None, None))
@@ -315,7 +327,7 @@ class StationWorker:
             # All or nothing: a damaged archive is reported whole, none of its members published.
             unit = _Unit(progress=[archive_done])
             unit.messages += reject_messages(
-                station, "archive", file.name, [LineReject(None, "CORRUPT_ARCHIVE", problem, "")]
+                station, "archive", file.name, [make_reject(None, rj.CORRUPT_ARCHIVE, problem)]
             )
             unit.messages.append(self._summary("dat", file.name, 0, 0, 0, None, problem))
             return self._commit(unit)
@@ -383,8 +395,6 @@ class StationWorker:
         return self._commit(unit)
 
     def _logbook(self) -> int:
-        from services.common.logbook import parse_logbook
-
         station = self.station.id
         name = posixpath.basename(self.layout.logbook)
         directory = posixpath.dirname(self.layout.logbook)
