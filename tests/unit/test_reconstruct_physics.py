@@ -1,6 +1,6 @@
 """Reconstruction against the simulator's truth (DOMAIN.md §5, issue 3 "Must show").
 
-A day of one station at 2 Hz keeps the unit run short (~15 s); the slow test repeats every
+A day of one station at 2 Hz keeps the unit run short (~20 s); the slow test repeats every
 check on 2 stations x 1 day at 8 Hz. Tolerances are statistical and stated where used.
 """
 
@@ -20,6 +20,8 @@ from reconstruct_truth import (
     folded_truth_regions,
     reconstruct_station,
     simulate,
+    slope_resolution,
+    vertical_efficiency,
 )
 
 pytestmark = pytest.mark.unit
@@ -30,7 +32,8 @@ RATE_TOPOLOGIES = ["1234", "123", "124", "134", "234"]
 def _check_all(rec: Reconstructed) -> None:
     _check_efficiencies(rec)
     _check_total_rate(rec)
-    _check_cos_power(rec)
+    # the issue's 2 ± 0.2: 2σ at 8 Hz
+    _check_cos_power(rec, tolerance=0.2)
     _check_regions(rec)
     _check_x_residuals(rec)
     _check_calibration(rec)
@@ -70,10 +73,12 @@ def _check_total_rate(rec: Reconstructed) -> None:
     assert abs(counts / live - true_count / rec.truth_live_s) < 3 * sigma
 
 
-def _check_cos_power(rec: Reconstructed) -> None:
-    # ML fit of n on the reconstructed x slopes of 4-plane tracks with the analytic acceptance.
-    # Only in the 8 Hz slow test: at 2 Hz (~2·10⁴ 4-plane tracks) the fit scattered to 1.65 for
-    # one seed, so the ±0.2 of the issue needs the day at 8 Hz (1.945 seen with seed 7).
+def _check_cos_power(rec: Reconstructed, tolerance: float | None = None) -> None:
+    # ML fit of n on the reconstructed x slopes of 4-plane tracks with the analytic acceptance,
+    # the vertical efficiencies (from the measured 3-of-4 ones) and the slope resolution measured
+    # on the tracks' own residuals (see fit_cos_power). n is weakly constrained by the narrow
+    # 4-plane acceptance: σ(n) ≈ 0.2 at 2 Hz (2·10⁴ tracks), ≈ 0.1 per station-day at 8 Hz.
+    # Without a tolerance, 3σ of the fit's own statistical error.
     mask, measured = concat(rec, "mask"), _measured_eff(rec)
     theta, phi = concat(rec, "theta"), concat(rec, "phi")
     four = mask == 15
@@ -81,8 +86,13 @@ def _check_cos_power(rec: Reconstructed) -> None:
     d = rec.params["detector"]
     area = d["active_area_mm"]
     depth = float(np.ptp(d["z_mm"]))
-    n = fit_cos_power(slope_x, measured, area["x_half"], area["y_half"], depth)
-    assert abs(n - 2.0) <= 0.2, n
+    efficiency = vertical_efficiency(measured, np.cos(np.radians(theta[four])))
+    sigma_slope = slope_resolution(concat(rec, "x")[four], np.array(d["z_mm"]))
+    n, sigma = fit_cos_power(
+        slope_x, efficiency, area["x_half"], area["y_half"], depth, sigma_slope
+    )
+    assert sigma < 0.3, sigma
+    assert abs(n - 2.0) <= (3 * sigma if tolerance is None else tolerance), (n, sigma)
 
 
 def _measured_eff(rec: Reconstructed) -> np.ndarray:
@@ -155,6 +165,10 @@ def test_efficiencies_match_injected(day_2hz: Reconstructed) -> None:
 
 def test_total_rate_matches_truth(day_2hz: Reconstructed) -> None:
     _check_total_rate(day_2hz)
+
+
+def test_cos_power_exponent(day_2hz: Reconstructed) -> None:
+    _check_cos_power(day_2hz)
 
 
 def test_region_fractions_match_folded_truth(day_2hz: Reconstructed) -> None:
