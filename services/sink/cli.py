@@ -6,15 +6,17 @@ from pathlib import Path
 
 import click
 
-
-@click.command()
-@click.option(
+_OUT = click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Root folder of the daily files (default MINGO_SINK_OUT_DIR).",
 )
+
+
+@click.command()
+@_OUT
 @click.option("--once", is_flag=True, help="Store what is on the topics now, then stop.")
 def sink(out_dir: Path | None, once: bool) -> None:
     """Run the sink: unified minutes and status into InfluxDB and daily CSV/Parquet files."""
@@ -47,13 +49,7 @@ def sink(out_dir: Path | None, once: bool) -> None:
 @click.command()
 @click.option("--host", default=None, help="Address to bind (default MINGO_API_HOST, loopback).")
 @click.option("--port", type=int, default=None, help="TCP port (default MINGO_API_PORT, 8080).")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Root folder of the daily files (default MINGO_SINK_OUT_DIR).",
-)
+@_OUT
 def api(host: str | None, port: int | None, out_dir: Path | None) -> None:
     """Serve the read-only HTTP API over the sink's files (OpenAPI at /docs)."""
     from services.sink.api import serve

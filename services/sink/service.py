@@ -163,10 +163,12 @@ class SinkService:
         self.statuses_written = 0
 
     def step(self) -> bool:
-        """One batch: True if messages were stored and committed."""
+        """One batch: True if messages were stored and committed (or partitions are awaited)."""
         messages = self.consumer.consume(self.options.batch_max, self.options.poll_timeout_s)
         if not messages:
-            return False
+            # Not idle while the group has not assigned partitions yet: a run bounded by
+            # stop_when_idle (``mingo sink --once``) must not end during the group join.
+            return not self.consumer.assignment()
         batch = decode(messages, self.options.unified_topic)
         if not self._store(batch):
             return False  # stopped while retrying: nothing committed, the batch is re-read

@@ -182,7 +182,7 @@ class _Writer:
 
 def _service(consumer: _Consumer, writer: _Writer, tmp_path: Path, stop: StopFlag) -> SinkService:
     options = SinkOptions(instance="t", unified_topic="u", status_topic="s", backoff_initial_s=0)
-    return SinkService(consumer, writer, DailyFiles(tmp_path), options, stop)  # type: ignore[arg-type]
+    return SinkService(consumer, writer, DailyFiles(tmp_path), options, stop)
 
 
 def test_commit_only_after_the_store_accepted(tmp_path: Path) -> None:
@@ -199,6 +199,8 @@ def test_commit_only_after_the_store_accepted(tmp_path: Path) -> None:
     assert any(line.startswith("pipeline_status,") for line in writer.lines)
     assert len(read_csv(day_path(tmp_path, 1, T0.date()))) == 3
     assert not service.step()  # nothing more to read
+    consumer.assignment = lambda: []  # type: ignore[method-assign]
+    assert service.step()  # no partitions yet (group join): not idle, a --once run goes on
 
 
 def test_a_stop_while_influxdb_is_down_commits_nothing(tmp_path: Path) -> None:
