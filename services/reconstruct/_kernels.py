@@ -34,8 +34,30 @@ def _column(plane: int, quantity: int, strip: int) -> int:
     return (3 - plane) * 16 + quantity * 4 + strip
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _event_status(row: np.ndarray, params: np.ndarray) -> int:
+    # Fast path, one branch-free pass: within each plane's block of 16 columns the first 8 are
+    # times and the last 8 charges. A NaN fails both window comparisons, so any non-finite or
+    # out-of-window value sends the event to the exact scan, which decides the status.
+    t_lo, t_hi, q_lo, q_hi = params[P_TMIN], params[P_TMAX], params[P_QMIN], params[P_QMAX]
+    bad = False
+    nonzero = False
+    for block in range(0, 64, 16):
+        for c in range(block, block + 8):
+            v = row[c]
+            nonzero |= v != 0.0
+            bad |= (v != 0.0) & ~((v >= t_lo) & (v <= t_hi))
+        for c in range(block + 8, block + 16):
+            v = row[c]
+            nonzero |= v != 0.0
+            bad |= (v != 0.0) & ~((v >= q_lo) & (v <= q_hi))
+    if nonzero and not bad:
+        return OK
+    return _event_status_exact(row, params)
+
+
+@nb.njit(cache=True)
+def _event_status_exact(row: np.ndarray, params: np.ndarray) -> int:
     nonzero = False
     for c in range(64):
         if not math.isfinite(row[c]):
@@ -87,6 +109,15 @@ def reconstruct_kernel(
     """Hits, topology, straight-line fit, angular region of every event (see events.py)."""
     n = channels.shape[0]
     rad = 180.0 / math.pi
+    # per-(plane, strip) y resolution and its weight, and plane z from plane 1, computed once
+    sig_y = np.empty((_N, _N))
+    w_y = np.empty((_N, _N))
+    zr = np.empty(_N)
+    for p in range(_N):
+        zr[p] = z[p] - z[0]
+        for s in range(_N):
+            sig_y[p, s] = strip_w[p, s] / math.sqrt(12.0)
+            w_y[p, s] = 1.0 / (sig_y[p, s] * sig_y[p, s])
     for i in range(n):
         row = channels[i]
         code = _event_status(row, params)
@@ -150,14 +181,13 @@ def reconstruct_kernel(
         for p in range(_N):
             if (m >> p) & 1:
                 hits += 1
-                zp = z[p] - z[0]
+                zp = zr[p]
                 sw += wx
                 swz += wx * zp
                 swzz += wx * zp * zp
                 swx += wx * x[i, p]
                 swzx += wx * zp * x[i, p]
-                sig = strip_w[p, strip[i, p]] / math.sqrt(12.0)
-                wy = 1.0 / (sig * sig)
+                wy = w_y[p, strip[i, p]]
                 sv += wy
                 svz += wy * zp
                 svzz += wy * zp * zp
@@ -185,10 +215,9 @@ def reconstruct_kernel(
         c2 = 0.0
         for p in range(_N):
             if (m >> p) & 1:
-                zp = z[p] - z[0]
+                zp = zr[p]
                 rx = x[i, p] - ax - sx * zp
-                sig = strip_w[p, strip[i, p]] / math.sqrt(12.0)
-                ry = (y[i, p] - ay - sy * zp) / sig
+                ry = (y[i, p] - ay - sy * zp) / sig_y[p, strip[i, p]]
                 c2 += rx * rx * wx + ry * ry
         chi2[i] = c2
         th = math.atan(math.sqrt(sx * sx + sy * sy)) * rad
@@ -199,7 +228,7 @@ def reconstruct_kernel(
             continue
         f = 0
         for p in range(_N):
-            zp = z[p] - z[0]
+            zp = zr[p]
             if abs(ax + sx * zp) < params[P_FID_X] and abs(ay + sy * zp) < params[P_FID_Y]:
                 f |= 1 << p
         fiducial[i] = f
