@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from schemas.topics import STATUS, UNIFIED_MINUTE
 from services.common.settings import ServiceSettings
 from services.sink.influx import InfluxTarget
 from services.sink.service import SinkOptions
@@ -34,6 +35,8 @@ class SinkSettings(ServiceSettings):
     sink_out_dir: Path = Field(DEFAULT_OUT_DIR, description="Root folder of the daily files.")
     sink_parquet: bool = Field(True, description="Write Parquet files beside the CSV files.")
     sink_group: str = Field("mingo-sink", description="Kafka consumer group of the sink.")
+    sink_unified_topic: str = Field(UNIFIED_MINUTE.name, description="Topic of unified minutes.")
+    sink_status_topic: str = Field(STATUS.name, description="Topic of pipeline status.")
     sink_batch_max: int = Field(2000, gt=0, description="Messages per batch at most.")
     sink_backoff_max_s: float = Field(60.0, gt=0, description="Longest retry wait. [s]")
 
@@ -56,6 +59,8 @@ class SinkSettings(ServiceSettings):
         return SinkOptions(
             instance=self.instance,
             group_id=self.sink_group,
+            unified_topic=self.sink_unified_topic,
+            status_topic=self.sink_status_topic,
             batch_max=self.sink_batch_max,
             backoff_max_s=self.sink_backoff_max_s,
             heartbeat_s=self.heartbeat_s,

@@ -6,7 +6,11 @@ private topics, stored by the sink, then queried back from InfluxDB and read bac
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -288,3 +292,102 @@ def test_writer_gzip_batches_split(influx_url: str) -> None:
     finally:
         writer.close()
         drop_database(influx_url, db)
+
+
+def _environment(**values: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("MINGO_")}
+    return keep | {"MINGO_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"} | values
+
+
+@pytest.mark.slow
+def test_sink_process_stores_and_stops_on_sigterm(
+    kafka_bootstrap: str, influx_url: str, make_topic: TopicFactory, tmp_path: Path
+) -> None:
+    """``python -m services.sink``: settings from MINGO_*, stores, stops cleanly on SIGTERM."""
+    unified, status = make_topic(partitions=2), make_topic()
+    db = f"test_sink_{uuid.uuid4().hex[:10]}"
+    start = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(hours=uuid.uuid4().int % 10_000)
+    rows = unified_rows(9, start, 5)
+    env = _environment(
+        MINGO_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        MINGO_INFLUX_URL=influx_url,
+        MINGO_INFLUX_DATABASE=db,
+        MINGO_INFLUX_TOKEN="not-logged-0123",
+        MINGO_SINK_OUT_DIR=str(tmp_path / "out"),
+        MINGO_SINK_GROUP=f"test-sink-{uuid.uuid4().hex[:8]}",
+        MINGO_INSTANCE="sink-test",
+        MINGO_SINK_UNIFIED_TOPIC=unified,
+        MINGO_SINK_STATUS_TOPIC=status,
+    )
+    httpx.post(f"{influx_url}/query", params={"q": f'CREATE DATABASE "{db}"'}, trust_env=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.sink"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        produce(kafka_bootstrap, unified, rows)
+
+        def stored() -> bool:
+            first, end = int(start.timestamp()), int(start.timestamp()) + 300
+            series = query(
+                influx_url, db, "SELECT count(live_s) FROM unified WHERE station='9' AND "
+                f"time >= {first}s AND time < {end}s",
+            )  # fmt: skip
+            return bool(series) and series[0]["values"][0][1] == 5
+
+        wait_for(stored, 60, "the process to store 5 rows")
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        drop_database(influx_url, db)
+    assert process.returncode == 0, err[-2000:]
+    assert "not-logged-0123" not in err
+    assert '"stop requested"' in err or "stop requested" in err
+    assert len(read_csv(day_path(tmp_path / "out", 9, start.date()))) >= 5
+
+
+@pytest.mark.slow
+def test_api_process_binds_loopback_and_answers(tmp_path: Path) -> None:
+    """``python -m services.sink.api``: loopback by default, /health answers, SIGTERM stops it."""
+    DailyFiles(tmp_path).write(unified_rows(1, START, 3))
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.sink.api"],
+        env=_environment(MINGO_API_PORT=str(port), MINGO_SINK_OUT_DIR=str(tmp_path)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, "the API to answer")
+        body = httpx.get(
+            f"{url}/api/v1/unified",
+            params={"station": 1, "start": "2024-03-01T23:00:00Z", "end": "2024-03-02T01:00:00Z"},
+            trust_env=False,
+        ).json()
+        assert body["count"] == 3
+        listening = [
+            line.split()[1]
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port
+        ]
+        assert listening == [f"0100007F:{port:04X}"]  # 127.0.0.1 only
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # uvicorn shuts down gracefully, then re-raises the signal it captured
+    assert process.returncode in (0, -signal.SIGTERM), err[-2000:]
+    assert "Shutting down" in err and "Finished server process" in err, err[-2000:]
