@@ -12,6 +12,7 @@ from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct
+from services.sink.cli import api, sink
 from simulator.cli import simulate
 
 
@@ -29,6 +30,8 @@ main.add_command(infra)
 main.add_command(simulate)
 main.add_command(era5)
 main.add_command(reconstruct)
+main.add_command(sink)
+main.add_command(api)
 
 
 @main.group()
