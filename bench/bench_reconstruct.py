@@ -1,0 +1,292 @@
+"""Benchmark of reconstruct: the per-event kernel and the chunk path, on simulated station events.
+
+1. Data: one station-day of ``mingo simulate`` (8 Hz by default), parsed with the ingest parser;
+   the coincidence events, tiled to ``--events`` rows, are reconstructed with the calibration of
+   the whole day (what ``reconstruct_files`` computes for the day's last file).
+2. Kernel: ``_kernels.reconstruct_kernel`` (hits + topology + fit + regions) on one core with
+   preallocated outputs, and ``events.reconstruct_events`` (validation + allocation + kernel);
+   compared with the memory-bandwidth limit: bytes per event read and written / the bandwidth of
+   ``np.copyto`` on one core; and the event-status pass alone (the first step of the kernel).
+3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
+   publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_one`` (kernel +
+   per-minute tally) → ``merge_tallies`` → ``minute_records``; time per stage; the Arrow read of
+   one chunk written with zstd (the wire format), lz4 and no compression; and the peak of traced
+   allocations (tracemalloc) for 1x and 4x the events at one chunk size.
+
+    python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
+    python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from schemas.dat_format import TRIGGER_COINCIDENCE
+from schemas.events import channel_matrix, decode_events, encode_events
+from services.common.stations import ReconstructionConfig, load_network
+from services.reconstruct import _kernels as k
+from services.reconstruct.calibration import Calibration, calibrate
+from services.reconstruct.cli import load_dat
+from services.reconstruct.events import (
+    _TOPOLOGY_OF_MASK,
+    EventResult,
+    _empty,
+    kernel_params,
+    reconstruct_events,
+)
+from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
+from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
+from services.reconstruct.pipeline import FileEvents, reconstruct_one
+from simulator.run import SimulationRequest, run_batch
+
+Z_MM = (0.0, 150.0, 300.0, 450.0)
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def simulated_events(rate_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Times, line numbers and channels of the coincidence events of one simulated station-day."""
+    network = load_network()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sim"
+        request = SimulationRequest(
+            out=out,
+            stations=(network.station(0),),
+            start=date(2024, 3, 1),
+            days=1,
+            rate_hz=rate_hz,
+            seed=11,
+            workers=1,
+        )
+        truth = run_batch(request)
+        entry = truth["stations"]["0"]
+        files = [
+            load_dat(out / f["path"])
+            for _, f in sorted(entry["files"].items())
+            if f["path"] and f["readable"] and f["events"]
+        ]
+    time_s = np.concatenate([f.time_s[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
+    line = np.concatenate([f.line[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
+    channels = np.concatenate([f.channels[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
+    return time_s, line, channels
+
+
+def tiled(array: np.ndarray, n: int) -> np.ndarray:
+    """The first n rows of the array repeated (contiguous)."""
+    reps = -(-n // len(array))
+    return np.ascontiguousarray(np.concatenate([array] * reps)[:n])
+
+
+def kernel_call(
+    channels: np.ndarray, cal: Calibration, config: ReconstructionConfig
+) -> Callable[[], None]:
+    """The bare kernel on preallocated outputs."""
+    out = _empty(len(channels))
+    args = (
+        channels,
+        np.ascontiguousarray(cal.pedestal_ns),
+        np.ascontiguousarray(cal.tdif_offset_ns),
+        np.ascontiguousarray(cal.tsum_offset_ns),
+        np.asarray(Z_MM),
+        STRIP_CENTRES_MM,
+        STRIP_WIDTHS_MM,
+        kernel_params(config),
+        _TOPOLOGY_OF_MASK,
+        *(getattr(out, name) for name in EventResult.__dataclass_fields__),
+    )
+    return lambda: k.reconstruct_kernel(*args)
+
+
+@nb.njit(cache=True)
+def _status_pass(channels: np.ndarray, params: np.ndarray, status: np.ndarray) -> None:
+    for i in range(channels.shape[0]):
+        status[i] = k._event_status(channels[i], params)
+
+
+def output_bytes_per_event() -> int:
+    """Bytes the kernel writes per event (all EventResult fields)."""
+    one = _empty(1)
+    return sum(getattr(one, name).nbytes for name in EventResult.__dataclass_fields__)
+
+
+def copy_bandwidth(n_bytes: int, repeat: int) -> float:
+    """Read + write bandwidth of np.copyto on one core. [bytes/s]"""
+    src = np.ones(n_bytes // 8)
+    dst = np.empty_like(src)
+    return 2 * src.nbytes / _best(lambda: np.copyto(dst, src), repeat)
+
+
+def chunk_path(
+    payloads: list[bytes], cal: Calibration, config: ReconstructionConfig
+) -> tuple[list[dict], dict[str, float]]:
+    """Arrow chunks to minute records; the seconds spent per stage."""
+    stages = dict.fromkeys(("decode", "matrix", "reconstruct+tally", "merge+records"), 0.0)
+    tallies: list[MinuteTally] = []
+    for index, payload in enumerate(payloads):
+        t0 = time.perf_counter()
+        table = decode_events(payload)
+        t1 = time.perf_counter()
+        channels = channel_matrix(table)
+        time_s = table.column("time_s").to_numpy()
+        t2 = time.perf_counter()
+        file = FileEvents(
+            f"chunk{index}",
+            int(time_s[0]),
+            int(time_s[-1]) + 1,
+            time_s,
+            np.full(len(time_s), TRIGGER_COINCIDENCE, np.int8),
+            table.column("line").to_numpy(),
+            channels,
+        )
+        tallies.append(reconstruct_one(file, cal, Z_MM, config).tally)
+        t3 = time.perf_counter()
+        stages["decode"] += t1 - t0
+        stages["matrix"] += t2 - t1
+        stages["reconstruct+tally"] += t3 - t2
+    t4 = time.perf_counter()
+    rows = minute_records(merge_tallies(tallies), 0, "bench")
+    stages["merge+records"] = time.perf_counter() - t4
+    return rows, stages
+
+
+def encode_chunks(
+    time_s: np.ndarray, line: np.ndarray, channels: np.ndarray, chunk: int
+) -> list[bytes]:
+    """Arrow IPC payloads of consecutive ``chunk``-event slices."""
+    return [
+        encode_events(time_s[i : i + chunk], line[i : i + chunk], channels[i : i + chunk])
+        for i in range(0, len(time_s), chunk)
+    ]
+
+
+def traced_peak(payloads: list[bytes], cal: Calibration, config: ReconstructionConfig) -> int:
+    """Peak of traced allocations while the chunks go to minute records. [bytes]"""
+    tracemalloc.start()
+    chunk_path(payloads, cal, config)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def bench_kernel(
+    block: np.ndarray, cal: Calibration, config: ReconstructionConfig, repeat: int
+) -> None:
+    """Kernel speed on one core and the memory-bandwidth limit; printed."""
+    out = sys.stdout.write
+    n = len(block)
+    bare = kernel_call(block, cal, config)
+    bare()  # compile / load from cache
+    t_bare = _best(bare, repeat)
+    t_wrap = _best(lambda: reconstruct_events(block, cal, Z_MM, config), repeat)
+    status = np.empty(n, np.int8)
+    params = kernel_params(config)
+    _status_pass(block[:10], params, status[:10])
+    t_status = _best(lambda: _status_pass(block, params, status), repeat)
+    read_b = block.shape[1] * block.itemsize
+    write_b = output_bytes_per_event()
+    bandwidth = copy_bandwidth(block.nbytes, repeat)
+    limit = bandwidth / (read_b + write_b)
+    out(f"kernel, {n} events, one core (best of {repeat}):\n")
+    out(f"  bare kernel           {n / t_bare / 1e6:8.2f} M events/s\n")
+    out(f"  reconstruct_events    {n / t_wrap / 1e6:8.2f} M events/s\n")
+    out(f"  status pass alone     {n / t_status / 1e6:8.2f} M events/s\n")
+    out(f"  bytes/event           {read_b} read + {write_b} written\n")
+    out(f"  np.copyto bandwidth   {bandwidth / 1e9:8.2f} GB/s (read + write)\n")
+    out(f"  bandwidth limit       {limit / 1e6:8.2f} M events/s\n")
+
+
+def read_all_seconds(data: bytes, repeat: int) -> float:
+    """Best time of reading an Arrow IPC stream. [s]"""
+    return _best(lambda: pa.ipc.open_stream(data).read_all(), repeat)
+
+
+def main() -> None:
+    """Run the benchmark and print the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=4_000_000, help="kernel events")
+    parser.add_argument("--path-events", type=int, default=1_000_000, help="chunk-path events")
+    parser.add_argument("--chunk", type=int, default=2048, help="events per Arrow chunk")
+    parser.add_argument("--rate", type=float, default=8.0, help="simulated rate [Hz]")
+    parser.add_argument("--repeat", type=int, default=5, help="best of this many runs")
+    args = parser.parse_args()
+    out = sys.stdout.write
+    out(f"load average before: {os.getloadavg()}\n")
+
+    time_s, line, channels = simulated_events(args.rate)
+    config = load_network().station(0).reconstruction
+    cal = calibrate(0, time_s, channels, Z_MM, config)
+    out(f"simulated coincidence events: {len(time_s)} (one station-day at {args.rate} Hz)\n")
+
+    # kernel
+    bench_kernel(tiled(channels, args.events), cal, config, args.repeat)
+
+    # chunk path: consecutive day events tiled with their times shifted by a day per copy
+    n = args.path_events
+    reps = -(-n // len(time_s))
+    shift = np.repeat(np.arange(reps, dtype=np.int64) * 86400, len(time_s))[:n]
+    p_time = tiled(time_s, n) + shift
+    payloads = encode_chunks(p_time, tiled(line, n), tiled(channels, n), args.chunk)
+    chunk_path(payloads[:2], cal, config)  # warm-up
+    best = np.inf
+    stages: dict[str, float] = {}
+    rows: list[dict] = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        rows, run_stages = chunk_path(payloads, cal, config)
+        elapsed = time.perf_counter() - t0
+        if elapsed < best:
+            best, stages = elapsed, run_stages
+    mb = sum(len(p) for p in payloads) / 1e6
+    out(f"chunk path, {n} events in {len(payloads)} chunks of {args.chunk} ({mb:.0f} MB zstd):\n")
+    out(f"  Arrow chunk -> minute records  {n / best / 1e6:8.2f} M events/s")
+    out(f"  ({len(rows)} minute records)\n")
+    for name, seconds in stages.items():
+        out(f"    {name:20s} {seconds / best * 100:5.1f} %  {seconds * 1e9 / n:7.1f} ns/event\n")
+    sample = payloads[0]
+    table = decode_events(sample)
+    for codec in ("zstd", "lz4", None):
+        sink = pa.BufferOutputStream()
+        options = pa.ipc.IpcWriteOptions(compression=codec)
+        with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+            writer.write_table(table)
+        data = sink.getvalue().to_pybytes()
+        t_read = read_all_seconds(data, args.repeat * 4)
+        out(f"  IPC read_all of one chunk, compression {codec!s:5s}: ")
+        out(f"{t_read * 1e9 / table.num_rows:7.1f} ns/event ({len(data) / 1e6:.2f} MB)\n")
+    t_cal = _best(lambda: calibrate(0, time_s, channels, Z_MM, config), 1)
+    out(f"  calibrate() on the day's {len(time_s)} events: {t_cal:.2f} s (once per file)\n")
+
+    # memory: traced peak for 1x and 4x the chunks
+    quarter = payloads[: max(1, len(payloads) // 4)]
+    peak_1 = traced_peak(quarter, cal, config)
+    peak_4 = traced_peak(quarter * 4, cal, config)
+    chunk_bytes = args.chunk * channels.shape[1] * channels.itemsize
+    out(f"  traced peak, {len(quarter)} chunks: {peak_1 / 1e6:.1f} MB; ")
+    out(f"{4 * len(quarter)} chunks: {peak_4 / 1e6:.1f} MB ")
+    out(f"(one chunk's channel matrix: {chunk_bytes / 1e6:.1f} MB)\n")
+    out(f"load average after: {os.getloadavg()}\n")
+
+
+if __name__ == "__main__":
+    main()
