@@ -83,6 +83,24 @@ def _print_summaries(summaries: list[TopicSummary]) -> None:
 
 
 @main.command()
+def status() -> None:
+    """Every station and source: newest data, lag, lines and rejects, last error; services."""
+    from datetime import UTC, datetime
+
+    from schemas.models import PipelineStatus
+    from schemas.topics import STATUS
+    from services.common.health import render_health, summarise_status
+    from services.common.kafka import read_all
+
+    records = (
+        PipelineStatus.model_validate_json(m.value())
+        for m in read_all(KafkaSettings(), STATUS.name)
+    )
+    for line in render_health(summarise_status(records), datetime.now(UTC)):
+        click.echo(line)
+
+
+@main.command()
 @click.option("--network", "network_file", type=click.Path(path_type=Path), default=None)
 @click.option("--once", is_flag=True, help="Publish what is there now, then stop.")
 def ingest(network_file: Path | None, once: bool) -> None:

@@ -317,13 +317,14 @@ def test_an_unreachable_station_does_not_block_the_others(
         tmp_path / "stations.yaml",
         [(1, "127.0.0.1:1", "/nowhere"), (2, "mingo-test", str(root / "mingo02"))],
     )
-    # station 1 points at a port where nothing listens
-    network.write_text(
-        network.read_text().replace("host: 127.0.0.1:1,", "host: 127.0.0.1, port: 1,")
-    )
+    # station 1 points at a port where nothing listens (with valid known_hosts, so the failure is
+    # the refused connection itself)
+    unreachable = f"host: 127.0.0.1, port: 1, known_hosts: {sftp_server.known_hosts},"
+    network.write_text(network.read_text().replace("host: 127.0.0.1:1,", unreachable))
     _run_ingest(kafka, sftp_server, network, instance=f"reach-{uuid.uuid4().hex[:6]}")
     contents = _contents(kafka)
     assert contents.events[(2, 1)] == truth["stations"]["2"]["totals"]["valid_events"]["1"]
     assert (1, 1) not in contents.events
     errors = [s for s in _statuses(kafka) if s.kind == "source_error" and s.station == 1]
-    assert errors and "127.0.0.1" in errors[0].message
+    assert errors and "127.0.0.1:1" in errors[0].message
+    assert "known_hosts" not in errors[0].message and "retry in" in errors[0].message
