@@ -30,7 +30,7 @@ from schemas.models import LogReading, PipelineStatus
 from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGBOOK, LOGS_RAW, REJECTS, STATUS, TOPICS
 from services.common.kafka import create_topics, delete_topics, read_all
 from services.common.settings import KafkaSettings
-from services.common.stations import load_network
+from services.common.stations import StationSource, load_network
 from services.ingest.sources import HostKeyRejectedError, SftpSource
 from simulator.run import SimulationRequest, run_batch
 from tests.integration.conftest import SftpServer
@@ -274,6 +274,15 @@ def test_sigkill_half_way_then_restart_equals_an_uninterrupted_run(
     assert contents.readings == reference.readings
 
 
+def _source_checking(sftp: SftpServer, known_hosts: Path) -> SftpSource:
+    """An SFTP source for the test sshd that trusts only the host keys in ``known_hosts``."""
+    station = StationSource(
+        kind="sftp", host=sftp.host, port=sftp.port, user=sftp.user, key_file=str(sftp.key),
+        known_hosts=str(known_hosts), root=str(sftp.root),
+    )  # fmt: skip
+    return SftpSource(station, ssh_config=None)
+
+
 def test_changed_host_key_is_refused_with_a_clear_error(
     sftp_server: SftpServer, tmp_path: Path
 ) -> None:
@@ -282,28 +291,12 @@ def test_changed_host_key_is_refused_with_a_clear_error(
     known_hosts.write_text(
         f"[{sftp_server.host}]:{sftp_server.port} {impostor.get_name()} {impostor.get_base64()}\n"
     )
-    from services.common.stations import StationSource
-
-    source = SftpSource(
-        StationSource(
-            kind="sftp", host=sftp_server.host, port=sftp_server.port, user=sftp_server.user,
-            key_file=str(sftp_server.key), known_hosts=str(known_hosts), root=str(sftp_server.root),
-        ),
-        ssh_config=None,
-    )  # fmt: skip
     with pytest.raises(HostKeyRejectedError, match=r"differs from the one in .*known_hosts"):
-        source.list(".")
+        _source_checking(sftp_server, known_hosts).list(".")
     unknown = tmp_path / "empty_known_hosts"
     unknown.write_text("")
-    source = SftpSource(
-        StationSource(
-            kind="sftp", host=sftp_server.host, port=sftp_server.port, user=sftp_server.user,
-            key_file=str(sftp_server.key), known_hosts=str(unknown), root=str(sftp_server.root),
-        ),
-        ssh_config=None,
-    )  # fmt: skip
     with pytest.raises(HostKeyRejectedError, match=r"not in .*refusing"):
-        source.list(".")
+        _source_checking(sftp_server, unknown).list(".")
 
 
 def test_an_unreachable_station_does_not_block_the_others(
