@@ -240,19 +240,29 @@ class CalibrationPool:
     def __init__(self, config: ReconstructionConfig) -> None:
         self.config = config
         self._parts: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        self._keys: deque[str | None] = deque()
 
-    def add(self, time_s: np.ndarray, channels: np.ndarray) -> None:
-        """Add events (times [s, UTC], raw (n, 64) channels) and forget what falls out."""
-        if len(time_s):
+    def add(self, time_s: np.ndarray, channels: np.ndarray, key: str | None = None) -> None:
+        """Add events (times [s, UTC], raw (n, 64) channels) and forget what falls out.
+
+        A ``key`` (the source file) still in the pool is not added again: a replayed file
+        leaves the pool as it was.
+        """
+        if len(time_s) and (key is None or key not in self._keys):
             self._parts.append((np.asarray(time_s, np.int64), np.asarray(channels, np.float64)))
+            self._keys.append(key)
         newest = max((int(t.max()) for t, _ in self._parts), default=0)
         limit = newest - self.config.calibration_max_age_s
         while self._parts and int(self._parts[0][0].max()) < limit:
-            self._parts.popleft()
+            self._drop_oldest()
         while len(self._parts) > 1 and self.events - len(self._parts[0][0]) >= (
             self.config.calibration_max_events
         ):
-            self._parts.popleft()
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        self._parts.popleft()
+        self._keys.popleft()
 
     @property
     def events(self) -> int:

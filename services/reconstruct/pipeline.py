@@ -9,7 +9,7 @@ calibrated from the station's pool of recent coincidence events, this file inclu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,15 @@ from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_reco
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileEvents", "FileResult", "rates_rows", "reconstruct_files", "reconstruct_one"]
+__all__ = [
+    "FileEvents",
+    "FileResult",
+    "calibrate_and_reconstruct",
+    "rates_rows",
+    "reconstruct_files",
+    "reconstruct_one",
+    "tally_rows",
+]
 
 ZOfTime = Callable[[int], tuple[float, float, float, float]]
 
@@ -115,16 +123,30 @@ def reconstruct_files(
     """
     pool = CalibrationPool(config)
     for file in files:
-        physics = file.trigger_type == TRIGGER_COINCIDENCE
-        pool.add(file.time_s[physics], file.channels[physics])
-        z_mm = z_of_time(file.start_s)
-        time_s, channels = pool.arrays()
-        calibration = calibrate(station, time_s, channels, z_mm, config)
-        log.info(
-            "file calibrated",
-            extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},
-        )
-        yield reconstruct_one(file, calibration, z_mm, config)
+        yield calibrate_and_reconstruct(station, pool, file, z_of_time, config)
+
+
+def calibrate_and_reconstruct(
+    station: int,
+    pool: CalibrationPool,
+    file: FileEvents,
+    z_of_time: ZOfTime,
+    config: ReconstructionConfig,
+) -> FileResult:
+    """Add the file's coincidence events to the station's pool, calibrate from it, reconstruct.
+
+    The pool is keyed by file name, so a file seen again does not enter it twice.
+    """
+    physics = file.trigger_type == TRIGGER_COINCIDENCE
+    pool.add(file.time_s[physics], file.channels[physics], key=file.name)
+    z_mm = z_of_time(file.start_s)
+    time_s, channels = pool.arrays()
+    calibration = calibrate(station, time_s, channels, z_mm, config)
+    log.info(
+        "file calibrated",
+        extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},
+    )
+    return reconstruct_one(file, calibration, z_mm, config)
 
 
 def rates_rows(station: int, results: Iterable[FileResult]) -> list[dict[str, Any]]:
@@ -133,11 +155,16 @@ def rates_rows(station: int, results: Iterable[FileResult]) -> list[dict[str, An
     The calibration version of a minute is that of its file, or the versions of the files that
     share it joined by ``+`` (in file order).
     """
-    results = list(results)
-    merged = merge_tallies(r.tally for r in results)
+    return tally_rows(station, [(r.tally, r.calibration.version) for r in results])
+
+
+def tally_rows(station: int, parts: Sequence[tuple[MinuteTally, str]]) -> list[dict[str, Any]]:
+    """Minute records of per-file (tally, calibration version) pairs in file order (see
+    :func:`rates_rows`)."""
+    merged = merge_tallies(tally for tally, _ in parts)
     versions: list[list[str]] = [[] for _ in merged.minute_s]
-    for result in results:
-        for i in np.searchsorted(merged.minute_s, result.tally.minute_s):
-            if result.calibration.version not in versions[i]:
-                versions[i].append(result.calibration.version)
+    for tally, version in parts:
+        for i in np.searchsorted(merged.minute_s, tally.minute_s):
+            if version not in versions[i]:
+                versions[i].append(version)
     return minute_records(merged, station, ["+".join(v) for v in versions])
