@@ -17,7 +17,6 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,10 @@ from schemas.models import LogReading, PipelineStatus
 from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGBOOK, LOGS_RAW, REJECTS, STATUS, TOPICS
 from services.common.kafka import create_topics, delete_topics, read_all
 from services.common.settings import KafkaSettings
-from services.common.stations import StationSource, load_network
+from services.common.stations import StationSource
 from services.ingest.sources import HostKeyRejectedError, SftpSource
-from simulator.run import SimulationRequest, run_batch
 from tests.integration.conftest import SftpServer
+from tests.simulated import simulate_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,23 +47,6 @@ class StationTree:
     root: Path
     truth: dict[str, Any]
     network_file: Path
-
-
-def _simulate(root: Path, stations: tuple[int, ...], rate_hz: float, seed: int) -> dict[str, Any]:
-    network = load_network()
-    request = SimulationRequest(
-        out=root,
-        stations=tuple(network.station(s) for s in stations),
-        start=date(2024, 3, 1),
-        days=1,
-        seed=seed,
-        rate_hz=rate_hz,
-        beta_pct_per_hpa=None,
-        alpha_t_pct_per_k=None,
-        damage=0.001,
-        workers=0,
-    )
-    return run_batch(request)
 
 
 def _network_yaml(path: Path, entries: list[tuple[int, str, str]]) -> Path:
@@ -83,7 +65,7 @@ def _network_yaml(path: Path, entries: list[tuple[int, str, str]]) -> Path:
 @pytest.fixture(scope="module")
 def tree(sftp_server: SftpServer, tmp_path_factory: pytest.TempPathFactory) -> StationTree:
     root = sftp_server.root / f"ingest-{uuid.uuid4().hex[:8]}"
-    truth = _simulate(root, STATIONS, rate_hz=8.0, seed=7)
+    truth = simulate_day(root, STATIONS, rate_hz=8.0, seed=7, damage=0.001)
     # Stations are reached through the `mingo-test` alias of the ssh config, as operators do.
     network = _network_yaml(
         tmp_path_factory.mktemp("net") / "stations.yaml",
@@ -305,7 +287,7 @@ def test_an_unreachable_station_does_not_block_the_others(
     tmp_path: Path,
 ) -> None:
     root = sftp_server.root / f"reach-{uuid.uuid4().hex[:8]}"
-    truth = _simulate(root, (2,), rate_hz=0.5, seed=3)
+    truth = simulate_day(root, (2,), rate_hz=0.5, seed=3, damage=0.001)
     network = _network_yaml(
         tmp_path / "stations.yaml",
         [(1, "127.0.0.1:1", "/nowhere"), (2, "mingo-test", str(root / "mingo02"))],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import Station, load_network
 from services.reconstruct.cli import load_dat
 from services.reconstruct.pipeline import FileResult, rates_rows, reconstruct_files
-from simulator.run import SimulationRequest, run_batch
+from tests.simulated import simulate_day
 
 
 @dataclass
@@ -31,17 +30,7 @@ class Reconstructed:
 
 def simulate(out: Path, stations: tuple[int, ...], rate_hz: float, seed: int = 11) -> dict:
     """Simulate one undamaged day of the stations; the truth dict."""
-    network = load_network()
-    request = SimulationRequest(
-        out=out,
-        stations=tuple(network.station(s) for s in stations),
-        start=date(2024, 3, 1),
-        days=1,
-        rate_hz=rate_hz,
-        seed=seed,
-        workers=2,
-    )
-    return run_batch(request)
+    return simulate_day(out, stations, rate_hz, seed, workers=2)
 
 
 def reconstruct_station(out: Path, truth: dict, station_id: int) -> Reconstructed:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,25 +9,9 @@ from hypothesis import strategies as st
 
 from simulator.damage import LINE_KINDS, damage_line, is_valid_event_line, truncate_line
 from simulator.formatting import format_event_lines
+from tests.simulated import strict_valid_line
 
 pytestmark = pytest.mark.unit
-
-VALUE = r"(?:\d{4,}\.\d{4}|-\d{3,}\.\d{4})"
-LINE = re.compile(
-    rf"^(\d{{4}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) ([12])(?: {VALUE}){{64}}$"
-)
-
-
-def strict_valid(line: str) -> bool:
-    m = LINE.match(line)
-    if m is None:
-        return False
-    try:
-        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-        datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return False
-    return True
 
 
 def _line(epoch: int, trigger: int, ticks: list[int]) -> str:
@@ -57,9 +38,9 @@ def test_every_kind_makes_an_invalid_line(
     event: tuple[int, int, list[int]], other: tuple[int, int, list[int]], kind: str, seed: int
 ) -> None:
     line, nxt = _line(*event), _line(*other)
-    assert strict_valid(line) and is_valid_event_line(line)
+    assert strict_valid_line(line) and is_valid_event_line(line)
     damaged = damage_line(line, kind, np.random.default_rng(seed), next_line=nxt)
-    assert not strict_valid(damaged)
+    assert not strict_valid_line(damaged)
     assert "\n" not in damaged
 
 
@@ -69,7 +50,7 @@ def test_truncated_lines_are_invalid_prefixes(event: tuple[int, int, list[int]],
     line = _line(*event)
     cut = truncate_line(line, np.random.default_rng(seed))
     assert line.startswith(cut) and len(cut) < len(line)
-    assert not strict_valid(cut)
+    assert not strict_valid_line(cut)
     assert not line[len(cut) - 1].isspace() and line[len(cut)] != " "  # cut inside a token
 
 

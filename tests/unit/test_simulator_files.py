@@ -27,28 +27,13 @@ from services.common.stations import load_network
 from simulator.cli import simulate
 from simulator.era5 import bilinear
 from simulator.run import OutputDirectoryError, SimulationRequest, run_batch
+from tests.simulated import strict_valid_line
 
 pytestmark = pytest.mark.unit
 
-START = date(2024, 3, 1)
-VALUE = r"(?:\d{4,}\.\d{4}|-\d{3,}\.\d{4})"
-LINE = re.compile(
-    rf"^(\d{{4}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) (\d{{2}}) ([12])(?: {VALUE}){{64}}$"
-)
 STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2});?$")
 
-
-def valid_line(line: str) -> bool:
-    """Strict: the exact station layout and a real calendar date/time."""
-    m = LINE.match(line)
-    if m is None:
-        return False
-    try:
-        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-        datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return False
-    return True
+START = date(2024, 3, 1)
 
 
 def run(
@@ -98,7 +83,7 @@ def check_file(name: str, data: bytes, entry: dict[str, Any], damaged: dict[int,
     assert lines[0].startswith("# param_hash=")
     counts = {"1": 0, "2": 0}
     for number, line in enumerate(lines[1:], start=2):
-        ok = valid_line(line)
+        ok = strict_valid_line(line)
         assert ok != (number in damaged), (name, number, damaged.get(number), line[:90])
         if ok:
             counts[line.split(" ")[6]] += 1
