@@ -31,7 +31,7 @@ from services.reconstruct.pipeline import FileEvents, FileResult, rates_rows, re
 
 log = logging.getLogger(__name__)
 
-__all__ = ["events_frame", "load_dat", "rates_frame", "reconstruct"]
+__all__ = ["events_frame", "load_dat", "rates_frame", "reconstruct", "reconstruct_service"]
 
 
 def load_dat(path: Path) -> FileEvents:
@@ -179,3 +179,28 @@ def reconstruct(
         events_frame(results).to_parquet(events_out, index=False)
     counted = sum(len(r.time_s) for r in results)
     click.echo(f"{len(rows)} minutes from {counted} coincidence events -> {out}", err=True)
+
+
+@click.command("reconstruct-service")
+@click.option(
+    "--network",
+    "network_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Network file (default: MINGO_NETWORK_FILE).",
+)
+@click.option("--once", is_flag=True, help="Process what is in the raw topic now, then stop.")
+@click.option("--max-seconds", type=float, default=None, help="Stop after this long. [s]")
+def reconstruct_service(network_file: Path | None, once: bool, max_seconds: float | None) -> None:
+    """Run the reconstruct service: raw chunks -> minute records, exactly once (MINGO_* vars)."""
+    from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
+    from services.reconstruct.service import run_reconstruct
+    from services.reconstruct.settings import ReconstructSettings
+
+    settings = ReconstructSettings()
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    network = load_network(network_file or settings.network_file)
+    bounds = RunBounds(max_seconds=max_seconds, stop_when_idle=once)
+    published = run_reconstruct(network, settings.kafka, settings.options(), stop, bounds)
+    click.echo(f"{published} minute records published", err=True)
