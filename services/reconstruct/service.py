@@ -56,6 +56,7 @@ class ReconstructOptions:
     """Tunables of the reconstruct service."""
 
     instance: str
+    group_id: str = GROUP_ID  #: consumer group; instances of one group split the stations
     batch_messages: int = 64  #: chunks consumed (and committed) per transaction at most
     poll_timeout_s: float = 1.0  #: how long one step waits for chunks [s]
     heartbeat_s: float = 30.0
@@ -181,7 +182,7 @@ class Reconstructor:
         reader = Consumer(
             client_config(self.kafka)
             | {
-                "group.id": f"{GROUP_ID}-replay-unused",
+                "group.id": f"{self.options.group_id}-replay-unused",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
@@ -269,7 +270,7 @@ def run_reconstruct(
     logbook = load_logbook(kafka)
     producer = make_producer(kafka, transactional_id=transactional_id(options.instance))
     producer.init_transactions(60)  # fences a previous incarnation and aborts its transaction
-    consumer = make_consumer(kafka, GROUP_ID, **{"enable.partition.eof": True})
+    consumer = make_consumer(kafka, options.group_id, **{"enable.partition.eof": True})
     service = Reconstructor(kafka, network, logbook, options, consumer, producer)
     heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
     log.info("reconstruct starting", extra={"logbook_rows": len(logbook)})

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.common.settings import ServiceSettings
-from services.reconstruct.service import ReconstructOptions
+from services.reconstruct.service import GROUP_ID, ReconstructOptions
 
 
 class ReconstructSettings(ServiceSettings):
     """What reconstruct reads from the environment, on top of the common settings."""
 
+    reconstruct_group_id: str = Field(
+        GROUP_ID, description="Consumer group; instances of one group split the stations."
+    )
     reconstruct_batch_messages: int = Field(
         64, gt=0, description="Raw chunks consumed per transaction at most."
     )
@@ -22,6 +25,7 @@ class ReconstructSettings(ServiceSettings):
         """The service options these settings describe."""
         return ReconstructOptions(
             instance=self.instance,
+            group_id=self.reconstruct_group_id,
             batch_messages=self.reconstruct_batch_messages,
             poll_timeout_s=self.reconstruct_poll_timeout_s,
             heartbeat_s=self.heartbeat_s,
