@@ -216,7 +216,9 @@ class Reconstructor:
         """Consume a batch, publish its minute records with its offsets; False when idle."""
         messages = self.consumer.consume(self.options.batch_messages, self.options.poll_timeout_s)
         records: list[dict[str, Any]] = []
-        consumed = False
+        # Next offset per partition, from the chunks themselves: the consumer's position can
+        # stand past the end after a partition-EOF event.
+        next_offsets: dict[int, int] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -224,18 +226,16 @@ class Reconstructor:
                     self._at_end.add(message.partition())
                     continue
                 raise KafkaException(error)
-            consumed = True
+            next_offsets[message.partition()] = message.offset() + 1
             self._at_end.discard(message.partition())
             records += self._feed(message)
-        if consumed:
-            self._commit(records)
+        if next_offsets:
+            self._commit(records, next_offsets)
         idle = bool(self._assigned) and self._at_end >= self._assigned
-        return consumed or not idle
+        return bool(next_offsets) or not idle
 
-    def _commit(self, records: list[dict[str, Any]]) -> None:
-        positions = [
-            tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0
-        ]
+    def _commit(self, records: list[dict[str, Any]], next_offsets: dict[int, int]) -> None:
+        positions = [TopicPartition(EVENTS_RAW.name, p, o) for p, o in next_offsets.items()]
         self.producer.begin_transaction()
         try:
             for record in records:
