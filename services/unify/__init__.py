@@ -1,0 +1,1 @@
+"""Unify: the per-station, per-minute unified table (join, corrections, quality flags)."""
