@@ -11,8 +11,9 @@ from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
 from services.reanalysis.cli import era5
-from services.reconstruct.cli import reconstruct
+from services.reconstruct.cli import reconstruct, reconstruct_service
 from services.sink.cli import api, sink
+from services.unify.cli import process
 from simulator.cli import simulate
 
 
@@ -30,8 +31,10 @@ main.add_command(infra)
 main.add_command(simulate)
 main.add_command(era5)
 main.add_command(reconstruct)
+main.add_command(reconstruct_service)
 main.add_command(sink)
 main.add_command(api)
+main.add_command(process)
 
 
 @main.group()

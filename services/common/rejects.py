@@ -44,6 +44,9 @@ BAD_FILE_NAME: Final = "BAD_FILE_NAME"
 #: The file name names another station than the one it was found on.
 WRONG_STATION: Final = "WRONG_STATION"
 
+#: An ERA5 file (GRIB, NetCDF, ZIP) cannot be decoded or lacks what is needed.
+BAD_ERA5_FILE: Final = "BAD_ERA5_FILE"
+
 #: Every reason code, for schemas and dashboards.
 REASONS: Final = (
     FIELD_COUNT,

@@ -10,10 +10,8 @@ open transaction when the restarted producer with the same transactional id init
 
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +33,7 @@ from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import KafkaSettings
 from services.common.stations import Station
 from services.common.status import Heartbeat, produce_status, status_key, status_message
+from services.ingest.archives import ArchiveError, read_dat_archive
 from services.ingest.dat_parser import parse_dat
 from services.ingest.log_parser import parse_log
 from services.ingest.publish import (
@@ -311,17 +310,9 @@ class StationWorker:
         members: list[tuple[str, bytes]] = []
         problem: str | None = None
         try:
-            with tarfile.open(fileobj=io.BytesIO(self.source.read(file)), mode="r:gz") as tar:
-                for member in tar:
-                    name = posixpath.basename(member.name)
-                    if not member.isfile() or not name.endswith(".dat"):
-                        problem = f"unexpected member {member.name!r} (only .dat files belong here)"
-                        break
-                    extracted = tar.extractfile(member)
-                    assert extracted is not None
-                    members.append((name, extracted.read()))
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            problem = f"cannot unpack: {exc}"
+            members = read_dat_archive(self.source.read(file))
+        except ArchiveError as exc:
+            problem = str(exc)
         archive_done = self._dat_progress(file, None, 0, 0, 0, 0, None, None)
         if problem is not None:
             # All or nothing: a damaged archive is reported whole, none of its members published.

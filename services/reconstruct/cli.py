@@ -27,7 +27,13 @@ from schemas.models import MinuteRates
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.dat_parser import parse_dat
-from services.reconstruct.pipeline import FileEvents, FileResult, rates_rows, reconstruct_files
+from services.reconstruct.pipeline import (
+    FileEvents,
+    FileResult,
+    parsed_file_events,
+    rates_rows,
+    reconstruct_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +42,7 @@ __all__ = ["events_frame", "load_dat", "rates_frame", "reconstruct", "reconstruc
 
 def load_dat(path: Path) -> FileEvents:
     """Parse a ``.dat`` file into :class:`FileEvents` (acquisition start from its name)."""
-    result = parse_dat(path.read_bytes())
-    _, start = parse_dat_filename(path.name)
-    start_s = int(start.timestamp())
-    end_s = int(result.time_s.max()) + 1 if result.lines_valid else start_s
-    return FileEvents(
-        path.name,
-        start_s,
-        end_s,
-        result.time_s,
-        result.trigger_type,
-        result.line_number,
-        result.channels,
-    )
+    return parsed_file_events(path.name, parse_dat(path.read_bytes()))
 
 
 def rates_frame(rows: list[dict[str, object]]) -> pd.DataFrame:

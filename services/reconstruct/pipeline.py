@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from schemas.dat_format import TRIGGER_COINCIDENCE
+from schemas.dat_format import TRIGGER_COINCIDENCE, parse_dat_filename
 from services.common.stations import ReconstructionConfig
+from services.ingest.dat_parser import DatParseResult
 from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
 from services.reconstruct.events import EventResult, reconstruct_events
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records, tally_file
@@ -63,6 +64,21 @@ class FileEvents:
     trigger_type: np.ndarray
     line: np.ndarray
     channels: np.ndarray
+
+
+def parsed_file_events(name: str, result: DatParseResult) -> FileEvents:
+    """The events of a parsed ``.dat`` file, its acquisition from the name to the last event."""
+    start_s = int(parse_dat_filename(name)[1].timestamp())
+    end_s = int(result.time_s.max()) + 1 if result.lines_valid else start_s
+    return FileEvents(
+        name,
+        start_s,
+        end_s,
+        result.time_s,
+        result.trigger_type,
+        result.line_number,
+        result.channels,
+    )
 
 
 @dataclass(frozen=True, eq=False)

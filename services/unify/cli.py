@@ -16,10 +16,7 @@ is already there (changed minutes get a higher revision), and ``OUT/rejects.csv`
 
 from __future__ import annotations
 
-import io
 import logging
-import posixpath
-import tarfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +33,7 @@ from services.common import rejects as rj
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.rejects import LineReject, make_reject
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
+from services.ingest.archives import ArchiveError, read_dat_archive
 from services.ingest.dat_parser import parse_dat
 from services.ingest.log_parser import parse_log
 from services.reanalysis.decode import Era5FileError
@@ -43,7 +41,12 @@ from services.reanalysis.derive import derive_hours
 from services.reanalysis.points import combine
 from services.reanalysis.records import hour_records
 from services.reanalysis.service import era5_files, station_directory, station_long_table
-from services.reconstruct.pipeline import FileEvents, rates_rows, reconstruct_files
+from services.reconstruct.pipeline import (
+    FileEvents,
+    parsed_file_events,
+    rates_rows,
+    reconstruct_files,
+)
 from services.sink.files import DailyFiles, read_range
 from services.unify.join import JoinSettings, to_rows, unify_frame
 from services.unify.revisions import assign_revisions, rows_from_files
@@ -85,34 +88,15 @@ class _Rejects(list[RejectRecord]):
 def _file_events(name: str, data: bytes, rejects: _Rejects, archive: str | None) -> FileEvents:
     result = parse_dat(data)
     rejects.add("dat", name, result.rejects, archive)
-    start_s = int(parse_dat_filename(name)[1].timestamp())
-    end_s = int(result.time_s.max()) + 1 if result.lines_valid else start_s
-    return FileEvents(
-        name,
-        start_s,
-        end_s,
-        result.time_s,
-        result.trigger_type,
-        result.line_number,
-        result.channels,
-    )
+    return parsed_file_events(name, result)
 
 
 def _archive_members(path: Path) -> list[tuple[str, bytes]] | LineReject:
     """Members of a daily archive, or the reject of the whole archive (all or nothing)."""
-    members: list[tuple[str, bytes]] = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(path.read_bytes()), mode="r:gz") as tar:
-            for member in tar:
-                name = posixpath.basename(member.name)
-                extracted = tar.extractfile(member) if member.isfile() else None
-                if extracted is None or not name.endswith(_DAT):
-                    problem = f"unexpected member {member.name!r} (only .dat files belong here)"
-                    return make_reject(None, rj.CORRUPT_ARCHIVE, problem)
-                members.append((name, extracted.read()))
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        return make_reject(None, rj.CORRUPT_ARCHIVE, f"cannot unpack: {exc}")
-    return members
+        return read_dat_archive(path.read_bytes())
+    except ArchiveError as exc:
+        return make_reject(None, rj.CORRUPT_ARCHIVE, str(exc))
 
 
 def _dat_units(station_id: int, dat_dir: Path, rejects: _Rejects) -> list[tuple[datetime, Path]]:
@@ -223,7 +207,7 @@ def station_hours(station: Station, era5_dir: Path, rejects: _Rejects) -> list[E
         try:
             tables.append(station_long_table(path, station))
         except (Era5FileError, ValueError, OSError) as exc:
-            problem = make_reject(None, rj.CORRUPT_ARCHIVE, f"cannot decode: {exc}")
+            problem = make_reject(None, rj.BAD_ERA5_FILE, f"cannot decode: {exc}")
             rejects.add("era5", path.name, [problem])
     if not tables:
         return []
