@@ -7,8 +7,11 @@ people reading it see one vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+
+from schemas.models import RejectRecord
 
 #: Longest raw text kept in a reject [bytes]. A station line is about 660 bytes; two lines glued
 #: together by a lost newline still fit, a runaway binary "line" does not.
@@ -117,3 +120,30 @@ def make_reject(line: int | None, reason: str, detail: str, raw: bytes | str = b
     if size > MAX_RAW_BYTES:
         detail = f"{detail} [raw text cut to {MAX_RAW_BYTES} of {size} bytes]"
     return LineReject(line, reason, detail, text)
+
+
+def reject_records(
+    station: int,
+    kind: str,
+    source_file: str,
+    rejects: Iterable[LineReject],
+    archive: str | None = None,
+) -> list[RejectRecord]:
+    """The reject-topic records of a file's bad lines (or of the whole file), with stable ids."""
+    records = []
+    for reject in rejects:
+        where = "file" if reject.line is None else str(reject.line)
+        records.append(
+            RejectRecord(
+                station=station,
+                kind=kind,
+                source_file=source_file,
+                archive=archive,
+                line=reject.line,
+                reason=reject.reason,
+                detail=reject.detail,
+                raw=reject.raw,
+                reject_id=f"{station}/{source_file}/{where}",
+            )
+        )
+    return records

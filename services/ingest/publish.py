@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import numpy as np
 
 from schemas.events import encode_events, envelope_headers
-from schemas.models import IngestProgress, LogReading, RawEventChunkEnvelope, RejectRecord
+from schemas.models import IngestProgress, LogReading, RawEventChunkEnvelope
 from schemas.station_logs import LogType
 from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGS_RAW, REJECTS, station_key
-from services.common.rejects import LineReject
+from services.common.rejects import LineReject, reject_records
 from services.ingest.chunking import plan_chunks
 from services.ingest.dat_parser import DatParseResult
 from services.ingest.log_parser import LogParseResult
@@ -50,22 +50,10 @@ def reject_messages(
     archive: str | None = None,
 ) -> list[Outgoing]:
     """Reject records of a file's bad lines (or of the whole file)."""
-    messages = []
-    for reject in rejects:
-        where = "file" if reject.line is None else str(reject.line)
-        record = RejectRecord(
-            station=station,
-            kind=kind,
-            source_file=source_file,
-            archive=archive,
-            line=reject.line,
-            reason=reject.reason,
-            detail=reject.detail,
-            raw=reject.raw,
-            reject_id=f"{station}/{source_file}/{where}",
-        )
-        messages.append(Outgoing(REJECTS.name, station_key(station), record.to_json_bytes()))
-    return messages
+    return [
+        Outgoing(REJECTS.name, station_key(station), record.to_json_bytes())
+        for record in reject_records(station, kind, source_file, rejects, archive)
+    ]
 
 
 def event_chunk_messages(

@@ -31,7 +31,7 @@ from schemas.models import Era5Hour, LogReading, RejectRecord
 from schemas.station_logs import log_type_of_file
 from services.common import rejects as rj
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
-from services.common.rejects import LineReject, make_reject
+from services.common.rejects import LineReject, make_reject, reject_records
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.archives import ArchiveError, read_dat_archive
 from services.ingest.dat_parser import parse_dat
@@ -68,21 +68,7 @@ class _Rejects(list[RejectRecord]):
         self.station = station
 
     def add(self, kind: str, source_file: str, found: Any, archive: str | None = None) -> None:
-        for reject in found:
-            where = "file" if reject.line is None else str(reject.line)
-            self.append(
-                RejectRecord(
-                    station=self.station,
-                    kind=kind,
-                    source_file=source_file,
-                    archive=archive,
-                    line=reject.line,
-                    reason=reject.reason,
-                    detail=reject.detail,
-                    raw=reject.raw,
-                    reject_id=f"{self.station}/{source_file}/{where}",
-                )
-            )
+        self.extend(reject_records(self.station, kind, source_file, found, archive))
 
 
 def _file_events(name: str, data: bytes, rejects: _Rejects, archive: str | None) -> FileEvents:
