@@ -171,7 +171,7 @@ def read_all(
         partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
         remaining = set()
         for tp in partitions:
-            low, high = _watermarks(consumer, tp, deadline_s=time.monotonic() + max_wait_s)
+            low, high = watermarks(consumer, tp, timeout_s=max_wait_s)
             tp.offset = low
             if high > low:
                 remaining.add(tp.partition)
@@ -202,9 +202,13 @@ _SETTLING = {
 }
 
 
-def _watermarks(consumer: Consumer, tp: TopicPartition, deadline_s: float) -> tuple[int, int]:
-    """Low and high offsets, retrying transient errors (a new topic's leader settling in)."""
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 60.0) -> tuple[int, int]:
+    """Low and high offsets of a partition, retrying transient errors for up to ``timeout_s``.
 
+    A new or recreated topic answers NOT_LEADER for a while after its leader was elected.
+    """
+
+    deadline_s = time.monotonic() + timeout_s
     while True:
         try:
             low, high = consumer.get_watermark_offsets(tp, timeout=10)

@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 from schemas.models import MinuteRates
 from schemas.topics import RATES_MINUTE, TOPICS
-from services.common.kafka import create_topics, delete_topics, read_all
+from services.common.kafka import create_topics, delete_topics, read_all, watermarks
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
@@ -123,7 +123,7 @@ def clean_run() -> dict[str, int]:
 def _offsets(consumer: Consumer) -> int:
     """Offsets used on the rates topic (records and transaction markers, committed or not)."""
     return sum(
-        consumer.get_watermark_offsets(TopicPartition(RATES_MINUTE.name, p), timeout=10)[1]
+        watermarks(consumer, TopicPartition(RATES_MINUTE.name, p))[1]
         for p in range(RATES_MINUTE.partitions)
     )
 
