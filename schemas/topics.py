@@ -11,6 +11,7 @@ from typing import Literal
 
 from schemas.base import Contract
 from schemas.models import (
+    Coefficients,
     Era5Hour,
     IngestProgress,
     LogReading,
@@ -133,6 +134,15 @@ STATUS = TopicSpec(
     retention_ms=7 * DAY_MS,
 )
 
+COEFFICIENTS = TopicSpec(
+    "mingo.coefficients.v1",
+    key="station id",
+    value_format="json",
+    model=Coefficients,
+    description="Versioned fitted atmospheric coefficients per station (mingo fit --write).",
+    retention_ms=-1,
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     EVENTS_RAW,
     LOGS_RAW,
@@ -143,6 +153,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     ERA5_HOURLY,
     UNIFIED_MINUTE,
     STATUS,
+    COEFFICIENTS,
 )
 TOPICS_BY_NAME = {spec.name: spec for spec in TOPICS}
 

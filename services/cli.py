@@ -10,6 +10,7 @@ from infra.cli import infra
 from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
+from services.fit.cli import fit
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct, reconstruct_service
 from services.sink.cli import api, sink
@@ -35,6 +36,7 @@ main.add_command(reconstruct_service)
 main.add_command(sink)
 main.add_command(api)
 main.add_command(process)
+main.add_command(fit)
 
 
 @main.group()
