@@ -315,3 +315,47 @@ class Coefficients(Contract):
         description="Reference of each temperature regressor, by column (t_eff_k [K], ...).",
     )
     fits: list[ColumnFit] = Field(description="Per rate column; the total first.")
+
+
+AlertKind = Literal[
+    "rate_excursion",
+    "barometer_mismatch",
+    "hv_out_of_band",
+    "current_out_of_band",
+    "gas_flow_low",
+    "efficiency_drop",
+    "data_stopped",
+    "logs_stopped",
+    "forbush_candidate",
+]
+
+
+class Alert(Contract):
+    """An anomaly found in the unified table (``mingo.alerts.v1``).
+
+    The same alert is re-emitted (same ``alert_id``) while it evolves: its end and evidence
+    change, the newest message wins. Also written to InfluxDB as an annotation (``alerts``).
+    """
+
+    alert_id: str = Field(description="Deterministic id <station|network>/<kind>/<start>.")
+    station: int | None = Field(
+        None, ge=0, le=9, description="Station concerned; null for a network-level alert."
+    )
+    stations: list[int] = Field(
+        default_factory=list, description="Stations involved (network-level alerts)."
+    )
+    kind: AlertKind = Field(description="What was detected.")
+    severity: Literal["info", "warning", "critical"] = Field(
+        description="info: physics (Forbush candidate); warning: degraded; critical: no data."
+    )
+    start: AwareDatetime = Field(description="First minute of the anomaly (its onset). [UTC]")
+    end: AwareDatetime | None = Field(
+        None, description="Minute after the last anomalous one; null while ongoing. [UTC]"
+    )
+    detected: AwareDatetime = Field(
+        description="Data time at which the condition was confirmed (start + sustain). [UTC]"
+    )
+    evidence: dict[str, float] = Field(
+        default_factory=dict, description="Values behind the alert (names carry their units)."
+    )
+    message: str = Field(description="Human-readable summary.")
