@@ -11,6 +11,7 @@ from typing import Literal
 
 from schemas.base import Contract
 from schemas.models import (
+    Alert,
     Coefficients,
     Era5Hour,
     IngestProgress,
@@ -142,6 +143,14 @@ COEFFICIENTS = TopicSpec(
     description="Versioned fitted atmospheric coefficients per station (mingo fit --write).",
     retention_ms=-1,
 )
+ALERTS = TopicSpec(
+    "mingo.alerts.v1",
+    key="station id, or 'network'",
+    value_format="json",
+    model=Alert,
+    description="Anomalies per station and network (re-emitted while they evolve, same id).",
+    retention_ms=365 * DAY_MS,
+)
 
 TOPICS: tuple[TopicSpec, ...] = (
     EVENTS_RAW,
@@ -154,6 +163,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     UNIFIED_MINUTE,
     STATUS,
     COEFFICIENTS,
+    ALERTS,
 )
 TOPICS_BY_NAME = {spec.name: spec for spec in TOPICS}
 

@@ -301,7 +301,7 @@ def _band(
     outside = np.nan_to_num((values < band[0]) | (values > band[1])).astype(bool)
     unknown = ~np.isfinite(values).any(axis=1)
     alerts = []
-    for a, b in held_runs(outside.any(axis=1), unknown, sustain):
+    for a, b in held_runs(np.asarray(outside.any(axis=1)), np.asarray(unknown), sustain):
         worst = {
             f"{c}_{unit}": float(
                 values[a:b, j][np.nanargmax(np.abs(values[a:b, j] - np.mean(band)))]
