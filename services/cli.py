@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from infra.cli import infra
+from services.alerts.cli import alerts, alerts_service
 from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
@@ -37,6 +38,8 @@ main.add_command(sink)
 main.add_command(api)
 main.add_command(process)
 main.add_command(fit)
+main.add_command(alerts)
+main.add_command(alerts_service)
 
 
 @main.group()

@@ -1,0 +1,109 @@
+"""The alerts service on Apache Kafka + InfluxDB: unified minutes in, alerts and annotations out.
+
+Two simulated days of one station (tests/alert_minutes.py) with an HV trip and a 2-hour data gap
+are produced to a private topic as unified minutes; the service runs until idle; the alerts topic
+must hold exactly those two alerts, InfluxDB their annotation points, and ``mingo alerts`` must
+list them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import Producer
+
+from schemas.topics import station_key
+from services.alerts.cli import alerts as alerts_command
+from services.alerts.service import DETECTOR_COLUMNS, AlertsOptions, latest_alerts, run_alerts
+from services.common.kafka import read_all
+from services.common.runtime import RunBounds, StopFlag
+from services.common.settings import KafkaSettings
+from services.common.stations import load_network
+from services.sink.influx import InfluxTarget
+from services.sink.service import make_writer
+from simulator.station import build_station_sim
+from tests.alert_minutes import START, Injected, station_frame, step
+from tests.integration.conftest import TopicFactory
+from tests.sink_rows import unified_row
+
+pytestmark = pytest.mark.integration
+
+
+def rows_of(frame: pd.DataFrame) -> list[Any]:
+    columns = [c for c in (*DETECTOR_COLUMNS, "era5_surface_pressure_hpa") if c in frame]
+    rows = []
+    for record in frame.to_dict("records"):
+        values = {c: float(record[c]) for c in columns if np.isfinite(record[c])}
+        rows.append(unified_row(1, record["time"].to_pydatetime(), **values))
+    return rows
+
+
+def test_service_emits_alerts_and_annotations(
+    kafka_bootstrap: str, influx_url: str, make_topic: TopicFactory, monkeypatch: Any
+) -> None:
+    trip = START + pd.Timedelta(hours=30, minutes=7)
+    gap = (START + pd.Timedelta(hours=40), START + pd.Timedelta(hours=42))
+    sim = build_station_sim(load_network().station(1), seed=7, acceptance_samples=20_000)
+    frame = station_frame(
+        sim, 2, seed=2, injected=Injected(faults=(step("hv_pos", trip, 0.0),), gap=gap)
+    )
+    unified, alerts_topic = make_topic(partitions=2), make_topic(partitions=1)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for row in rows_of(frame):
+        producer.produce(unified, key=station_key(row.station), value=row.to_json_bytes())
+    assert producer.flush(30) == 0
+
+    db = f"test_alerts_{uuid.uuid4().hex[:10]}"
+    writer = make_writer(InfluxTarget(url=influx_url, database=db), create_database=True)
+    options = AlertsOptions(
+        group_id=f"test-alerts-{uuid.uuid4().hex[:8]}",
+        unified_topic=unified,
+        alerts_topic=alerts_topic,
+        poll_timeout_s=0.5,
+        wall_clock=False,
+    )
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap)
+    try:
+        service = run_alerts(
+            kafka, writer, options, StopFlag(), RunBounds(stop_when_idle=True, max_seconds=120)
+        )
+        assert service.alerts_emitted >= 2
+        found = latest_alerts(list(read_all(kafka, alerts_topic)))
+        assert sorted(a.kind for a in found) == ["data_stopped", "hv_out_of_band"]
+        by_kind = {a.kind: a for a in found}
+        assert by_kind["data_stopped"].start == gap[0].to_pydatetime()
+        assert by_kind["data_stopped"].end == gap[1].to_pydatetime()
+        assert by_kind["hv_out_of_band"].end is None  # the HV stays off to the end
+        assert abs(by_kind["hv_out_of_band"].detected - trip.to_pydatetime()) <= pd.Timedelta(
+            minutes=25
+        )
+
+        response = httpx.get(
+            f"{influx_url}/query",
+            params={"db": db, "q": 'SELECT "kind", "text", "end_s" FROM "alerts"', "epoch": "s"},
+            timeout=10,
+            trust_env=False,
+        )
+        [series] = response.json()["results"][0]["series"]
+        points = {v[1]: v for v in series["values"]}
+        assert set(points) == {"data_stopped", "hv_out_of_band"}
+        assert points["data_stopped"][0] == int(gap[0].timestamp())
+        assert points["data_stopped"][3] == int(gap[1].timestamp())
+
+        monkeypatch.setenv("MINGO_KAFKA_BOOTSTRAP", kafka_bootstrap)
+        monkeypatch.setenv("MINGO_ALERTS_TOPIC", alerts_topic)
+        listed = CliRunner().invoke(alerts_command, ["--station", "1"], catch_exceptions=False)
+        assert listed.exit_code == 0, listed.output
+        assert "hv_out_of_band" in listed.output and "data_stopped" in listed.output
+        assert "ongoing" in listed.output
+    finally:
+        writer.close()
+        httpx.post(
+            f"{influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=10, trust_env=False
+        )
