@@ -8,6 +8,7 @@ be the only alert, detected within its stated delay (docs/alerts.md).
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import pytest
 
 from schemas.models import Alert
 from services.alerts.detectors import detect_forbush, detect_station, held_runs, runs
+from services.alerts.service import DETECTOR_COLUMNS, AlertsOptions, AlertsState
 from services.common.stations import load_network
 from simulator.station import StationSim, build_station_sim
 from tests.alert_minutes import (
@@ -25,6 +27,7 @@ from tests.alert_minutes import (
     station_frame,
     step,
 )
+from tests.sink_rows import unified_row
 
 FAULT_AT = START + pd.Timedelta(days=2, hours=5, minutes=7)
 
@@ -35,6 +38,14 @@ def sims() -> dict[int, StationSim]:
     return {
         s: build_station_sim(network.station(s), seed=7, acceptance_samples=20_000) for s in (1, 2)
     }
+
+
+def rows_of(frame: pd.DataFrame) -> list[Any]:
+    present = [c for c in DETECTOR_COLUMNS if c in frame]
+    return [
+        unified_row(1, r["time"].to_pydatetime(), **{c: float(r[c]) for c in present})
+        for r in frame.to_dict("records")
+    ]
 
 
 def only(alerts: list[Alert], kind: str) -> Alert:
@@ -148,3 +159,25 @@ def test_network_forbush_decrease(sims: dict[int, StationSim]) -> None:
     # quiet stations: no candidate
     quiet = {s: station_frame(sim, days, seed=10 + s) for s, sim in sims.items()}
     assert detect_forbush(quiet) == []
+
+
+@pytest.mark.unit
+def test_alerts_state_emits_new_and_changed_alerts_only(sims: dict[int, StationSim]) -> None:
+    sim = sims[1]
+    trip = START + pd.Timedelta(hours=20)
+    frame = station_frame(sim, 1.5, seed=4, injected=Injected(faults=(step("hv_pos", trip, 0.0),)))
+    state = AlertsState(AlertsOptions(wall_clock=False))
+    cut = trip + pd.Timedelta(hours=2)
+    first = state.add(rows_of(frame[frame["time"] < cut]))
+    emitted: list[Alert] = state.evaluate(first)
+    assert [a.kind for a in emitted] == ["hv_out_of_band"] and emitted[0].end is None
+    # the same data again: nothing new
+    state.add(rows_of(frame[frame["time"] < cut]))
+    assert state.evaluate({1}) == []
+    # the HV comes back: the same alert, now closed
+    back = frame[frame["time"] >= cut].copy()
+    back["hv_pos"] = 5.5 + np.zeros(len(back))
+    state.add(rows_of(back))
+    closed = state.evaluate({1})
+    assert [a.alert_id for a in closed] == [emitted[0].alert_id]
+    assert closed[0].end == cut.to_pydatetime()
