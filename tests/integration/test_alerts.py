@@ -2,12 +2,13 @@
 
 Two simulated days of one station (tests/alert_minutes.py) with an HV trip and a 2-hour data gap
 are produced to a private topic as unified minutes; the service runs until idle; the alerts topic
-must hold exactly those two alerts, InfluxDB their annotation points, and ``mingo alerts`` must
-list them.
+must hold exactly those two alerts, InfluxDB their annotation points (found by every dashboard's
+annotation query), and ``mingo alerts`` must list them.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -30,6 +31,8 @@ from services.sink.service import make_writer
 from simulator.station import build_station_sim
 from tests.alert_minutes import START, Injected, station_frame, step
 from tests.integration.conftest import TopicFactory
+from tests.integration.test_grafana import DASHBOARDS, substitute
+from tests.integration.test_sink import query
 from tests.sink_rows import unified_row
 
 pytestmark = pytest.mark.integration
@@ -95,6 +98,16 @@ def test_service_emits_alerts_and_annotations(
         assert set(points) == {"data_stopped", "hv_out_of_band"}
         assert points["data_stopped"][0] == int(gap[0].timestamp())
         assert points["data_stopped"][3] == int(gap[1].timestamp())
+
+        # every dashboard's annotation query finds the alerts (Grafana's macros substituted)
+        span = (START.to_pydatetime(), (START + pd.Timedelta(days=2)).to_pydatetime())
+        boards = [json.loads(p.read_text()) for p in DASHBOARDS]
+        queries = [a["query"] for b in boards for a in b["annotations"]["list"]]
+        assert len(queries) == 3
+        for annotation in queries:
+            series = query(influx_url, db, substitute(annotation, *span, {"station": "1"}))
+            texts = [row[series[0]["columns"].index("text")] for row in series[0]["values"]]
+            assert len(texts) == 2 and any("no data for 120 min" in t for t in texts)
 
         monkeypatch.setenv("MINGO_KAFKA_BOOTSTRAP", kafka_bootstrap)
         monkeypatch.setenv("MINGO_ALERTS_TOPIC", alerts_topic)
