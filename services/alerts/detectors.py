@@ -43,6 +43,29 @@ import pandas as pd
 
 from schemas.models import Alert, AlertKind
 
+#: Unified columns the detectors read.
+DETECTOR_COLUMNS: tuple[str, ...] = (
+    "live_s",
+    "rate_total_hz",
+    "rate_p_corr_hz",
+    "rate_pt_corr_hz",
+    "pressure_ext",
+    "temperature_ext",
+    "era5_surface_pressure_hpa",
+    "hv_neg",
+    "hv_pos",
+    "current_neg",
+    "current_pos",
+    "accepted",
+    "flow_1",
+    "flow_2",
+    "flow_3",
+    "flow_4",
+    "eff_1",
+    "eff_2",
+    "eff_3",
+    "eff_4",
+)
 MINUTE = pd.Timedelta(minutes=1)
 Severity = Literal["info", "warning", "critical"]
 
@@ -179,8 +202,14 @@ class RateDeviation:
             return self.deviation / self.sigma
 
 
-def rate_deviation(grid: pd.DataFrame, settings: AlertSettings) -> RateDeviation:
-    """The corrected rate's windowed deviation from its lagged baseline (module docstring)."""
+def rate_deviation(
+    grid: pd.DataFrame, settings: AlertSettings, disturbed: np.ndarray | None = None
+) -> RateDeviation:
+    """The corrected rate's windowed deviation from its lagged baseline (module docstring).
+
+    Minutes marked ``disturbed`` stay out of the baseline, which then keeps its last value: a
+    long disturbance is measured against the rate before it, not absorbed into the baseline.
+    """
     corrected = _column(grid, "rate_pt_corr_hz")
     corrected = np.where(np.isfinite(corrected), corrected, _column(grid, "rate_p_corr_hz"))
     raw = _column(grid, "rate_total_hz")
@@ -201,9 +230,10 @@ def rate_deviation(grid: pd.DataFrame, settings: AlertSettings) -> RateDeviation
     enough = sums["live"].to_numpy() >= 0.5 * 60.0 * window
     mean = np.where(enough, mean, np.nan)
     span = int(settings.baseline_h * 60)
-    baseline = (
-        pd.Series(mean).shift(window).rolling(span, min_periods=span // 2).median().to_numpy()
-    )
+    quiet = pd.Series(mean)
+    if disturbed is not None:
+        quiet[np.asarray(disturbed, dtype=bool)] = np.nan
+    baseline = quiet.shift(window).rolling(span, min_periods=span // 2).median().ffill().to_numpy()
     # the baseline is a median of correlated window means: its error ≈ 1.25 σ sqrt(window/span)
     sigma = relative * np.sqrt(1.0 + 1.57 * window / span)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -212,16 +242,29 @@ def rate_deviation(grid: pd.DataFrame, settings: AlertSettings) -> RateDeviation
 
 
 def detect_rate_excursion(station: int, grid: pd.DataFrame, settings: AlertSettings) -> list[Alert]:
-    """``rate_excursion`` alerts (module docstring)."""
-    dev = rate_deviation(grid, settings)
-    z = dev.z
+    """``rate_excursion`` alerts (module docstring).
+
+    Iterated: the minutes of the alerts found (and the window before them) are kept out of the
+    baseline and the detection is repeated until the alerts stop changing (at most 5 passes).
+    """
+    disturbed = np.zeros(len(grid), dtype=bool)
+    held: list[tuple[int, int]] = []
+    for _ in range(5):
+        dev = rate_deviation(grid, settings, disturbed)
+        z = dev.z
+        size = np.nan_to_num(np.abs(z))
+        found = held_runs(
+            size > settings.rate_n_sigma,
+            (size > settings.rate_n_sigma / 2) | ~np.isfinite(z),
+            settings.rate_sustain_min,
+        )
+        if found == held:
+            break
+        held = found
+        disturbed[:] = False
+        for a, b in held:
+            disturbed[max(0, a - settings.rate_window_min) : b] = True
     alerts = []
-    size = np.nan_to_num(np.abs(z))
-    held = held_runs(
-        size > settings.rate_n_sigma,
-        (size > settings.rate_n_sigma / 2) | ~np.isfinite(z),
-        settings.rate_sustain_min,
-    )
     for a, b in held:
         k = a + int(np.nanargmax(np.abs(z[a:b])))
         alerts.append(

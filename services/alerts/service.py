@@ -26,37 +26,18 @@ from pydantic import ValidationError
 from schemas.models import Alert, UnifiedMinute
 from schemas.topics import ALERTS, UNIFIED_MINUTE
 from services.alerts.annotations import encode_alert
-from services.alerts.detectors import AlertSettings, detect_forbush, detect_station
+from services.alerts.detectors import (
+    DETECTOR_COLUMNS,
+    AlertSettings,
+    detect_forbush,
+    detect_station,
+)
 from services.common.kafka import make_consumer, make_producer
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import KafkaSettings
 from services.sink.influx import InfluxWriter
 
 log = logging.getLogger(__name__)
-
-#: Unified columns the detectors read.
-DETECTOR_COLUMNS: tuple[str, ...] = (
-    "live_s",
-    "rate_total_hz",
-    "rate_p_corr_hz",
-    "rate_pt_corr_hz",
-    "pressure_ext",
-    "temperature_ext",
-    "era5_surface_pressure_hpa",
-    "hv_neg",
-    "hv_pos",
-    "current_neg",
-    "current_pos",
-    "accepted",
-    "flow_1",
-    "flow_2",
-    "flow_3",
-    "flow_4",
-    "eff_1",
-    "eff_2",
-    "eff_3",
-    "eff_4",
-)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from services.common.coefficients import next_version, write_record
 from services.common.stations import DEFAULT_NETWORK_FILE, NetworkConfigError, load_network
-from services.fit.model import METHODS, FitResult, Method, Window, fit_all
+from services.fit.model import METHODS, FitResult, Method, Window, alert_windows, fit_all
 from services.fit.records import build_record
 
 
@@ -56,6 +56,11 @@ def _format(result: FitResult) -> str:
     show_default=True,
     help="Root of the unified daily files (mingo process --output, the sink's folder).",
 )
+@click.option(
+    "--exclude-alerts",
+    is_flag=True,
+    help="Also keep out the periods the station's anomaly detectors flag (docs/alerts.md).",
+)
 @click.option("--write", is_flag=True, help="Store the result as a new coefficients record.")
 @click.option(
     "--records",
@@ -81,6 +86,7 @@ def fit(
     start: str,
     end: str,
     exclude: tuple[str, ...],
+    exclude_alerts: bool,
     method: Method,
     source: str,
     input_dir: Path,
@@ -115,6 +121,13 @@ def fit(
         frame = read_influx(SinkSettings().influx_target(), station, t0, t1)
     if frame.empty:
         raise click.ClickException(f"no unified rows of station {station} in [{start}, {end})")
+    if exclude_alerts:
+        from services.alerts.detectors import detect_station
+
+        flagged = detect_station(station, frame)
+        for alert in flagged:
+            click.echo(f"excluded: {alert.kind} {alert.start:%Y-%m-%d %H:%M} {alert.message}")
+        windows += alert_windows(flagged, pd.Timestamp(t1))
     atm = config.atmosphere
     hours, results = fit_all(frame, method, atm.p0_hpa, atm.teff_ref_k, windows)
     for result in results.values():

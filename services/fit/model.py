@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.columns import REGIONS
+from schemas.models import Alert
 
 Method = Literal["pressure", "teff", "duperier"]
 METHODS: tuple[Method, ...] = ("pressure", "teff", "duperier")
@@ -79,6 +80,18 @@ class Window:
         if end <= start:
             raise ValueError(f"exclusion window {text!r}: END must be after START")
         return cls(start, end)
+
+
+def alert_windows(alerts: Sequence[Alert], end: pd.Timestamp) -> list[Window]:
+    """Exclusion windows of alerts (an open alert runs to ``end``): the automatic selection of
+    quiet periods from the detectors of :mod:`services.alerts.detectors`."""
+    out = []
+    for alert in alerts:
+        stop = pd.Timestamp(alert.end) if alert.end is not None else end
+        start = pd.Timestamp(alert.start)
+        if stop > start:
+            out.append(Window(start.tz_convert("UTC"), stop.tz_convert("UTC")))
+    return out
 
 
 def _utc(text: str) -> pd.Timestamp:

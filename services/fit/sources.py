@@ -9,20 +9,26 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from services.alerts.detectors import DETECTOR_COLUMNS
 from services.fit.model import RATE_COLUMNS
 from services.sink.files import read_range
 from services.sink.influx import InfluxTarget
 from services.sink.lineprotocol import UNIFIED_MEASUREMENT
 
-#: Unified columns a fit reads.
-FIT_COLUMNS: tuple[str, ...] = (
-    "live_s",
-    *(f"rate_{c}_hz" for c in RATE_COLUMNS),
-    "pressure_ext",
-    "era5_surface_pressure_hpa",
-    "era5_t_eff_k",
-    "era5_height_100hpa_m",
-    "era5_temp_ground_c",
+#: Unified columns a fit reads (with those of the anomaly detectors, for --exclude-alerts).
+FIT_COLUMNS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        (
+            "live_s",
+            *(f"rate_{c}_hz" for c in RATE_COLUMNS),
+            "pressure_ext",
+            "era5_surface_pressure_hpa",
+            "era5_t_eff_k",
+            "era5_height_100hpa_m",
+            "era5_temp_ground_c",
+            *DETECTOR_COLUMNS,
+        )
+    )
 )
 
 

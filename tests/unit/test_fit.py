@@ -10,10 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from services.alerts.detectors import detect_station
 from services.common.stations import load_network
-from services.fit.model import FitError, FitResult, Window, fit_all, hourly
+from services.fit.model import FitError, FitResult, Window, alert_windows, fit_all, hourly
 from simulator.minutes import region_fractions, simulate_minutes
 from simulator.station import StationSim, build_station_sim
+from tests.alert_minutes import START as ALERT_START
+from tests.alert_minutes import Injected, station_frame
 
 BETA = -0.162
 ALPHA_T = -0.28
@@ -102,3 +105,24 @@ def test_fit_refuses_too_few_hours(sim: StationSim) -> None:
     _, results = fit_all(series.frame, "teff", atm.p0_hpa, atm.teff_ref_k, columns=("total",))
     assert isinstance(results["total"], FitError)
     assert "2 usable hours" in str(results["total"])
+
+
+@pytest.mark.unit
+def test_alert_windows_select_the_quiet_hours(sim: StationSim) -> None:
+    # the anomaly detectors find a 4 % two-day decrease; excluding their windows restores the fit
+    days = 10
+    dip = np.ones(days * 1440)
+    dip[4 * 1440 : 6 * 1440] = 0.96
+    frame = station_frame(sim, days, seed=6, injected=Injected(extra_factor=dip))
+    alerts = detect_station(1, frame)
+    assert {a.kind for a in alerts} == {"rate_excursion"}
+    windows = alert_windows(alerts, ALERT_START + pd.Timedelta(days=days))
+    atm = sim.coefficients
+    _, kept = fit_all(frame, "teff", atm.p0_hpa, atm.teff_ref_k, columns=("total",))
+    _, cut = fit_all(frame, "teff", atm.p0_hpa, atm.teff_ref_k, windows, columns=("total",))
+    kept_total, cut_total = kept["total"], cut["total"]
+    assert isinstance(kept_total, FitResult) and isinstance(cut_total, FitResult)
+    assert kept_total.chi2_ndf > 1 + 5 * np.sqrt(2 / kept_total.ndf)
+    assert cut_total.hours_excluded >= 40
+    assert abs(cut_total.chi2_ndf - 1) < 3 * np.sqrt(2 / cut_total.ndf)
+    assert abs(cut_total.beta - BETA) < 2 * cut_total.beta_err
