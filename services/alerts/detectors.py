@@ -26,10 +26,11 @@ Station level (DOMAIN.md §6 disturbances):
   data up to ``now``); ``logs_stopped``: minutes without any slow-control value for
   ``logs_stopped_after_min`` minutes.
 
-Network level: ``forbush_candidate`` when the corrected rate falls below ``-forbush_n_sigma`` at
-``forbush_min_stations`` or more stations at once for ``forbush_sustain_min`` minutes; onset = the
-start of the window where the deviation first went below -1σ at those stations, depth = the
-deepest mean relative deviation over the event.
+Network level: ``forbush_candidate`` when the corrected rate is down by more than
+``forbush_station_sigma`` at ``forbush_min_stations`` or more stations at once and their combined
+deviation (inverse-variance mean) is beyond ``-forbush_n_sigma`` for ``forbush_sustain_min``
+minutes; onset = the start of the window where the combined deviation went below -1σ and stayed
+there, depth = the deepest combined relative deviation over the event.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class AlertSettings:
     eff_sustain_min: int = 30
     stopped_after_min: int = 15
     logs_stopped_after_min: int = 60
-    forbush_n_sigma: float = 4.0
+    forbush_n_sigma: float = 5.0
+    forbush_station_sigma: float = 2.0
     forbush_sustain_min: int = 30
     forbush_min_stations: int = 2
 
@@ -536,23 +538,30 @@ def detect_forbush(
     dev = np.column_stack(
         [pd.Series(deviations[s].deviation, deviations[s].index).reindex(index) for s in stations]
     )
+    sig = np.column_stack(
+        [pd.Series(deviations[s].sigma, deviations[s].index).reindex(index) for s in stations]
+    )
     zz = np.nan_to_num(z, nan=0.0)
-    low = zz < -settings.forbush_n_sigma
-    together = low.sum(axis=1) >= settings.forbush_min_stations
-    still = (zz < -settings.forbush_n_sigma / 2).sum(axis=1) >= settings.forbush_min_stations
+    # the stations whose rate is down, combined (inverse-variance mean of their deviations)
+    down = zz < -settings.forbush_station_sigma
+    weight = np.where(down & np.isfinite(sig), 1.0 / np.where(down, sig, 1.0) ** 2, 0.0)
+    total_weight = weight.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        combined = (weight * np.nan_to_num(dev)).sum(axis=1) / total_weight
+        z_combined = np.nan_to_num(combined * np.sqrt(total_weight))
+    enough = down.sum(axis=1) >= settings.forbush_min_stations
+    together = enough & (z_combined < -settings.forbush_n_sigma)
+    still = enough & (z_combined < -settings.forbush_n_sigma / 2)
     alerts = []
     window = pd.Timedelta(minutes=settings.rate_window_min)
     for a, b in held_runs(together, still, settings.forbush_sustain_min):
-        involved = [s for j, s in enumerate(stations) if low[a:b, j].any()]
-        cols = [stations.index(s) for s in involved]
-        mean_dev = np.nan_to_num(dev[:, cols]).mean(axis=1)
-        mean_z = zz[:, cols].mean(axis=1)
-        # onset: start of the window where the deviation went below -1σ and stayed there
+        involved = [s for j, s in enumerate(stations) if down[a:b, j].any()]
+        # onset: start of the window where the combined deviation went below -1σ and stayed
         j = a
-        while j > 0 and mean_z[j - 1] < -1.0:
+        while j > 0 and z_combined[j - 1] < -1.0:
             j -= 1
         onset = index[j] - window + MINUTE
-        k = a + int(np.nanargmin(mean_dev[a:b]))
+        k = a + int(np.nanargmin(combined[a:b]))
         alerts.append(
             _alert(
                 None,
@@ -563,12 +572,12 @@ def detect_forbush(
                 b,
                 settings.forbush_sustain_min,
                 {
-                    "depth_pct": -100 * mean_dev[k],
-                    "z_mean": mean_z[k],
+                    "depth_pct": -100 * combined[k],
+                    "z_combined": z_combined[k],
                     "stations": len(involved),
                 },
                 f"Forbush-decrease candidate at stations {involved}: "
-                f"{100 * mean_dev[k]:+.2f} % from {onset:%Y-%m-%d %H:%M} UTC",
+                f"{100 * combined[k]:+.2f} % from {onset:%Y-%m-%d %H:%M} UTC",
                 stations=involved,
                 onset=onset,
             )

@@ -153,7 +153,7 @@ def test_network_forbush_decrease(sims: dict[int, StationSim]) -> None:
     alert = alerts[0]
     assert alert.kind == "forbush_candidate" and alert.station is None
     assert alert.stations == [1, 2]
-    assert timedelta(0) < delay(alert, onset) <= timedelta(hours=9)
+    assert timedelta(0) < delay(alert, onset) <= timedelta(hours=10)
     assert abs(alert.start - onset.to_pydatetime()) <= timedelta(hours=2)
     assert 2.0 <= alert.evidence["depth_pct"] <= 4.5
     # quiet stations: no candidate
