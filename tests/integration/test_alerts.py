@@ -1,4 +1,5 @@
-"""The alerts service on Apache Kafka + InfluxDB: unified minutes in, alerts and annotations out.
+"""The alerts service on Apache Kafka + InfluxDB: unified minutes in, alerts and annotations out;
+and ``mingo fit`` reading its rows from InfluxDB.
 
 Two simulated days of one station (tests/alert_minutes.py) with an HV trip and a 2-hour data gap
 are produced to a private topic as unified minutes; the service runs until idle; the alerts topic
@@ -26,7 +27,11 @@ from services.common.kafka import read_all
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import load_network
+from services.fit.model import FitResult, fit_all
+from services.fit.sources import FIT_COLUMNS, read_files, read_influx
+from services.sink.files import DailyFiles
 from services.sink.influx import InfluxTarget
+from services.sink.lineprotocol import encode_unified
 from services.sink.service import make_writer
 from simulator.station import build_station_sim
 from tests.alert_minutes import START, Injected, station_frame, step
@@ -39,7 +44,7 @@ pytestmark = pytest.mark.integration
 
 
 def rows_of(frame: pd.DataFrame) -> list[Any]:
-    columns = [c for c in (*DETECTOR_COLUMNS, "era5_surface_pressure_hpa") if c in frame]
+    columns = [c for c in (*FIT_COLUMNS, *DETECTOR_COLUMNS) if c in frame]
     rows = []
     for record in frame.to_dict("records"):
         values = {c: float(record[c]) for c in columns if np.isfinite(record[c])}
@@ -115,6 +120,37 @@ def test_service_emits_alerts_and_annotations(
         assert listed.exit_code == 0, listed.output
         assert "hv_out_of_band" in listed.output and "data_stopped" in listed.output
         assert "ongoing" in listed.output
+    finally:
+        writer.close()
+        httpx.post(
+            f"{influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=10, trust_env=False
+        )
+
+
+def test_fit_reads_the_same_rows_from_influxdb_as_from_files(
+    influx_url: str, tmp_path: Any
+) -> None:
+    """``mingo fit --source influx`` reads what the sink wrote: same fit as from the files."""
+    sim = build_station_sim(load_network().station(1), seed=3, acceptance_samples=20_000)
+    frame = station_frame(sim, 3, seed=5)
+    rows = rows_of(frame)
+    db = f"test_fit_{uuid.uuid4().hex[:10]}"
+    writer = make_writer(InfluxTarget(url=influx_url, database=db), create_database=True)
+    try:
+        writer.write([line for line in map(encode_unified, rows) if line is not None])
+        DailyFiles(tmp_path).write(rows)
+        span = (START.to_pydatetime(), (START + pd.Timedelta(days=3)).to_pydatetime())
+        from_influx = read_influx(InfluxTarget(url=influx_url, database=db), 1, *span)
+        from_files = read_files(tmp_path, 1, *span)
+        assert len(from_influx) == len(from_files) == 3 * 1440
+        atm = sim.coefficients
+        fits = [
+            fit_all(f, "teff", atm.p0_hpa, atm.teff_ref_k, columns=("total",))[1]["total"]
+            for f in (from_influx, from_files)
+        ]
+        assert isinstance(fits[0], FitResult) and isinstance(fits[1], FitResult)
+        assert fits[0].beta == pytest.approx(fits[1].beta, rel=1e-9)
+        assert fits[0].hours_used == fits[1].hours_used == 72
     finally:
         writer.close()
         httpx.post(
