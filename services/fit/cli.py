@@ -63,6 +63,17 @@ def _format(result: FitResult) -> str:
 )
 @click.option("--write", is_flag=True, help="Store the result as a new coefficients record.")
 @click.option(
+    "--publish",
+    is_flag=True,
+    help="With --write: also produce the record to mingo.coefficients.v1 (MINGO_KAFKA_*).",
+)
+@click.option(
+    "--topic",
+    default="mingo.coefficients.v1",
+    show_default=True,
+    help="Topic of --publish.",
+)
+@click.option(
     "--records",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("coefficients"),
@@ -91,6 +102,8 @@ def fit(
     source: str,
     input_dir: Path,
     write: bool,
+    publish: bool,
+    topic: str,
     records: Path,
     png: Path | None,
     network_file: Path,
@@ -150,3 +163,13 @@ def fit(
             results,
         )
         click.echo(f"record: {write_record(records, record)}")
+        if publish:
+            from schemas.topics import station_key
+            from services.common.kafka import make_producer
+            from services.common.settings import KafkaSettings
+
+            producer = make_producer(KafkaSettings())
+            producer.produce(topic, key=station_key(station), value=record.to_json_bytes())
+            if producer.flush(30):
+                raise click.ClickException(f"the record was not delivered to {topic}")
+            click.echo(f"published to {topic}")

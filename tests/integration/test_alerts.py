@@ -20,13 +20,16 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
+from schemas.models import Coefficients
 from schemas.topics import station_key
 from services.alerts.cli import alerts as alerts_command
 from services.alerts.service import DETECTOR_COLUMNS, AlertsOptions, latest_alerts, run_alerts
+from services.common.coefficients import latest_record
 from services.common.kafka import read_all
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import load_network
+from services.fit.cli import fit as fit_command
 from services.fit.model import FitResult, fit_all
 from services.fit.sources import FIT_COLUMNS, read_files, read_influx
 from services.sink.files import DailyFiles
@@ -156,3 +159,23 @@ def test_fit_reads_the_same_rows_from_influxdb_as_from_files(
         httpx.post(
             f"{influx_url}/query", data={"q": f'DROP DATABASE "{db}"'}, timeout=10, trust_env=False
         )
+
+
+def test_fit_publishes_its_record(
+    kafka_bootstrap: str, make_topic: TopicFactory, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """``mingo fit --write --publish``: the record file and the same record on the topic."""
+    sim = build_station_sim(load_network().station(1), seed=3, acceptance_samples=20_000)
+    out = tmp_path / "out"
+    DailyFiles(out).write(rows_of(station_frame(sim, 2, seed=5)))
+    topic = make_topic(partitions=4)
+    monkeypatch.setenv("MINGO_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    args = ["--station", "1", "--start", "2024-03-01", "--end", "2024-03-03", "--input", str(out)]
+    args += ["--write", "--publish", "--topic", topic, "--records", str(tmp_path / "rec")]
+    args += ["--png", str(tmp_path / "fit.png")]
+    result = CliRunner().invoke(fit_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [message] = list(read_all(KafkaSettings(bootstrap=kafka_bootstrap), topic))
+    assert message.key() == b"1"
+    published = Coefficients.model_validate_json(message.value() or b"")
+    assert published == latest_record(tmp_path / "rec", 1)
