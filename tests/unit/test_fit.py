@@ -126,3 +126,22 @@ def test_alert_windows_select_the_quiet_hours(sim: StationSim) -> None:
     assert cut_total.hours_excluded >= 40
     assert abs(cut_total.chi2_ndf - 1) < 3 * np.sqrt(2 / cut_total.ndf)
     assert abs(cut_total.beta - BETA) < 2 * cut_total.beta_err
+
+
+@pytest.mark.unit
+def test_duperier_and_pressure_methods(sim: StationSim) -> None:
+    # no Duperier truth in the simulator (it modulates with T_eff): the 100 hPa height must come
+    # out with the known negative sign (a higher production level, more muons decay) and the fit
+    # must describe the data; the pressure-only fit has no temperature term
+    series = simulate_minutes(sim, START_S, 30 * 1440, seed=3)
+    atm = sim.coefficients
+    _, results = fit_all(series.frame, "duperier", atm.p0_hpa, atm.teff_ref_k, columns=("total",))
+    total = results["total"]
+    assert isinstance(total, FitResult)
+    assert set(total.coefficients) == {"alpha_h", "alpha_t"}
+    assert total.coefficients["alpha_h"] < -3 * total.errors["alpha_h"]
+    assert abs(total.chi2_ndf - 1) < 4 * np.sqrt(2 / total.ndf)
+    _, results = fit_all(series.frame, "pressure", atm.p0_hpa, atm.teff_ref_k, columns=("total",))
+    pressure_only = results["total"]
+    assert isinstance(pressure_only, FitResult) and pressure_only.coefficients == {}
+    assert pressure_only.ndf == total.ndf + 2

@@ -55,6 +55,8 @@ def test_corrected_rates_have_no_residual_dependence(tmp_path: Path) -> None:
     result = CliRunner().invoke(process, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(sorted(out.glob("mingo01/*/*/unified_*.parquet")))
+    # corrected columns: counts = corrected rate x live time, i.e. the raw counts scaled by the
+    # correction factor (within a few %), so the Poisson weights stay right to that precision
     hours = hourly(frame, ("total", "p_corr", "pt_corr"))
     atm = station.atmosphere
 
