@@ -131,6 +131,7 @@ class AlertsService:
         self.options = options
         self.state = AlertsState(options)
         self.alerts_emitted = 0
+        self._last_idle_check = float("-inf")
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rewind to ``buffer_h`` before now (by message timestamp) to rebuild the buffers."""
@@ -146,7 +147,10 @@ class AlertsService:
         """One batch; True when messages were processed (or partitions are still awaited)."""
         messages = self.consumer.consume(self.options.batch_max, self.options.poll_timeout_s)
         if not messages:
-            if self.options.wall_clock and self.state.buffers:
+            # with the wall clock, silent stations are checked about once a minute
+            due = time.monotonic() - self._last_idle_check >= 60.0
+            if self.options.wall_clock and self.state.buffers and due:
+                self._last_idle_check = time.monotonic()
                 self._emit(self.state.evaluate(set()))
             return not self.consumer.assignment()
         rows = self._decode(messages)
