@@ -33,16 +33,16 @@ def rows_of(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[Any]:
 def test_fit_command_writes_versioned_records(tmp_path: Path) -> None:
     station = load_network().station(1)
     sim = build_station_sim(station, seed=3, rate_hz=8.0, acceptance_samples=20_000)
-    series = simulate_minutes(sim, int(START.timestamp()), 7 * 1440, seed=9)
+    series = simulate_minutes(sim, int(START.timestamp()), 4 * 1440, seed=9)
     out = tmp_path / "out"
     DailyFiles(out, parquet=True).write(rows_of(series.frame, FIT_COLUMNS))
     records = tmp_path / "records"
-    args = ["--station", "1", "--start", "2024-03-01", "--end", "2024-03-08", "--input", str(out)]
+    args = ["--station", "1", "--start", "2024-03-01", "--end", "2024-03-05", "--input", str(out)]
     args += ["--exclude", "2024-03-04/2024-03-04T12:00", "--write", "--records", str(records)]
     args += ["--png", str(tmp_path / "fit.png")]
     result = CliRunner().invoke(fit, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "total" in result.output and "hours 156 used, 12 excluded" in result.output
+    assert "total" in result.output and "hours 84 used, 12 excluded" in result.output
     assert (tmp_path / "fit.png").stat().st_size > 10_000
     again = CliRunner().invoke(fit, [*args[:-2], "--png", str(tmp_path / "b.png")])
     assert again.exit_code == 0, again.output
