@@ -151,6 +151,39 @@ class PipelineStatus(Contract):
     message: str = Field("", description="Human-readable detail.")
 
 
+Grid4 = tuple[float, float, float, float]
+Sides4 = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+class Calibration(Contract):
+    """Calibration constants of one station, one version (compacted ``mingo.calibration.v1``).
+
+    Every ``MinuteRates.calibration_version`` names one of these (or several joined by ``+`` for a
+    minute shared by two files); with the raw events of the minute's file, the record is enough
+    to recompute the minute exactly. Arrays are indexed [plane 1-4][strip 1-4][side].
+    """
+
+    station: int = station_field
+    version: str = Field(
+        description="<station>-<last pooled event, UTC>Z-<hash of the constants>; deterministic."
+    )
+    pedestal_ns: tuple[Sides4, Sides4, Sides4, Sides4] = Field(
+        description="Charge pedestal per plane, strip and side (front, back). [ns]"
+    )
+    tdif_offset_ns: tuple[Grid4, Grid4, Grid4, Grid4] = Field(
+        description="T_dif = (T_B - T_F)/2 plateau centre per plane and strip. [ns]"
+    )
+    tsum_offset_ns: tuple[Grid4, Grid4, Grid4, Grid4] = Field(
+        description="Relative T_sum offset per plane and strip (they sum to 0). [ns]"
+    )
+    z_mm: Grid4 = Field(description="Plane z positions of the calibrated file (logbook). [mm]")
+    events: int = Field(ge=0, description="Coincidence events in the pool. [events]")
+    first_time_s: int = Field(description="First pooled event. [s since epoch, UTC]")
+    last_time_s: int = Field(description="Last pooled event. [s since epoch, UTC]")
+    pool_files: list[str] = Field(description="Files whose events were pooled, oldest first.")
+    source_file: str = Field(description="The file this calibration was made for.")
+
+
 def _rate_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for topology in TOPOLOGIES:

@@ -63,6 +63,9 @@ class Calibration:
     events: int
     first_time_s: int
     last_time_s: int
+    z_mm: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    pool_files: tuple[str, ...] = ()
+    source_file: str = ""
 
 
 def _version(station: int, last_time_s: int, *arrays: np.ndarray) -> str:
@@ -81,6 +84,7 @@ def make_calibration(
     events: int,
     first_time_s: int,
     last_time_s: int,
+    z_mm: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
 ) -> Calibration:
     """A :class:`Calibration` with its deterministic version string."""
     arrays = (
@@ -95,7 +99,13 @@ def make_calibration(
         events=events,
         first_time_s=first_time_s,
         last_time_s=last_time_s,
+        z_mm=_z4(z_mm),
     )
+
+
+def _z4(z_mm: tuple[float, float, float, float] | np.ndarray) -> tuple[float, float, float, float]:
+    z = [float(v) for v in np.asarray(z_mm, np.float64).reshape(4)]
+    return z[0], z[1], z[2], z[3]
 
 
 def identity_calibration(station: int) -> Calibration:
@@ -225,7 +235,9 @@ def calibrate(
     times = np.asarray(time_s)[usable]
     first = int(times.min()) if times.size else 0
     last = int(times.max()) if times.size else 0
-    return make_calibration(station, pedestal, tdif, tsum, int(channels.shape[0]), first, last)
+    return make_calibration(
+        station, pedestal, tdif, tsum, int(channels.shape[0]), first, last, _z4(z)
+    )
 
 
 class CalibrationPool:
@@ -263,6 +275,11 @@ class CalibrationPool:
     def _drop_oldest(self) -> None:
         self._parts.popleft()
         self._keys.popleft()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Keys (source files) of the pooled parts, oldest first."""
+        return tuple(k for k in self._keys if k is not None)
 
     @property
     def events(self) -> int:
