@@ -53,7 +53,14 @@ log = logging.getLogger(__name__)
 SERVICE = "reconstruct"
 GROUP_ID = "mingo-reconstruct"
 
-__all__ = ["GROUP_ID", "ReconstructOptions", "Reconstructor", "load_logbook", "run_reconstruct"]
+__all__ = [
+    "GROUP_ID",
+    "ReconstructOptions",
+    "Reconstructor",
+    "load_logbook",
+    "open_reconstructor",
+    "run_reconstruct",
+]
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,11 @@ class Reconstructor:
         self.records_out += len(records)
         self.calibrations_out += len(calibrations)
 
+    def close(self) -> None:
+        """Leave the group and flush the producer."""
+        self.consumer.close()
+        self.producer.flush(10)
+
     def _produce(self, topic: str, key: bytes, value: bytes) -> None:
         while True:
             try:
@@ -280,6 +292,17 @@ class Reconstructor:
                 return
             except BufferError:
                 self.producer.poll(0.1)  # local queue full: let deliveries drain
+
+
+def open_reconstructor(
+    network: Network, kafka: KafkaSettings, options: ReconstructOptions
+) -> Reconstructor:
+    """An instance with its clients: the logbook read, transactions initialised, not subscribed."""
+    logbook = load_logbook(kafka)
+    producer = make_producer(kafka, transactional_id=transactional_id(options.instance))
+    producer.init_transactions(60)  # fences a previous incarnation and aborts its transaction
+    consumer = make_consumer(kafka, options.group_id, **{"enable.partition.eof": True})
+    return Reconstructor(kafka, network, logbook, options, consumer, producer)
 
 
 def run_reconstruct(
@@ -290,13 +313,9 @@ def run_reconstruct(
     bounds: RunBounds | None = None,
 ) -> int:
     """Run the service until stopped (or the bounds end it); returns minute records published."""
-    logbook = load_logbook(kafka)
-    producer = make_producer(kafka, transactional_id=transactional_id(options.instance))
-    producer.init_transactions(60)  # fences a previous incarnation and aborts its transaction
-    consumer = make_consumer(kafka, options.group_id, **{"enable.partition.eof": True})
-    service = Reconstructor(kafka, network, logbook, options, consumer, producer)
+    service = open_reconstructor(network, kafka, options)
     heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
-    log.info("reconstruct starting", extra={"logbook_rows": len(logbook)})
+    log.info("reconstruct starting", extra={"logbook_rows": len(service.logbook)})
     service.subscribe()
     try:
         run_loop(
@@ -308,7 +327,6 @@ def run_reconstruct(
             heartbeat_s=options.heartbeat_s,
         )
     finally:
-        consumer.close()
-        producer.flush(10)
+        service.close()
         heartbeat.stopped(f"reconstruct stopped after {service.records_out} minute records")
     return service.records_out
