@@ -20,8 +20,9 @@ class RawEventChunkEnvelope(Contract):
     """Header of a ``mingo.events.raw.v1`` message; the value is an Arrow IPC stream.
 
     The Arrow table has ``time_s`` (int64, UTC epoch seconds), ``line`` (int32, 1-based line in the
-    source file) and the 64 channel columns of ``schemas.dat_format.CHANNEL_COLUMNS`` (float64,
-    raw times and charges [ns], 0 = no hit). A chunk holds whole minutes of one trigger type.
+    source file) and ``channels``, a fixed-size list of the 64 values of
+    ``schemas.dat_format.CHANNEL_COLUMNS`` per event (float64, raw times and charges [ns], 0 = no
+    hit); see ``schemas.events``. A chunk holds whole minutes of one trigger type.
     """
 
     station: int = station_field
@@ -45,7 +46,7 @@ class RawEventChunkEnvelope(Contract):
     content_type: Literal["application/vnd.apache.arrow.stream"] = Field(
         ARROW_STREAM, description="Media type of the message value."
     )
-    compression: Literal["zstd"] = Field("zstd", description="Arrow IPC buffer compression.")
+    compression: Literal["lz4"] = Field("lz4", description="Arrow IPC buffer compression.")
 
 
 class LogReading(Contract):
