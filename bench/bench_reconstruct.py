@@ -10,8 +10,11 @@
 3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
    publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_one`` (kernel +
    per-minute tally) → ``merge_tallies`` → ``minute_records``; time per stage; the Arrow read of
-   one chunk written with zstd (the wire format), lz4 and no compression; and the peak of traced
+   one chunk written with zstd, lz4 (the wire format) and no compression; and the peak of traced
    allocations (tracemalloc) for 1x and 4x the events at one chunk size.
+4. Station stream: the day's files as ingest's chunk messages (both trigger types) through
+   ``StationStream.add``, as the service runs them: file assembly, the per-file calibration from
+   the station's pool, reconstruction, tally and minute records; the calibration's share.
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
     python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
@@ -36,9 +39,12 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.dat_format import TRIGGER_COINCIDENCE
-from schemas.events import channel_matrix, decode_events, encode_events
+from schemas.events import channel_matrix, decode_events, encode_events, envelope_from_headers
 from services.common.stations import ReconstructionConfig, load_network
+from services.ingest.dat_parser import parse_dat
+from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct import _kernels as k
+from services.reconstruct import pipeline
 from services.reconstruct.calibration import Calibration, calibrate
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
@@ -51,6 +57,7 @@ from services.reconstruct.events import (
 from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
 from services.reconstruct.pipeline import FileEvents, reconstruct_one
+from services.reconstruct.stream import StationStream, chunk_from_message
 from simulator.run import SimulationRequest, run_batch
 
 Z_MM = (0.0, 150.0, 300.0, 450.0)
@@ -65,8 +72,11 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def simulated_events(rate_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Times, line numbers and channels of the coincidence events of one simulated station-day."""
+def simulated_events(
+    rate_hz: float, chunk: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Outgoing]]:
+    """Times, line numbers and channels of the coincidence events of one simulated station-day,
+    and the day's raw chunk messages as ingest publishes them."""
     network = load_network()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sim"
@@ -81,15 +91,50 @@ def simulated_events(rate_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
         )
         truth = run_batch(request)
         entry = truth["stations"]["0"]
-        files = [
-            load_dat(out / f["path"])
+        paths = [
+            out / f["path"]
             for _, f in sorted(entry["files"].items())
             if f["path"] and f["readable"] and f["events"]
+        ]
+        files = [load_dat(p) for p in paths]
+        messages = [
+            m
+            for p, f in zip(paths, files, strict=True)
+            for m in event_chunk_messages(0, p.name, f.start_s, parse_dat(p.read_bytes()), chunk)
         ]
     time_s = np.concatenate([f.time_s[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
     line = np.concatenate([f.line[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
     channels = np.concatenate([f.channels[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
-    return time_s, line, channels
+    return time_s, line, channels, messages
+
+
+def station_stream(messages: list[Outgoing], config: ReconstructionConfig) -> tuple[int, float]:
+    """The messages through one StationStream: (minute records, seconds in calibrate)."""
+    spent = [0.0]
+
+    def timed_calibrate(
+        station: int,
+        time_s: np.ndarray,
+        channels: np.ndarray,
+        z_mm: tuple[float, float, float, float] | np.ndarray,
+        config: ReconstructionConfig,
+    ) -> Calibration:
+        t0 = time.perf_counter()
+        result = calibrate(station, time_s, channels, z_mm, config)
+        spent[0] += time.perf_counter() - t0
+        return result
+
+    stream = StationStream(0, lambda _: Z_MM, config)
+    records = 0
+    original = pipeline.calibrate
+    pipeline.calibrate = timed_calibrate  # only to time the calibration's share
+    try:
+        for message in messages:
+            chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
+            records += len(stream.add(chunk).rows)
+    finally:
+        pipeline.calibrate = original
+    return records, spent[0]
 
 
 def tiled(array: np.ndarray, n: int) -> np.ndarray:
@@ -233,7 +278,7 @@ def main() -> None:
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
 
-    time_s, line, channels = simulated_events(args.rate)
+    time_s, line, channels, messages = simulated_events(args.rate, args.chunk)
     config = load_network().station(0).reconstruction
     cal = calibrate(0, time_s, channels, Z_MM, config)
     out(f"simulated coincidence events: {len(time_s)} (one station-day at {args.rate} Hz)\n")
@@ -258,7 +303,7 @@ def main() -> None:
         if elapsed < best:
             best, stages = elapsed, run_stages
     mb = sum(len(p) for p in payloads) / 1e6
-    out(f"chunk path, {n} events in {len(payloads)} chunks of {args.chunk} ({mb:.0f} MB zstd):\n")
+    out(f"chunk path, {n} events in {len(payloads)} chunks of {args.chunk} ({mb:.0f} MB lz4):\n")
     out(f"  Arrow chunk -> minute records  {n / best / 1e6:8.2f} M events/s")
     out(f"  ({len(rows)} minute records)\n")
     for name, seconds in stages.items():
@@ -285,6 +330,17 @@ def main() -> None:
     out(f"  traced peak, {len(quarter)} chunks: {peak_1 / 1e6:.1f} MB; ")
     out(f"{4 * len(quarter)} chunks: {peak_4 / 1e6:.1f} MB ")
     out(f"(one chunk's channel matrix: {chunk_bytes / 1e6:.1f} MB)\n")
+
+    # station stream, as the service runs it (one pass: the calibrations dominate)
+    events = sum(envelope_from_headers(m.headers).event_count for m in messages)
+    t0 = time.perf_counter()
+    records, t_cal = station_stream(messages, config)
+    elapsed = time.perf_counter() - t0
+    out(f"station stream, the day's {len(messages)} chunk messages ({events} events, 24 files):\n")
+    out(f"  chunks -> minute records       {events / elapsed / 1e6:8.3f} M events/s")
+    out(f" ({records} records, {elapsed:.1f} s)\n")
+    out(f"  calibrate (once per file)      {t_cal / elapsed * 100:5.1f} % ({t_cal:.1f} s)\n")
+    out(f"  without calibrate              {events / (elapsed - t_cal) / 1e6:8.3f} M events/s\n")
     out(f"load average after: {os.getloadavg()}\n")
 
 

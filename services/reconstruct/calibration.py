@@ -115,8 +115,12 @@ def identity_calibration(station: int) -> Calibration:
 
 
 def _column_blocks(channels: np.ndarray) -> np.ndarray:
-    """(n, 64) file order → (n, plane 1-4, quantity T_F T_B Q_F Q_B, strip 1-4)."""
-    return channels.reshape(-1, 4, 4, 4)[:, ::-1]
+    """(n, 64) file order → (plane 1-4, quantity T_F T_B Q_F Q_B, strip 1-4, n).
+
+    Transposed once so that each channel's n values are contiguous: the per-channel masks and
+    quantiles below then run on contiguous memory instead of a stride of 64 values.
+    """
+    return np.ascontiguousarray(channels.T).reshape(4, 4, 4, -1)[::-1]
 
 
 def _fill(values: np.ndarray) -> np.ndarray:
@@ -132,7 +136,7 @@ def _pedestals(blocks: np.ndarray, config: ReconstructionConfig) -> np.ndarray:
     for p in range(4):
         for s in range(4):
             for side in range(2):
-                values = blocks[:, p, 2 + side, s]
+                values = blocks[p, 2 + side, s]
                 values = values[(values != 0) & (values >= lo) & (values <= hi)]
                 if values.size >= _MIN_VALUES:
                     pedestal[p, s, side] = np.quantile(values, config.pedestal_quantile)
@@ -144,8 +148,8 @@ def _tdif_offsets(blocks: np.ndarray, config: ReconstructionConfig) -> np.ndarra
     q_lo, q_hi = config.tdif_plateau_quantiles
     for p in range(4):
         for s in range(4):
-            tf, tb = blocks[:, p, 0, s], blocks[:, p, 1, s]
-            qf, qb = blocks[:, p, 2, s], blocks[:, p, 3, s]
+            tf, tb = blocks[p, 0, s], blocks[p, 1, s]
+            qf, qb = blocks[p, 2, s], blocks[p, 3, s]
             hit = (tf != 0) & (tb != 0) & (qf != 0) & (qb != 0)
             if np.count_nonzero(hit) >= _MIN_VALUES:
                 tdif = 0.5 * (tb[hit] - tf[hit])
