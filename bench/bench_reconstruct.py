@@ -30,6 +30,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numba as nb
@@ -261,9 +262,39 @@ def bench_kernel(
     out(f"  bandwidth limit       {limit / 1e6:8.2f} M events/s\n")
 
 
-def read_all_seconds(data: bytes, repeat: int) -> float:
-    """Best time of reading an Arrow IPC stream. [s]"""
-    return _best(lambda: pa.ipc.open_stream(data).read_all(), repeat)
+def _ipc(table: pa.Table, codec: str | None) -> bytes:
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _to_matrix(data: bytes) -> np.ndarray:
+    return channel_matrix(decode_events(data))
+
+
+def wire_formats(payload: bytes, repeat: int) -> None:
+    """One chunk, IPC bytes to the (n, 64) matrix, in the earlier and the current layouts."""
+    out = sys.stdout.write
+    table = decode_events(payload)
+    matrix = channel_matrix(table)
+    n = table.num_rows
+    # the layout before: 64 float64 columns, each a separately compressed buffer
+    columns = pa.table({f"c{i}": matrix[:, i] for i in range(matrix.shape[1])})
+    old = _ipc(columns, "zstd")
+    t_old = _best(
+        lambda: np.column_stack([c.to_numpy() for c in pa.ipc.open_stream(old).read_all()]),
+        repeat,
+    )
+    out(f"  one chunk, IPC -> (n, 64): 64 columns zstd (before) {t_old * 1e9 / n:7.1f} ns/event")
+    out(f" ({len(old) / 1e6:.2f} MB)\n")
+    for codec in ("zstd", "lz4", None):
+        data = _ipc(table, codec)
+        t_new = _best(partial(_to_matrix, data), repeat)
+        label = f"fixed-size list, {codec!s:4s}" + (" (now)" if codec == "lz4" else "      ")
+        out(f"  one chunk, IPC -> (n, 64): {label} {t_new * 1e9 / n:7.1f} ns/event")
+        out(f" ({len(data) / 1e6:.2f} MB)\n")
 
 
 def main() -> None:
@@ -308,17 +339,7 @@ def main() -> None:
     out(f"  ({len(rows)} minute records)\n")
     for name, seconds in stages.items():
         out(f"    {name:20s} {seconds / best * 100:5.1f} %  {seconds * 1e9 / n:7.1f} ns/event\n")
-    sample = payloads[0]
-    table = decode_events(sample)
-    for codec in ("zstd", "lz4", None):
-        sink = pa.BufferOutputStream()
-        options = pa.ipc.IpcWriteOptions(compression=codec)
-        with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-            writer.write_table(table)
-        data = sink.getvalue().to_pybytes()
-        t_read = read_all_seconds(data, args.repeat * 4)
-        out(f"  IPC read_all of one chunk, compression {codec!s:5s}: ")
-        out(f"{t_read * 1e9 / table.num_rows:7.1f} ns/event ({len(data) / 1e6:.2f} MB)\n")
+    wire_formats(payloads[0], args.repeat * 4)
     t_cal = _best(lambda: calibrate(0, time_s, channels, Z_MM, config), 1)
     out(f"  calibrate() on the day's {len(time_s)} events: {t_cal:.2f} s (once per file)\n")
 
