@@ -2,8 +2,11 @@
 
 Simulates ``--stations`` for one day, ingests them into the cluster's raw topic, then runs the
 service (``python -m services.cli reconstruct-service --once``, each in its own process) first
-alone, then as two instances of a fresh group, and reports events per second of wall time from
-start until every instance has exited (all partitions read to the end). The raw, rates and
+alone, then as two instances of a fresh group. It reports events per second over the time from
+the start of the processes to the producer timestamp of the last minute record. The time until
+every instance has exited is also given: with ``--once`` the first idle instance leaves the group,
+and the other rebuilds the state of the partitions it takes over by replaying them, which costs
+as much as the work itself. The raw, rates and
 calibration topics of the cluster are DELETED and recreated: use a private development cluster
 (``mingo infra up`` with private ports), never a shared one.
 
@@ -67,8 +70,11 @@ def ingest_day(kafka: KafkaSettings, admin: AdminClient, stations: list[int], ra
     )
 
 
-def run_instances(kafka: KafkaSettings, admin: AdminClient, count: int, cal_dir: Path) -> float:
-    """Wall time of ``count`` instances of a fresh group, from start until all exited. [s]"""
+def run_instances(
+    kafka: KafkaSettings, admin: AdminClient, count: int, cal_dir: Path
+) -> tuple[float, float, int]:
+    """``count`` instances of a fresh group: seconds from start to the last record's timestamp,
+    seconds until all exited, records."""
     delete_topics(admin, [RATES_MINUTE.name, CALIBRATION.name])
     create_topics(admin, [RATES_MINUTE, CALIBRATION])
     group = f"bench-{count}-{uuid.uuid4().hex[:6]}"
@@ -79,7 +85,7 @@ def run_instances(kafka: KafkaSettings, admin: AdminClient, count: int, cal_dir:
         "MINGO_LOG_LEVEL": "WARNING",
     }
     command = [sys.executable, "-m", "services.cli", "reconstruct-service", "--once"]
-    started = time.perf_counter()
+    started = time.time()
     processes = [
         subprocess.Popen(command, env=env | {"MINGO_INSTANCE": f"{group}-{i}"})
         for i in range(count)
@@ -87,7 +93,9 @@ def run_instances(kafka: KafkaSettings, admin: AdminClient, count: int, cal_dir:
     for process in processes:
         if process.wait() != 0:
             raise RuntimeError(f"an instance exited with {process.returncode}")
-    return time.perf_counter() - started
+    exited = time.time() - started
+    stamps = [m.timestamp()[1] for m in read_all(kafka, RATES_MINUTE.name)]
+    return max(stamps) / 1000 - started, exited, len(stamps)
 
 
 def main() -> None:
@@ -106,11 +114,9 @@ def main() -> None:
     out(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()}\n")
     with tempfile.TemporaryDirectory() as cal_dir:
         for count in (1, 2):
-            seconds = run_instances(kafka, admin, count, Path(cal_dir))
-            records = sum(1 for _ in read_all(kafka, RATES_MINUTE.name))
-            out(
-                f"  {count} instance(s): {seconds:6.1f} s, {events / seconds / 1e3:7.1f} k events/s"
-            )
+            seconds, exited, records = run_instances(kafka, admin, count, Path(cal_dir))
+            out(f"  {count} instance(s): last record after {seconds:6.1f} s, ")
+            out(f"{events / seconds / 1e3:7.1f} k events/s; all exited after {exited:6.1f} s")
             out(f" ({records} minute records)\n")
     out(f"load average after: {os.getloadavg()}\n")
 
