@@ -11,7 +11,9 @@ from typing import Literal
 
 from schemas.base import Contract
 from schemas.models import (
+    Alert,
     Calibration,
+    Coefficients,
     Era5Hour,
     IngestProgress,
     LogReading,
@@ -147,6 +149,23 @@ STATUS = TopicSpec(
     retention_ms=7 * DAY_MS,
 )
 
+COEFFICIENTS = TopicSpec(
+    "mingo.coefficients.v1",
+    key="station id",
+    value_format="json",
+    model=Coefficients,
+    description="Versioned fitted atmospheric coefficients per station (mingo fit --write).",
+    retention_ms=-1,
+)
+ALERTS = TopicSpec(
+    "mingo.alerts.v1",
+    key="station id, or 'network'",
+    value_format="json",
+    model=Alert,
+    description="Anomalies per station and network (re-emitted while they evolve, same id).",
+    retention_ms=365 * DAY_MS,
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     EVENTS_RAW,
     LOGS_RAW,
@@ -158,6 +177,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     ERA5_HOURLY,
     UNIFIED_MINUTE,
     STATUS,
+    COEFFICIENTS,
+    ALERTS,
 )
 TOPICS_BY_NAME = {spec.name: spec for spec in TOPICS}
 

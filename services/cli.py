@@ -7,13 +7,15 @@ from pathlib import Path
 import click
 
 from infra.cli import infra
+from services.alerts.cli import alerts, alerts_service
 from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
+from services.fit.cli import fit
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct, reconstruct_service
 from services.sink.cli import api, sink
-from services.unify.cli import process
+from services.unify.cli import process, unify_service
 from simulator.cli import simulate
 
 
@@ -35,6 +37,10 @@ main.add_command(reconstruct_service)
 main.add_command(sink)
 main.add_command(api)
 main.add_command(process)
+main.add_command(unify_service)
+main.add_command(fit)
+main.add_command(alerts)
+main.add_command(alerts_service)
 
 
 @main.group()

@@ -30,6 +30,7 @@ from schemas.dat_format import parse_dat_filename
 from schemas.models import Era5Hour, LogReading, RejectRecord
 from schemas.station_logs import log_type_of_file
 from services.common import rejects as rj
+from services.common.coefficients import apply_record, latest_record
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.rejects import LineReject, make_reject, reject_records
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
@@ -53,7 +54,14 @@ from services.unify.revisions import assign_revisions, rows_from_files
 
 log = logging.getLogger(__name__)
 
-__all__ = ["process", "process_station", "station_hours", "station_rates", "station_readings"]
+__all__ = [
+    "process",
+    "process_station",
+    "station_hours",
+    "station_rates",
+    "station_readings",
+    "unify_service",
+]
 
 REJECTS_FILE = "rejects.csv"
 _DAT = ".dat"
@@ -260,6 +268,12 @@ def process_station(
     default=DEFAULT_NETWORK_FILE,
     show_default=True,
 )
+@click.option(
+    "--coefficients",
+    "coefficients_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of `mingo fit --write` records: each station's newest one replaces its config.",
+)
 def process(
     input_dir: Path,
     out: Path,
@@ -267,6 +281,7 @@ def process(
     stations: str,
     log_max_gap_min: float,
     network_file: Path,
+    coefficients_dir: Path | None = None,
 ) -> None:
     """Turn a folder of station files into the unified table (CSV + Parquet per day, rejects)."""
     network = load_network(network_file)
@@ -280,6 +295,10 @@ def process(
     all_rejects: list[RejectRecord] = []
     with tqdm(total=total, desc="dat files", unit="file") as bar:
         for station in chosen:
+            record = latest_record(coefficients_dir, station.id) if coefficients_dir else None
+            if record is not None:
+                station = apply_record(station, record)
+                click.echo(f"station {station.id}: coefficients record v{record.version}", err=True)
             written, found = process_station(
                 station, input_dir, era5_dir, out, settings, lambda: bar.update()
             )
@@ -290,3 +309,30 @@ def process(
     columns = [n for n in RejectRecord.model_fields if n != "schema_version"]
     frame = pd.DataFrame([r.model_dump() for r in all_rejects], columns=columns)
     frame.to_csv(out / REJECTS_FILE, index=False)
+
+
+@click.command("unify-service")
+@click.option(
+    "--network",
+    "network_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Network file (default: MINGO_NETWORK_FILE).",
+)
+@click.option("--once", is_flag=True, help="Unify what is on the input topics now, then stop.")
+@click.option("--max-seconds", type=float, default=None, help="Stop after this long. [s]")
+def unify_service(network_file: Path | None, once: bool, max_seconds: float | None) -> None:
+    """Run the unify service: rates, logs and ERA5 -> unified minutes, exactly once (MINGO_*)."""
+    from services.common.logging import configure_logging
+    from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
+    from services.unify.service import run_unify
+    from services.unify.settings import UnifySettings
+
+    settings = UnifySettings()
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    network = load_network(network_file or settings.network_file)
+    bounds = RunBounds(max_seconds=max_seconds, stop_when_idle=once)
+    published = run_unify(network, settings.kafka, settings.options(), stop, bounds)
+    click.echo(f"{published} unified rows published", err=True)
