@@ -20,8 +20,9 @@ class RawEventChunkEnvelope(Contract):
     """Header of a ``mingo.events.raw.v1`` message; the value is an Arrow IPC stream.
 
     The Arrow table has ``time_s`` (int64, UTC epoch seconds), ``line`` (int32, 1-based line in the
-    source file) and the 64 channel columns of ``schemas.dat_format.CHANNEL_COLUMNS`` (float64,
-    raw times and charges [ns], 0 = no hit). A chunk holds whole minutes of one trigger type.
+    source file) and ``channels``, a fixed-size list of the 64 values of
+    ``schemas.dat_format.CHANNEL_COLUMNS`` per event (float64, raw times and charges [ns], 0 = no
+    hit); see ``schemas.events``. A chunk holds whole minutes of one trigger type.
     """
 
     station: int = station_field
@@ -45,7 +46,7 @@ class RawEventChunkEnvelope(Contract):
     content_type: Literal["application/vnd.apache.arrow.stream"] = Field(
         ARROW_STREAM, description="Media type of the message value."
     )
-    compression: Literal["zstd"] = Field("zstd", description="Arrow IPC buffer compression.")
+    compression: Literal["lz4"] = Field("lz4", description="Arrow IPC buffer compression.")
 
 
 class LogReading(Contract):
@@ -149,6 +150,39 @@ class PipelineStatus(Contract):
     lines_rejected: int | None = Field(None, ge=0, description="Rejected lines. [lines]")
     valid_pct: float | None = Field(None, description="Valid lines / data lines. [%]")
     message: str = Field("", description="Human-readable detail.")
+
+
+Grid4 = tuple[float, float, float, float]
+Sides4 = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+class Calibration(Contract):
+    """Calibration constants of one station, one version (compacted ``mingo.calibration.v1``).
+
+    Every ``MinuteRates.calibration_version`` names one of these (or several joined by ``+`` for a
+    minute shared by two files); with the raw events of the minute's file, the record is enough
+    to recompute the minute exactly. Arrays are indexed [plane 1-4][strip 1-4][side].
+    """
+
+    station: int = station_field
+    version: str = Field(
+        description="<station>-<last pooled event, UTC>Z-<hash of the constants>; deterministic."
+    )
+    pedestal_ns: tuple[Sides4, Sides4, Sides4, Sides4] = Field(
+        description="Charge pedestal per plane, strip and side (front, back). [ns]"
+    )
+    tdif_offset_ns: tuple[Grid4, Grid4, Grid4, Grid4] = Field(
+        description="T_dif = (T_B - T_F)/2 plateau centre per plane and strip. [ns]"
+    )
+    tsum_offset_ns: tuple[Grid4, Grid4, Grid4, Grid4] = Field(
+        description="Relative T_sum offset per plane and strip (they sum to 0). [ns]"
+    )
+    z_mm: Grid4 = Field(description="Plane z positions of the calibrated file (logbook). [mm]")
+    events: int = Field(ge=0, description="Coincidence events in the pool. [events]")
+    first_time_s: int = Field(description="First pooled event. [s since epoch, UTC]")
+    last_time_s: int = Field(description="Last pooled event. [s since epoch, UTC]")
+    pool_files: list[str] = Field(description="Files whose events were pooled, oldest first.")
+    source_file: str = Field(description="The file this calibration was made for.")
 
 
 def _rate_fields() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Literal
 from schemas.base import Contract
 from schemas.models import (
     Alert,
+    Calibration,
     Coefficients,
     Era5Hour,
     IngestProgress,
@@ -106,6 +107,19 @@ RATES_MINUTE = TopicSpec(
     description="Calibrated per-minute rates, efficiencies and charge per station.",
     retention_ms=-1,
 )
+CALIBRATION = TopicSpec(
+    "mingo.calibration.v1",
+    key="calibration version",
+    value_format="json",
+    model=Calibration,
+    description=(
+        "Each station calibration as a versioned record (written in the transaction of the "
+        "first rates that use it); rates records name their calibration_version."
+    ),
+    partitions=1,
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
 ERA5_HOURLY = TopicSpec(
     "mingo.era5.hourly.v1",
     key="station id",
@@ -159,6 +173,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     INGEST_PROGRESS,
     LOGBOOK,
     RATES_MINUTE,
+    CALIBRATION,
     ERA5_HOURLY,
     UNIFIED_MINUTE,
     STATUS,
