@@ -8,7 +8,7 @@ import click
 
 from infra.cli import infra
 from services.common.inspect import TopicSummary
-from services.common.logging import configure_logging
+from services.common.logging import configure_logging, redact_secrets
 from services.common.settings import KafkaSettings
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct, reconstruct_service
@@ -114,6 +114,7 @@ def ingest(network_file: Path | None, once: bool) -> None:
     from services.ingest.settings import IngestSettings
 
     settings = IngestSettings()
+    redact_secrets(settings.secret_values())
     stop = StopFlag()
     install_signal_handlers(stop)
     network = load_network(network_file or settings.network_file)
