@@ -170,6 +170,15 @@ def test_logbook_never_raises_on_any_text(text: str) -> None:
     assert all(e.source == "logbook.csv" and e.line >= 2 for e in entries)
 
 
+def test_logbook_cell_beyond_the_csv_field_limit_is_a_reject() -> None:
+    good = "1,1,2024-01-01,,0,150,300,450,12,,,"
+    text = f"{','.join(LOGBOOK_COLUMNS)}\n{good}\n1,2,{'9' * 200_000}\n{good}\n"
+    entries, rejects = parse_logbook(text, source="logbook.csv")
+    assert [e.line for e in entries] == [2, 4]
+    assert [(r.line, r.reason) for r in rejects] == [(3, rj.BAD_LOGBOOK_ROW)]
+    assert "field larger than field limit" in rejects[0].detail
+
+
 # --- archives and network files ----------------------------------------------------------------
 
 
