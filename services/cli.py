@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from infra.cli import infra
 from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging, redact_secrets
-from services.common.settings import KafkaSettings
+from services.common.settings import KafkaSettings, ServiceSettings
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct, reconstruct_service
 from services.sink.cli import api, sink
@@ -25,6 +27,10 @@ from simulator.cli import simulate
 def main(log_level: str, log_format: str) -> None:
     """mingo-dataflow: the streaming dataflow of the miniTRASGO cosmic-ray network."""
     configure_logging(log_level.upper(), log_format)
+    # Every command may talk to Kafka: its password is redacted from the start. Commands with
+    # more secrets add theirs; invalid settings are reported by the command that reads them.
+    with contextlib.suppress(ValidationError):
+        redact_secrets(ServiceSettings().secret_values())
 
 
 main.add_command(infra)
