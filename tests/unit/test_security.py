@@ -180,3 +180,23 @@ def test_api_and_settings_default_to_loopback(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("MINGO_INFLUX_URL", raising=False)
     assert ApiSettings(_env_file=None).api_host == "127.0.0.1"  # type: ignore[call-arg]
     assert SinkSettings(_env_file=None).influx_url.startswith("http://127.0.0.1:")  # type: ignore[call-arg]
+
+
+def test_lock_file_pins_every_declared_dependency() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (root / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = version
+    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    for text in declared:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-").replace(".", "-")
+        assert name in pins, f"{name} is not in requirements.lock: python -m infra.lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name])
