@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         subprocess.run(
             [*mingo, "simulate", "--stations", args.station, "--start", args.start,
              "--days", str(args.days), "--rate-hz", str(args.rate_hz), "--seed", "3",
-             "--damage", "0.001", "--out", str(data)],
+             "--damage", str(args.damage), "--out", str(data)],
             check=True, cwd=ROOT, capture_output=True,
         )  # fmt: skip
         truth = json.loads((data / "truth.json").read_text())
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
             "events_per_s": round(events / wall),
             "max_rss_mb": round(usage.ru_maxrss / 1024),
-            "station_year_h": round(wall * 365 / args.days / 3600, 2),
+            "station_year_h": round(wall * 365 / args.days / 3600, 2),  # one process, same rate
             "load_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         }
     finally:
@@ -96,6 +96,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=7, help="Station-days to process.")
     parser.add_argument("--start", default="2024-03-01", help="First day (UTC).")
     parser.add_argument("--rate-hz", type=float, default=8.0, help="Simulated accepted rate.")
+    parser.add_argument(
+        "--damage",
+        type=float,
+        default=0.0,
+        help="Damaged-line fraction; > 0 also corrupts a whole archive (a day less to process).",
+    )
     parser.add_argument("--tmp", default=None, help="Where to write the data (default: /tmp).")
     parser.add_argument("--keep", action="store_true", help="Keep the simulated data.")
     parser.add_argument("--json", action="store_true", help="Print one JSON line.")
