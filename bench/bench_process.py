@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         )
         return {
             "benchmark": "mingo process",
-            "command": " ".join(sys.argv),
+            "command": "python " + " ".join(sys.argv),
             "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             "machine": machine(),
             "station_days": args.days,
