@@ -94,12 +94,17 @@ def test_corpus_is_what_the_script_writes() -> None:
     on_disk = {
         p.relative_to(FILES).as_posix(): p.read_bytes() for p in FILES.rglob("*") if p.is_file()
     }
-    assert on_disk == files, (
-        "tests/data/bad/files differs: run python -m tests.data.bad.make_corpus"
-    )
+    assert set(on_disk) == set(files), "run python -m tests.data.bad.make_corpus"
+    # gzip and NetCDF bytes may differ between zlib/netCDF-C versions; their content is what the
+    # other tests check. Everything else must be byte for byte what the script writes.
+    for path, data in files.items():
+        if not path.endswith((".gz", ".nc", ".zip")):
+            assert on_disk[path] == data, (
+                f"{path} differs: run python -m tests.data.bad.make_corpus"
+            )
     assert read_manifest(MANIFEST) == expected
     assert len(files) >= 30
-    # every reason code of the ingest side appears at least once
+    # every reason code appears at least once
     assert set(rj.REASONS) <= {e.reason for e in expected}
 
 
