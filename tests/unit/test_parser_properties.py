@@ -300,7 +300,9 @@ def _split(text: str, sep: str, *, quotes: bool = False) -> list[str]:
 
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, object], int]:
     """A line of line protocol, read as the InfluxDB specification says."""
-    head, fields_text, timestamp = _split(line, " ", quotes=True)
+    # quotes delimit string field values only: in the measurement and tags they are literal
+    head = _split(line, " ")[0]
+    fields_text, timestamp = _split(line[len(head) + 1 :], " ", quotes=True)
     measurement, *tag_texts = _split(head, ",")
     tags = dict(tuple(_unescape(p, _KEY_ESCAPES) for p in _split(t, "=")) for t in tag_texts)
     fields: dict[str, object] = {}
