@@ -3,6 +3,8 @@
 #
 #   bash infra/run.sh demo [ARGS]         Python only (no apt, no Java): exec `mingo demo ARGS`
 #   bash infra/run.sh test [PYTEST ARGS]  system packages, local servers, ruff, mypy, all tests
+#   bash infra/run.sh audit               pip-audit of requirements.lock (needs pypi.org's JSON
+#                                         API or osv.dev; fails when a pin cannot be checked)
 #
 # Both create or reuse the virtualenv .venv in the repository root and `pip install -e '.[dev]'`
 # into it, skipping pip while pyproject.toml is unchanged since the last successful install.
@@ -16,7 +18,7 @@ cd "$repo"
 say() { printf '\n==> %s\n' "$*" >&2; }
 
 usage() {
-    echo "usage: bash infra/run.sh demo [ARGS...] | test [PYTEST ARGS...]" >&2
+    echo "usage: bash infra/run.sh demo [ARGS...] | test [PYTEST ARGS...] | audit [ARGS...]" >&2
     exit 2
 }
 
@@ -92,11 +94,19 @@ run_test() {
     exit "$status"
 }
 
+run_audit() {
+    ensure_venv
+    say "pip-audit of requirements.lock (regenerate it with: python -m infra.lock > requirements.lock)"
+    # --strict: a pin that cannot be looked up is a failure, never a silent pass.
+    exec pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.lock "$@"
+}
+
 [ $# -ge 1 ] || usage
 mode=$1
 shift
 case "$mode" in
 demo) run_demo "$@" ;;
 test) run_test "$@" ;;
+audit) run_audit "$@" ;;
 *) usage ;;
 esac

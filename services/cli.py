@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from infra.cli import infra
 from services.alerts.cli import alerts, alerts_service
 from services.common.inspect import TopicSummary
-from services.common.logging import configure_logging
-from services.common.settings import KafkaSettings
+from services.common.logging import configure_logging, redact_secrets
+from services.common.settings import KafkaSettings, ServiceSettings
 from services.fit.cli import fit
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct, reconstruct_service
@@ -27,6 +29,10 @@ from simulator.cli import simulate
 def main(log_level: str, log_format: str) -> None:
     """mingo-dataflow: the streaming dataflow of the miniTRASGO cosmic-ray network."""
     configure_logging(log_level.upper(), log_format)
+    # Every command may talk to Kafka: its password is redacted from the start. Commands with
+    # more secrets add theirs; invalid settings are reported by the command that reads them.
+    with contextlib.suppress(ValidationError):
+        redact_secrets(ServiceSettings().secret_values())
 
 
 main.add_command(infra)
@@ -120,6 +126,7 @@ def ingest(network_file: Path | None, once: bool) -> None:
     from services.ingest.settings import IngestSettings
 
     settings = IngestSettings()
+    redact_secrets(settings.secret_values())
     stop = StopFlag()
     install_signal_handlers(stop)
     network = load_network(network_file or settings.network_file)

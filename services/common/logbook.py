@@ -199,12 +199,22 @@ def parse_logbook(text: str, *, source: str) -> tuple[list[LogbookEntry], list[L
     """
     entries: list[LogbookEntry] = []
     rejects: list[LineReject] = []
+    # A CR that does not end a CRLF is a line break too (old editors); csv would raise on it.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")  # the line unit of csv.reader over StringIO
     reader = csv.reader(io.StringIO(text))
     header: dict[str, int] | None = None
     width = 0
     previous_end = 0
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a cell beyond csv's field size limit (128 KiB)
+            first, previous_end = previous_end + 1, reader.line_num
+            rejects.append(make_reject(first, BAD_LOGBOOK_ROW, f"unreadable CSV: {exc}"))
+            continue
         first, previous_end = previous_end + 1, reader.line_num
         raw = "\n".join(line.rstrip("\r") for line in lines[first - 1 : reader.line_num])
         cells = [cell.strip() for cell in row]

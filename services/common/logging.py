@@ -50,16 +50,61 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Wraps a formatter and replaces secret values in its output.
+
+    The filter above only sees the message; a secret can also arrive in an extra field
+    (``extra={"error": str(exc)}``) or a traceback, so the finished line is redacted as well, in
+    plain and in JSON-escaped form.
+    """
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Redact these values too."""
+        for secret in secrets:
+            if secret:
+                self.secrets += [secret, json.dumps(secret)[1:-1]]
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.inner.format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
     """Install the root handler on stderr (idempotent)."""
+    secrets = list(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    inner = (
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    handler.setFormatter(RedactingFormatter(inner, secrets))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # paramiko logs every channel event at INFO; keep it to warnings.
     logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+def redact_secrets(secrets: Iterable[str]) -> None:
+    """Add secret values to the installed handlers (a command learns them after logging is set)."""
+    secrets = [s for s in secrets if s]
+    handlers = [
+        h for h in logging.getLogger().handlers if isinstance(h.formatter, RedactingFormatter)
+    ]
+    if not handlers:
+        configure_logging(secrets=secrets)
+        return
+    for handler in handlers:
+        assert isinstance(handler.formatter, RedactingFormatter)
+        handler.formatter.add(secrets)
+        handler.addFilter(RedactSecrets(secrets))

@@ -46,6 +46,13 @@ CORRUPT_ARCHIVE: Final = "CORRUPT_ARCHIVE"
 BAD_FILE_NAME: Final = "BAD_FILE_NAME"
 #: The file name names another station than the one it was found on.
 WRONG_STATION: Final = "WRONG_STATION"
+#: The acquisition start in the file name lies ahead of the clock of ingest (a station PC whose
+#: clock is wrong): its minutes would land in the future, so the file is held back whole.
+FUTURE_FILE: Final = "FUTURE_FILE"
+#: Another file of the station already holds the acquisition that starts at the same second (a
+#: copy under another name, e.g. a legacy ``minI`` and a ``mi01`` name): reading it would count
+#: every event twice.
+DUPLICATE_FILE: Final = "DUPLICATE_FILE"
 
 #: An ERA5 file (GRIB, NetCDF, ZIP) cannot be decoded or lacks what is needed.
 BAD_ERA5_FILE: Final = "BAD_ERA5_FILE"
@@ -65,6 +72,9 @@ REASONS: Final = (
     CORRUPT_ARCHIVE,
     BAD_FILE_NAME,
     WRONG_STATION,
+    FUTURE_FILE,
+    DUPLICATE_FILE,
+    BAD_ERA5_FILE,
 )
 
 

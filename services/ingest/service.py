@@ -10,6 +10,7 @@ open transaction when the restarted producer with the same transactional id init
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 import threading
@@ -20,6 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from schemas.dat_format import parse_dat_filename
 from schemas.models import IngestProgress, LogbookPeriod, PipelineStatus, StationLogbook
@@ -36,6 +38,7 @@ from services.common.status import Heartbeat, produce_status, status_key, status
 from services.ingest.archives import ArchiveError, read_dat_archive
 from services.ingest.dat_parser import parse_dat
 from services.ingest.log_parser import parse_log
+from services.ingest.names import check_dat_name
 from services.ingest.publish import (
     Outgoing,
     event_chunk_messages,
@@ -61,6 +64,7 @@ class IngestOptions:
     settle_s: float = 60.0  #: a .dat file is taken once unchanged for this long [s]
     max_chunk_events: int = 2048
     ssh_config: Path | None = None
+    ssh_key_passphrase: SecretStr | None = None  #: unlocks an encrypted key; never logged
     backoff_initial_s: float = 5.0
     backoff_max_s: float = 600.0
     heartbeat_s: float = 30.0
@@ -70,8 +74,11 @@ class ProgressBook:
     """What has been ingested, by progress key; restored from the compacted progress topic."""
 
     def __init__(self, records: Iterable[IngestProgress] = ()) -> None:
-        self._records = {progress_key(r.station, r.kind, r.file): r for r in records}
+        self._records: dict[str, IngestProgress] = {}
+        self._starts: dict[int, dict[datetime, str]] = {}
         self._lock = threading.Lock()
+        for record in records:
+            self.put(record)
 
     @classmethod
     def restore(cls, kafka: KafkaSettings) -> ProgressBook:
@@ -92,6 +99,16 @@ class ProgressBook:
         """Record progress after its transaction committed."""
         with self._lock:
             self._records[progress_key(progress.station, progress.kind, progress.file)] = progress
+            if progress.kind == "dat" and progress.complete and progress.lines_valid:
+                # Only files whose events were published count for duplicate detection.
+                with contextlib.suppress(ValueError):
+                    _, start = parse_dat_filename(progress.file)
+                    self._starts.setdefault(progress.station, {}).setdefault(start, progress.file)
+
+    def dat_starts(self, station: int) -> dict[datetime, str]:
+        """Acquisition starts of the station's published ``.dat`` files, with their names."""
+        with self._lock:
+            return dict(self._starts.get(station, {}))
 
     def __len__(self) -> int:
         return len(self._records)
@@ -220,26 +237,20 @@ class StationWorker:
     def _dat_unit(self, file: RemoteFile, data: bytes, archive: str | None) -> _Unit:
         station = self.station.id
         unit = _Unit()
-        try:
-            named_station, start = parse_dat_filename(file.name)
-        except ValueError as exc:
-            named_station, start = station, None
-            unit.messages += reject_messages(
-                station,
-                "dat",
-                file.name,
-                [make_reject(None, rj.BAD_FILE_NAME, str(exc))],
-                archive,
-            )
-        if named_station != station:
-            reject = make_reject(
-                None,
-                rj.WRONG_STATION,
-                f"file name says station {named_station}, found on station {station}",
-            )
-            unit.messages += reject_messages(station, "dat", file.name, [reject], archive)
-            unit.progress.append(self._dat_progress(file, archive, 0, 0, 0, 0, None, None))
-            return unit
+        name = check_dat_name(
+            file.name, station, datetime.now(UTC), self.progress.dat_starts(station)
+        )
+        start = name.start
+        if name.reject is not None:
+            unit.messages += reject_messages(station, "dat", file.name, [name.reject], archive)
+            if name.reject.reason != rj.BAD_FILE_NAME:
+                # Wrong station, future or duplicate: nothing of the file is published. (A file
+                # that is only misnamed still gives its events, timed by their own lines.)
+                unit.progress.append(self._dat_progress(file, archive, 0, 0, 0, 0, None, None))
+                unit.messages.append(
+                    self._summary("dat", file.name, 0, 0, 0, None, name.reject.detail)
+                )
+                return unit
         result = parse_dat(data)
         file_start_s = int(start.timestamp()) if start else int(result.time_s.min(initial=0))
         chunks = event_chunk_messages(
@@ -544,7 +555,7 @@ def run_ingest(
         source = (
             source_factory(station)
             if source_factory
-            else open_source(station.source, options.ssh_config)
+            else open_source(station.source, options.ssh_config, options.ssh_key_passphrase)
         )
         producer = make_producer(
             kafka, transactional_id=transactional_id(options.instance, station.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import ServiceSettings
 from services.common.stations import Network, Station
@@ -25,6 +25,9 @@ class IngestSettings(ServiceSettings):
     ssh_config: Path = Field(
         Path("~/.ssh/config").expanduser(), description="ssh client config with station aliases."
     )
+    ssh_key_passphrase: SecretStr | None = Field(
+        None, description="Passphrase of an encrypted SSH private key (never logged)."
+    )
 
     def options(self) -> IngestOptions:
         """The service options these settings describe."""
@@ -34,8 +37,14 @@ class IngestSettings(ServiceSettings):
             settle_s=self.ingest_settle_s,
             max_chunk_events=self.ingest_max_chunk_events,
             ssh_config=self.ssh_config,
+            ssh_key_passphrase=self.ssh_key_passphrase,
             heartbeat_s=self.heartbeat_s,
         )
+
+    def secret_values(self) -> list[str]:
+        """Secret strings that must never reach a log line (Kafka's and the SSH key's)."""
+        extra = [self.ssh_key_passphrase.get_secret_value()] if self.ssh_key_passphrase else []
+        return super().secret_values() + extra
 
     def stations(self, network: Network) -> list[Station]:
         """The stations this instance ingests."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import paramiko
+from pydantic import SecretStr
 
 from services.common.stations import StationSource
 
@@ -127,8 +128,15 @@ def resolve_ssh_target(source: StationSource, ssh_config: Path | None) -> SshTar
 class SftpSource:
     """A station PC reached over SFTP with key authentication and verified host keys."""
 
-    def __init__(self, source: StationSource, ssh_config: Path | None, timeout_s: float = 15.0):
+    def __init__(
+        self,
+        source: StationSource,
+        ssh_config: Path | None,
+        timeout_s: float = 15.0,
+        passphrase: SecretStr | None = None,
+    ):
         self.target = resolve_ssh_target(source, ssh_config)
+        self._passphrase = passphrase
         self.root = source.root
         self.timeout_s = timeout_s
         self.label = f"sftp:{self.target.user or ''}@{self.target.host}:{self.target.port}"
@@ -152,6 +160,7 @@ class SftpSource:
                 port=self.target.port,
                 username=self.target.user,
                 key_filename=self.target.key_file,
+                passphrase=self._passphrase.get_secret_value() if self._passphrase else None,
                 timeout=self.timeout_s,
                 banner_timeout=self.timeout_s,
                 auth_timeout=self.timeout_s,
@@ -216,8 +225,13 @@ class SftpSource:
         self._client = self._sftp = None
 
 
-def open_source(source: StationSource, ssh_config: Path | None) -> Source:
-    """The source object for a station's configuration (connects lazily)."""
+def open_source(
+    source: StationSource, ssh_config: Path | None, passphrase: SecretStr | None = None
+) -> Source:
+    """The source object for a station's configuration (connects lazily).
+
+    ``passphrase`` unlocks an encrypted private key; it is held as a SecretStr and never logged.
+    """
     if source.kind == "local":
         return LocalSource(source.root)
-    return SftpSource(source, ssh_config)
+    return SftpSource(source, ssh_config, passphrase=passphrase)

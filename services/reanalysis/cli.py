@@ -123,6 +123,7 @@ def fetch(station_id: int, start: str, end: str, out: Path, network_file: Path |
     """
     from tqdm import tqdm
 
+    from services.common.logging import redact_secrets
     from services.reanalysis.cds import NO_CREDENTIALS, make_fetcher
     from services.reanalysis.planner import plan_requests
     from services.reanalysis.settings import CdsSettings
@@ -130,7 +131,9 @@ def fetch(station_id: int, start: str, end: str, out: Path, network_file: Path |
     station = _station(network_file, station_id)
     if station.latitude is None or station.longitude is None:
         raise click.ClickException(f"station {station_id} has no coordinates")
-    fetcher = make_fetcher(CdsSettings().credentials())
+    credentials = CdsSettings().credentials()
+    redact_secrets([credentials.key] if credentials else [])
+    fetcher = make_fetcher(credentials)
     if fetcher is None:
         raise click.ClickException(NO_CREDENTIALS)
     present = {p.name for p in out.glob("*")} if out.is_dir() else set()
@@ -163,11 +166,13 @@ def publish(
     """
     from dataclasses import replace
 
+    from services.common.logging import redact_secrets
     from services.common.runtime import RunBounds, StopFlag
     from services.reanalysis.service import run_reanalysis
     from services.reanalysis.settings import ReanalysisSettings
 
     settings = ReanalysisSettings(era5_dir=era5_dir)
+    redact_secrets(settings.secret_values())
     with _clear_errors():
         network = load_network(network_file or settings.network_file)
         stations = (

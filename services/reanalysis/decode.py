@@ -146,6 +146,10 @@ def _expver_text(value: object) -> str:
 def _normalise(ds: xr.Dataset, label: str) -> xr.Dataset:
     if "latitude" not in ds.dims or "longitude" not in ds.dims:
         raise Era5FileError(f"{label}: not a regular latitude/longitude grid")
+    lats = ds["latitude"].values
+    # A NetCDF-3 file cut short still opens, its missing coordinates read as zeros.
+    if not np.all(np.isfinite(lats)) or np.unique(lats).size != lats.size:
+        raise Era5FileError(f"{label}: latitudes repeat or are not finite (corrupt or cut file?)")
     ds = _first_member(ds)
     ds = _valid_time(ds, label)
     ds = _merge_expver(ds)

@@ -68,14 +68,55 @@ def era5_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in ERA5_SUFFIXES)
 
 
+#: The ERA5 variables the derived quantities use, with the range their values must lie in, in
+#: ERA5's units (K, Pa, m² s⁻²). A file in other units (°C, hPa) or of other variables would
+#: otherwise pass unnoticed: wrong values in the first case, silently nothing in the second.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "t2m": (150.0, 350.0),
+    "sp": (30_000.0, 120_000.0),
+    "t": (150.0, 350.0),
+    "z": (-5_000.0, 600_000.0),
+}
+
+
+def _check_values(long: pd.DataFrame, name: str) -> None:
+    """Refuse a file without any needed variable, or with one outside its plausible range."""
+    variables = long["column"].str.split("_", n=1).str[0]
+    if not variables.isin(list(PLAUSIBLE_RANGES)).any():
+        found = ", ".join(sorted(set(variables))) or "none"
+        raise Era5FileError(
+            f"{name}: none of the variables {', '.join(PLAUSIBLE_RANGES)} (found: {found})"
+        )
+    for variable, (low, high) in PLAUSIBLE_RANGES.items():
+        values = long.loc[variables == variable, "value"].dropna()
+        if len(values) and not values.between(low, high).all():
+            raise Era5FileError(
+                f"{name}: {variable} values {values.min():g}..{values.max():g} are outside "
+                f"{low:g}..{high:g} (wrong units?)"
+            )
+
+
 def station_long_table(path: Path, station: Station) -> pd.DataFrame:
-    """Long table of a file's values at a station (``points.point_values`` of each dataset)."""
+    """Long table of a file's values at a station (``points.point_values`` of each dataset).
+
+    Raises
+    ------
+    Era5FileError
+        If the file cannot be decoded, holds none of the needed variables or implausible values.
+    ValueError
+        If the station has no coordinates or lies outside the file's grid.
+    """
     if station.latitude is None or station.longitude is None:
         raise ValueError(f"station {station.id} has no coordinates in the network file")
-    return pd.concat(
-        [point_values(ds, station.latitude, station.longitude) for ds in open_era5(path)],
-        ignore_index=True,
-    )
+    try:
+        tables = [point_values(ds, station.latitude, station.longitude) for ds in open_era5(path)]
+    except ValueError as exc:
+        if isinstance(exc, Era5FileError):
+            raise
+        raise ValueError(f"{path.name}: {exc}") from None  # e.g. station outside the grid
+    long = pd.concat(tables, ignore_index=True)
+    _check_values(long, path.name)
+    return long
 
 
 def derive_files(paths: list[Path], station: Station) -> pd.DataFrame:

@@ -199,11 +199,13 @@ def reconstruct(
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long. [s]")
 def reconstruct_service(network_file: Path | None, once: bool, max_seconds: float | None) -> None:
     """Run the reconstruct service: raw chunks -> minute records, exactly once (MINGO_* vars)."""
+    from services.common.logging import redact_secrets
     from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
     from services.reconstruct.service import run_reconstruct
     from services.reconstruct.settings import ReconstructSettings
 
     settings = ReconstructSettings()
+    redact_secrets(settings.secret_values())
     stop = StopFlag()
     install_signal_handlers(stop)
     network = load_network(network_file or settings.network_file)

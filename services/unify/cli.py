@@ -26,7 +26,6 @@ import click
 import pandas as pd
 from tqdm import tqdm
 
-from schemas.dat_format import parse_dat_filename
 from schemas.models import Era5Hour, LogReading, RejectRecord
 from schemas.station_logs import log_type_of_file
 from services.common import rejects as rj
@@ -37,6 +36,7 @@ from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.archives import ArchiveError, read_dat_archive
 from services.ingest.dat_parser import parse_dat
 from services.ingest.log_parser import parse_log
+from services.ingest.names import check_dat_name
 from services.reanalysis.decode import Era5FileError
 from services.reanalysis.derive import derive_hours
 from services.reanalysis.points import combine
@@ -97,20 +97,20 @@ def _dat_units(station_id: int, dat_dir: Path, rejects: _Rejects) -> list[tuple[
     """Plain files and archives of a station with a valid name, by acquisition start."""
     units = []
     paths = sorted(dat_dir.iterdir()) if dat_dir.is_dir() else []
+    now = datetime.now(UTC)
+    plain_starts: dict[datetime, str] = {}
     for path in paths:
         if not path.is_file() or not path.name.endswith((_DAT, _ARCHIVE)):
             continue
         kind = "archive" if path.name.endswith(_ARCHIVE) else "dat"
-        try:
-            named, start = parse_dat_filename(path.name)
-        except ValueError as exc:
-            rejects.add(kind, path.name, [make_reject(None, rj.BAD_FILE_NAME, str(exc))])
+        # An archive is named after its first member: only plain files can duplicate each other.
+        name = check_dat_name(path.name, station_id, now, plain_starts if kind == "dat" else None)
+        if name.reject is not None or name.start is None:
+            rejects.add(kind, path.name, [name.reject])
             continue
-        if named != station_id:
-            detail = f"file name says station {named}, found on station {station_id}"
-            rejects.add(kind, path.name, [make_reject(None, rj.WRONG_STATION, detail)])
-            continue
-        units.append((start, path))
+        if kind == "dat":
+            plain_starts[name.start] = path.name
+        units.append((name.start, path))
     return sorted(units)
 
 

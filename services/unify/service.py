@@ -32,10 +32,11 @@ from quixstreams.kafka.configuration import ConnectionConfig
 
 from schemas.models import Era5Hour, LogReading, MinuteRates
 from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, STATUS, UNIFIED_MINUTE
+from services.common.coefficients import apply_record, latest_record
 from services.common.kafka import create_topics, make_admin, make_producer
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
-from services.common.stations import AtmosphereCoefficients, Network
+from services.common.stations import Network, Station
 from services.common.status import Heartbeat
 from services.unify.join import JoinSettings
 from services.unify.stream import DAY_S, KeyValueState, StationState, StreamSettings
@@ -68,6 +69,9 @@ class UnifyOptions:
     state_dir: Path | None = None  #: local RocksDB folder; None = <tmp>/mingo-unify/<instance>
     commit_interval_s: float = 2.0  #: how often a checkpoint (transaction) is committed [s]
     idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
+    #: ``mingo fit --write`` records: a station's newest replaces its configured β (and α_T),
+    #: as ``mingo process --coefficients`` does; read once per station per run
+    coefficients_dir: Path | None = None
 
     def join(self) -> JoinSettings:
         """The join settings (the same as ``mingo process`` takes)."""
@@ -107,12 +111,21 @@ class Unifier:
         settings = self._settings.get(station)
         if settings is None:
             try:
-                coefficients = self.network.station(station).atmosphere
+                configured = self.network.station(station)
             except KeyError:
-                coefficients = AtmosphereCoefficients()
+                configured = Station(id=station, name=f"mingo0{station}")
                 log.warning(
                     "station not in the network: default coefficients", extra={"station": station}
                 )
+            folder = self.options.coefficients_dir
+            record = latest_record(folder, station) if folder else None
+            if record is not None:
+                configured = apply_record(configured, record)
+                log.info(
+                    "coefficients record applied",
+                    extra={"station": station, "version": record.version},
+                )
+            coefficients = configured.atmosphere
             settings = StreamSettings(
                 coefficients, self.options.join(), self.options.retention_days * DAY_S
             )

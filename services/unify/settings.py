@@ -31,6 +31,9 @@ class UnifySettings(ServiceSettings):
     unify_commit_interval_s: float = Field(
         2.0, gt=0, description="How often rows, state and offsets are committed. [s]"
     )
+    unify_coefficients_dir: Path | None = Field(
+        None, description="mingo fit --write records; a station's newest replaces β (and α_T)."
+    )
 
     def options(self) -> UnifyOptions:
         """The service options these settings describe."""
@@ -43,4 +46,5 @@ class UnifySettings(ServiceSettings):
             heartbeat_s=self.heartbeat_s,
             state_dir=self.unify_state_dir,
             commit_interval_s=self.unify_commit_interval_s,
+            coefficients_dir=self.unify_coefficients_dir,
         )

@@ -5,16 +5,19 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from schemas.columns import PLANES, REGIONS, TOPOLOGIES
-from schemas.models import Era5Hour, LogReading, MinuteRates
-from services.common.stations import AtmosphereCoefficients
+from schemas.models import Coefficients, ColumnFit, Era5Hour, LogReading, MinuteRates
+from services.common.coefficients import apply_record, write_record
+from services.common.stations import AtmosphereCoefficients, load_network
 from services.unify.flags import Flag
 from services.unify.join import JoinSettings, to_rows, unify_frame
+from services.unify.service import Unifier, UnifyOptions
 from services.unify.stream import DAY_S, StationState, StreamSettings
 
 pytestmark = pytest.mark.unit
@@ -191,3 +194,44 @@ def test_retention_drops_old_days_and_ignores_older_records() -> None:
     # a restarted instance reads the same clock from the store
     again = StationState(store, state.settings)
     assert (again.newest_s, again.kept_from_s) == (state.newest_s, state.kept_from_s)
+
+
+def test_unifier_applies_the_newest_coefficients_record(tmp_path: Path) -> None:
+    network = load_network()
+    fit = ColumnFit(
+        column="total",
+        beta_pct_per_hpa=-0.15,
+        beta_err_pct_per_hpa=0.01,
+        alpha_t_pct_per_k=-0.25,
+        alpha_t_err_pct_per_k=0.02,
+        i0_hz=8.0,
+        i0_err_hz=0.01,
+        chi2=20.0,
+        ndf=20,
+        hours_used=22,
+        hours_excluded=2,
+    )
+    record = Coefficients(
+        station=1,
+        version=1,
+        created=T0,
+        method="teff",
+        start=T0,
+        end=T0 + timedelta(days=7),
+        excluded=[],
+        p0_hpa=945.0,
+        teff_ref_k=221.0,
+        references={"t_eff_k": 221.0},
+        fits=[fit],
+    )
+    write_record(tmp_path, record)
+    with_records = Unifier(network, UnifyOptions(instance="t", coefficients_dir=tmp_path))
+    expected = apply_record(network.station(1), record).atmosphere
+    assert with_records.settings(1).coefficients == expected
+    assert expected.beta_pct_per_hpa == -0.15 and expected.p0_hpa == 945.0
+    # no record for station 2, no folder at all: the configured coefficients
+    assert with_records.settings(2).coefficients == network.station(2).atmosphere
+    plain = Unifier(network, UnifyOptions(instance="t"))
+    assert plain.settings(1).coefficients == network.station(1).atmosphere
+    # a station outside the network: the defaults
+    assert plain.settings(7).coefficients == AtmosphereCoefficients()
