@@ -14,9 +14,12 @@
    allocations (tracemalloc) for 1x and 4x the events at one chunk size.
 4. Station stream: the day's files as ingest's chunk messages (both trigger types) through
    ``StationStream.add``, as the service runs them: file assembly, the per-file calibration from
-   the station's pool, reconstruction, tally and minute records; the calibration's share.
+   the station's pool, reconstruction, tally and minute records; the calibration's share. Run
+   twice: recalibrating every file (the behaviour before ``calibration_refresh_events``), then
+   with the station's ``calibration_refresh_events``.
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
+    python bench/bench_reconstruct.py --stream-only         # only 4., before/after in one run
     python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
 """
 
@@ -109,9 +112,12 @@ def simulated_events(
     return time_s, line, channels, messages
 
 
-def station_stream(messages: list[Outgoing], config: ReconstructionConfig) -> tuple[int, float]:
-    """The messages through one StationStream: (minute records, seconds in calibrate)."""
+def station_stream(
+    messages: list[Outgoing], config: ReconstructionConfig
+) -> tuple[int, float, int]:
+    """The messages through one StationStream: (minute records, seconds in calibrate, calls)."""
     spent = [0.0]
+    calls = [0]
 
     def timed_calibrate(
         station: int,
@@ -123,6 +129,7 @@ def station_stream(messages: list[Outgoing], config: ReconstructionConfig) -> tu
         t0 = time.perf_counter()
         result = calibrate(station, time_s, channels, z_mm, config)
         spent[0] += time.perf_counter() - t0
+        calls[0] += 1
         return result
 
     stream = StationStream(0, lambda _: Z_MM, config)
@@ -135,7 +142,7 @@ def station_stream(messages: list[Outgoing], config: ReconstructionConfig) -> tu
             records += len(stream.add(chunk).rows)
     finally:
         pipeline.calibrate = original
-    return records, spent[0]
+    return records, spent[0], calls[0]
 
 
 def tiled(array: np.ndarray, n: int) -> np.ndarray:
@@ -305,12 +312,46 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=2048, help="events per Arrow chunk")
     parser.add_argument("--rate", type=float, default=8.0, help="simulated rate [Hz]")
     parser.add_argument("--repeat", type=int, default=5, help="best of this many runs")
+    parser.add_argument(
+        "--stream-only", action="store_true", help="only the station stream (skip kernel, path)"
+    )
     args = parser.parse_args()
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
 
     time_s, line, channels, messages = simulated_events(args.rate, args.chunk)
     config = load_network().station(0).reconstruction
+    if not args.stream_only:
+        other_parts(args, time_s, line, channels, config)
+    # station stream, as the service runs it (one pass each: the calibrations dominate); first
+    # recalibrating every file (calibration_refresh_events=1, the behaviour before the refresh
+    # setting), then with the station's setting
+    events = sum(envelope_from_headers(m.headers).event_count for m in messages)
+    every_file = config.model_copy(update={"calibration_refresh_events": 1})
+    out(f"station stream, the day's {len(messages)} chunk messages ({events} events, 24 files):\n")
+    for label, cfg in (("every file", every_file), ("station setting", config)):
+        t0 = time.perf_counter()
+        records, t_cal, calls = station_stream(messages, cfg)
+        elapsed = time.perf_counter() - t0
+        out(f"  refresh {cfg.calibration_refresh_events} events ({label}):\n")
+        out(f"    chunks -> minute records     {events / elapsed / 1e6:8.3f} M events/s")
+        out(f" ({records} records, {elapsed:.1f} s)\n")
+        out(f"    calibrate ({calls} calls)       {t_cal / elapsed * 100:5.1f} % ({t_cal:.1f} s)\n")
+        out(
+            f"    without calibrate            {events / (elapsed - t_cal) / 1e6:8.3f} M events/s\n"
+        )
+    out(f"load average after: {os.getloadavg()}\n")
+
+
+def other_parts(
+    args: argparse.Namespace,
+    time_s: np.ndarray,
+    line: np.ndarray,
+    channels: np.ndarray,
+    config: ReconstructionConfig,
+) -> None:
+    """Kernel, chunk path, wire formats, calibrate on the day, traced memory."""
+    out = sys.stdout.write
     cal = calibrate(0, time_s, channels, Z_MM, config)
     out(f"simulated coincidence events: {len(time_s)} (one station-day at {args.rate} Hz)\n")
 
@@ -351,18 +392,6 @@ def main() -> None:
     out(f"  traced peak, {len(quarter)} chunks: {peak_1 / 1e6:.1f} MB; ")
     out(f"{4 * len(quarter)} chunks: {peak_4 / 1e6:.1f} MB ")
     out(f"(one chunk's channel matrix: {chunk_bytes / 1e6:.1f} MB)\n")
-
-    # station stream, as the service runs it (one pass: the calibrations dominate)
-    events = sum(envelope_from_headers(m.headers).event_count for m in messages)
-    t0 = time.perf_counter()
-    records, t_cal = station_stream(messages, config)
-    elapsed = time.perf_counter() - t0
-    out(f"station stream, the day's {len(messages)} chunk messages ({events} events, 24 files):\n")
-    out(f"  chunks -> minute records       {events / elapsed / 1e6:8.3f} M events/s")
-    out(f" ({records} records, {elapsed:.1f} s)\n")
-    out(f"  calibrate (once per file)      {t_cal / elapsed * 100:5.1f} % ({t_cal:.1f} s)\n")
-    out(f"  without calibrate              {events / (elapsed - t_cal) / 1e6:8.3f} M events/s\n")
-    out(f"load average after: {os.getloadavg()}\n")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,15 @@ class ReconstructionConfig(_Frozen):
     calibration_max_age_s: float = Field(
         86_400.0, gt=0, description="Pooled events older than this are forgotten. [s]"
     )
+    calibration_refresh_events: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "A file reuses the last calibration until the pool has gained this many events since "
+            "it (while that calibration had fewer events than this, every file recalibrates). "
+            "[events]"
+        ),
+    )
     outlier_quantiles: tuple[float, float] = Field(
         (0.005, 0.995), description="Quantiles of a file's per-second counts (outlier band). [1]"
     )

@@ -257,6 +257,34 @@ class CalibrationPool:
         self.config = config
         self._parts: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._keys: deque[str | None] = deque()
+        #: The calibration last computed from this pool, and the events added since.
+        self.current: Calibration | None = None
+        self.added_since_current = 0
+
+    def needs_calibration(self, z_mm: tuple[float, float, float, float]) -> bool:
+        """Whether the next file must recalibrate rather than reuse :attr:`current`.
+
+        It must when there is no calibration yet, when the plane z differ from the current
+        one's (the T_sum fit depends on them), while the current one had fewer than
+        ``calibration_refresh_events`` events (a filling pool, cheap to calibrate), and once
+        the pool has gained ``calibration_refresh_events`` events since. Why: recalibrating every
+        file on the whole pool cost 86-90 % of the service's time (bench/README.md); this makes
+        the calibration cost proportional to the new events. Depends only on the events and
+        files added, so a replay gives the same calibrations.
+        """
+        refresh = self.config.calibration_refresh_events
+        current = self.current
+        return (
+            current is None
+            or current.z_mm != _z4(z_mm)
+            or current.events < refresh
+            or self.added_since_current >= refresh
+        )
+
+    def calibrated(self, calibration: Calibration) -> None:
+        """Record ``calibration`` as computed from the pool as it is now."""
+        self.current = calibration
+        self.added_since_current = 0
 
     def add(self, time_s: np.ndarray, channels: np.ndarray, key: str | None = None) -> None:
         """Add events (times [s, UTC], raw (n, 64) channels) and forget what falls out.
@@ -267,6 +295,7 @@ class CalibrationPool:
         if len(time_s) and (key is None or key not in self._keys):
             self._parts.append((np.asarray(time_s, np.int64), np.asarray(channels, np.float64)))
             self._keys.append(key)
+            self.added_since_current += len(time_s)
         newest = max((int(t.max()) for t, _ in self._parts), default=0)
         limit = newest - self.config.calibration_max_age_s
         while self._parts and int(self._parts[0][0].max()) < limit:

@@ -151,21 +151,27 @@ def calibrate_and_reconstruct(
 ) -> FileResult:
     """Add the file's coincidence events to the station's pool, calibrate from it, reconstruct.
 
-    The pool is keyed by file name, so a file seen again does not enter it twice.
+    The pool is keyed by file name, so a file seen again does not enter it twice. The file
+    reuses the pool's current calibration unless :meth:`CalibrationPool.needs_calibration`
+    (``calibration_refresh_events``); a reused calibration keeps its version and its record
+    (``source_file`` is the file it was computed for).
     """
     physics = file.trigger_type == TRIGGER_COINCIDENCE
     pool.add(file.time_s[physics], file.channels[physics], key=file.name)
     z_mm = z_of_time(file.start_s)
-    time_s, channels = pool.arrays()
-    calibration = replace(
-        calibrate(station, time_s, channels, z_mm, config),
-        pool_files=pool.files,
-        source_file=file.name,
-    )
-    log.info(
-        "file calibrated",
-        extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},
-    )
+    calibration = pool.current
+    if calibration is None or pool.needs_calibration(z_mm):
+        time_s, channels = pool.arrays()
+        calibration = replace(
+            calibrate(station, time_s, channels, z_mm, config),
+            pool_files=pool.files,
+            source_file=file.name,
+        )
+        pool.calibrated(calibration)
+        log.info(
+            "file calibrated",
+            extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},
+        )
     return reconstruct_one(file, calibration, z_mm, config)
 
 

@@ -3,6 +3,7 @@ the minute records of ``mingo reconstruct`` (reconstruct_files + rates_rows), re
 
 from __future__ import annotations
 
+import itertools
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -65,3 +66,41 @@ def test_stream_equals_command_with_replays(tmp_path: Path) -> None:
     assert waiting.rows == []
     assert waiting.calibration is None
     assert stream.pending_files == [paths[2].name]
+
+
+def test_calibration_reused_until_refresh(tmp_path: Path) -> None:
+    """With a small ``calibration_refresh_events``, files reuse the last calibration (same
+    version) until the pool gained that many events; stream and command still agree."""
+    truth = simulate(tmp_path, (0,), 0.5)
+    paths = _files(tmp_path, truth)
+    base = load_network().station(0).reconstruction
+    config = base.model_copy(update={"calibration_refresh_events": 3000})
+    results = list(reconstruct_files(0, (load_dat(p) for p in paths), lambda _: Z_MM, config))
+    expected = rates_rows(0, results)
+
+    versions = [r.calibration.version for r in results]
+    assert len(set(versions)) < len(versions)  # some files reused a calibration
+    assert versions[1] != versions[0]  # the first calibration had fewer events than the refresh
+    added = 0
+    for before, result in itertools.pairwise(results):
+        added += len(result.time_s)
+        if result.calibration.version == before.calibration.version:
+            assert added < 3000  # reused only while the pool gained fewer events
+        else:
+            assert result.calibration.source_file == result.name
+            added = 0
+    # the default recalibrates every file of these small pools: a refresh changes the constants
+    default = list(reconstruct_files(0, (load_dat(p) for p in paths), lambda _: Z_MM, base))
+    assert len({r.calibration.version for r in default}) == len(default)
+
+    stream = StationStream(0, lambda _: Z_MM, config)
+    latest: dict[datetime, dict] = {}
+    for path in [*paths, paths[-1]]:  # the last file published again: no new calibration
+        for message in _messages(path):
+            chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
+            output = stream.add(chunk)
+            for row in output.rows:
+                latest[row["time"]] = row
+    assert output.calibration is not None
+    assert output.calibration.version == versions[-1]
+    assert [latest[t] for t in sorted(latest)] == expected
