@@ -187,9 +187,9 @@ class Pipeline:
 
         Reconstruct reads the logbook topic once, when it starts, for the plane positions.
         """
-        first = [s for s in ("ingest", "reanalysis") if s in services]
-        for service in first:
-            self.start(service)
+        for name in ("ingest", "reanalysis"):
+            if name in services:
+                self.start(name)
         if "ingest" in services:
             self.wait_for_logbooks(logbook_timeout_s)
         for service in services:
