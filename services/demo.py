@@ -226,7 +226,9 @@ def run_demo(
                 f"starting ingest, reanalysis, reconstruct, unify, sink (logs in {config.log_dir})"
             )
             pipeline.start_all()
-            pipeline.wait_drained(ready=simulation.finished, on_tick=report)
+            pipeline.wait_drained(
+                ready=lambda: simulation.finished() and pipeline.ingested_all(), on_tick=report
+            )
             on_progress("every service caught up; stopping them")
     finally:
         simulation.close()

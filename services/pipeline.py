@@ -27,7 +27,16 @@ from typing import IO
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas.topics import ERA5_HOURLY, EVENTS_RAW, LOGBOOK, LOGS_RAW, RATES_MINUTE, UNIFIED_MINUTE
+from schemas.models import IngestProgress
+from schemas.topics import (
+    ERA5_HOURLY,
+    EVENTS_RAW,
+    INGEST_PROGRESS,
+    LOGBOOK,
+    LOGS_RAW,
+    RATES_MINUTE,
+    UNIFIED_MINUTE,
+)
 from services.common.kafka import client_config, read_all, watermarks
 from services.common.settings import KafkaSettings
 from services.common.stations import Network, Station, StationSource
@@ -209,6 +218,29 @@ class Pipeline:
             if time.monotonic() > deadline:
                 raise PipelineError(f"ingest published no logbook for stations {sorted(wanted)}")
             time.sleep(1.0)
+
+    def ingested_all(self) -> bool:
+        """True when every ``.dat`` file and archive in the local station folders is ingested.
+
+        Read from ingest's progress topic (a record with ``complete`` per file and archive).
+        """
+        from services.common.stations import load_network
+
+        done = set()
+        for message in read_all(self.config.kafka, INGEST_PROGRESS.name, max_wait_s=30):
+            progress = IngestProgress.model_validate_json(message.value())
+            if progress.kind == "dat" and progress.complete:
+                done.add((progress.station, progress.file))
+        for station in load_network(self.config.network_file).stations:
+            if station.source is None or station.source.kind != "local":
+                continue
+            folder = Path(station.source.root) / station.source.dat_subdir
+            names = [p.name for p in folder.glob("*.dat")] + [
+                p.name for p in folder.glob("*.dat.tar.gz")
+            ]
+            if any((station.id, name) not in done for name in names):
+                return False
+        return True
 
     def signal(self, service: str, sig: signal.Signals) -> None:
         """Send ``sig`` to the service if it runs (SIGKILL: wait until it is gone)."""
