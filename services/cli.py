@@ -154,9 +154,10 @@ def ingest(network_file: Path | None, once: bool) -> None:
     show_default=True,
     help="Output folder (replaced).",
 )
+@click.option("--keep-broker", is_flag=True, help="Leave tansu running to inspect the topics.")
 def demo(
     stations: str, start: str, days: int, hours: float | None, rate_hz: float, speed: float,
-    seed: int, damage: float, out: Path,
+    seed: int, damage: float, out: Path, keep_broker: bool,
 ) -> None:  # fmt: skip
     """Simulate stations live and run all five services: unified files, InfluxDB, a plot."""
     import shutil
@@ -174,7 +175,10 @@ def demo(
         out=out.resolve(),
     )  # fmt: skip
     result = run_demo(
-        load_network(), request, on_progress=lambda text: click.echo(f"==> {text}", err=True)
+        load_network(),
+        request,
+        on_progress=lambda text: click.echo(f"==> {text}", err=True),
+        keep_broker=keep_broker,
     )
     click.echo(
         f"\nWhat landed in which topic ({result.backend.name} on {result.backend.kafka.bootstrap}):"

@@ -176,11 +176,28 @@ def run_demo(
     request: DemoRequest,
     on_progress: Callable[[str], None] = log.info,
     *,
-    backend: Backend | None = None,
+    keep_broker: bool = False,
     progress_every_s: float = 10.0,
 ) -> DemoResult:
-    """Simulate live, run every service until everything reached the files; plot; summarise."""
-    backend = backend or choose_backend()
+    """Simulate live, run every service until everything reached the files; plot; summarise.
+
+    The embedded broker, when the demo started it, is stopped at the end unless ``keep_broker``.
+    """
+    backend = choose_backend()
+    try:
+        return _run(network, request, backend, on_progress, progress_every_s)
+    finally:
+        if backend.name == "tansu" and not keep_broker:
+            manage.down(["tansu"])
+
+
+def _run(
+    network: Network,
+    request: DemoRequest,
+    backend: Backend,
+    on_progress: Callable[[str], None],
+    progress_every_s: float,
+) -> DemoResult:
     on_progress(
         f"broker: {backend.name} on {backend.kafka.bootstrap}; InfluxDB: "
         f"{backend.influx_url or 'not running (files only)'}"
