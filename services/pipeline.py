@@ -149,10 +149,15 @@ def write_local_network(path: Path, stations: list[Station], roots: Mapping[int,
 
 
 class Pipeline:
-    """The five services as child processes; a context manager that stops them all at exit."""
+    """The five services as child processes; a context manager that stops them all at exit.
 
-    def __init__(self, config: PipelineConfig) -> None:
+    With ``supervise``, a service that exits on its own is started again (as a container
+    runtime's restart policy would); without, that is an error.
+    """
+
+    def __init__(self, config: PipelineConfig, *, supervise: bool = False) -> None:
         self.config = config
+        self.supervise = supervise
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self.restarts: dict[str, int] = dict.fromkeys(SERVICES, 0)
@@ -275,9 +280,16 @@ class Pipeline:
         return statuses
 
     def check_alive(self) -> None:
-        """Raise PipelineError naming a service that exited on its own, with its log's tail."""
-        for service, process in self.processes.items():
+        """Raise PipelineError naming a service that exited on its own, with its log's tail.
+
+        Under ``supervise`` the service is started again instead.
+        """
+        for service, process in list(self.processes.items()):
             if process.poll() is not None:
+                if self.supervise:
+                    log.warning("%s exited with %s; restarting it", service, process.returncode)
+                    self.start(service)
+                    continue
                 tail = _tail(self.log_path(service))
                 raise PipelineError(
                     f"{service} exited with status {process.returncode}; its log ends:\n{tail}"

@@ -41,19 +41,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def private_influxdb(state_dir: Path) -> Iterator[tuple[str, manage.Settings]]:
-    """An InfluxDB of its own (the test stops it), on free ports; stopped at the end."""
+def private_servers(state_dir: Path, names: tuple[str, ...]) -> Iterator[manage.Settings]:
+    """Servers of a test's own (the test stops and restarts them), on free ports."""
     settings = replace(
         manage.Settings.from_env(),
         state_dir=state_dir,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
         influx_port=free_port(),
         influx_rpc_port=free_port(),
     )
-    [server] = manage.up(["influxdb"], settings=settings)
+    manage.up(names, settings=settings)
     try:
-        yield server.address, settings
+        yield settings
     finally:
-        manage.down(["influxdb"], settings=settings)
+        manage.down(names, settings=settings)
+
+
+@contextmanager
+def private_influxdb(state_dir: Path) -> Iterator[tuple[str, manage.Settings]]:
+    """An InfluxDB of its own (the test stops it), on free ports; stopped at the end."""
+    with private_servers(state_dir, ("influxdb",)) as settings:
+        yield manage.env_vars(settings=settings)["MINGO_INFLUX_URL"], settings
 
 
 @dataclass
@@ -83,6 +92,8 @@ def pipeline_run(
     speed: float = 1200.0,
     damage: float = 0.001,
     seed: int = 3,
+    database: str = DATABASE,
+    supervise: bool = False,
 ) -> Iterator[Run]:
     """Empty topics, a live simulation of 2 stations x 1 day, all services; stopped at exit."""
     kafka = KafkaSettings(bootstrap=kafka_bootstrap)
@@ -99,7 +110,7 @@ def pipeline_run(
     config = PipelineConfig(
         kafka=kafka, network_file=network_file, era5_dir=stations_dir / "era5",
         out_dir=out / "unified", log_dir=out / "logs", run_id=f"e2e-{uuid.uuid4().hex[:8]}",
-        influx_url=influx, influx_database=DATABASE,
+        influx_url=influx, influx_database=database,
     )  # fmt: skip
     request = DemoRequest(
         stations=list(STATIONS), start=DAY, days=1, hours=None, rate_hz=rate_hz, speed=speed,
@@ -108,18 +119,18 @@ def pipeline_run(
     simulation = LiveSimulation(request, network, stations_dir)
     simulation.start()
     try:
-        with Pipeline(config) as pipeline:
+        with Pipeline(config, supervise=supervise) as pipeline:
             pipeline.start_all()
             yield Run(kafka, out, simulation, pipeline)
     finally:
         simulation.close()
 
 
-def influx_query(url: str, q: str) -> list[dict[str, Any]]:
+def influx_query(url: str, q: str, database: str = DATABASE) -> list[dict[str, Any]]:
     """Series of an InfluxQL query on the test database (epoch seconds)."""
     response = httpx.get(
         f"{url}/query",
-        params={"db": DATABASE, "q": q, "epoch": "s"},
+        params={"db": database, "q": q, "epoch": "s"},
         timeout=60,
         trust_env=False,
     )
@@ -129,14 +140,14 @@ def influx_query(url: str, q: str) -> list[dict[str, Any]]:
     return list(result.get("series", []))
 
 
-def influx_unified(url: str, station: int) -> pd.DataFrame:
+def influx_unified(url: str, station: int, database: str = DATABASE) -> pd.DataFrame:
     """Every point of measurement ``unified`` of a station over the simulated day, by time."""
     start = datetime(DAY.year, DAY.month, DAY.day)
     q = (
         f"SELECT * FROM unified WHERE station='{station}' AND time >= '{start:%Y-%m-%d}T00:00:00Z'"
         f" AND time < '{start:%Y-%m-%d}T00:00:00Z' + 2d"
     )
-    series = influx_query(url, q)
+    series = influx_query(url, q, database)
     if not series:
         return pd.DataFrame()
     [one] = series
