@@ -87,6 +87,8 @@ class PipelineConfig:
         Polling interval of ingest and reanalysis. [s]
     heartbeat_s : float
         Status heartbeat interval. [s]
+    state_dir : Path or None
+        Local state of stateful services (unify's store); None = ``state/`` beside ``log_dir``.
     extra_env : mapping
         More ``MINGO_*`` variables (they win over the ones derived here).
     """
@@ -101,6 +103,7 @@ class PipelineConfig:
     influx_database: str = "mingo"
     poll_interval_s: float = 1.0
     heartbeat_s: float = 5.0
+    state_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def group(self, service: str) -> str:
@@ -124,6 +127,9 @@ class PipelineConfig:
             "MINGO_ERA5_DIR": str(self.era5_dir),
             "MINGO_ERA5_POLL_INTERVAL_S": str(self.poll_interval_s),
             "MINGO_UNIFY_GROUP_ID": self.group("unify"),
+            "MINGO_UNIFY_STATE_DIR": str(
+                (self.state_dir or self.log_dir.parent / "state") / "unify"
+            ),
             "MINGO_SINK_GROUP": self.group("sink"),
             "MINGO_SINK_OUT_DIR": str(self.out_dir),
             "MINGO_SINK_INFLUX": "true" if self.influx_url else "false",
