@@ -130,12 +130,14 @@ def ingest(network_file: Path | None, once: bool) -> None:
 @main.command()
 @click.option("--stations", default="1,2", show_default=True, help="Station ids to simulate.")
 @click.option("--start", default="2024-03-01", show_default=True, help="First UTC day.")
-@click.option("--days", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--hours",
-    type=click.FloatRange(min=1, min_open=False),
+    type=click.FloatRange(min=1),
     default=None,
-    help="Stop the simulation after this many simulated hours (default: the whole days).",
+    help="Simulated hours from --start (default 12; a whole day takes about 2-4 minutes here).",
+)
+@click.option(
+    "--days", type=click.IntRange(min=1), default=None, help="Whole simulated days instead."
 )
 @click.option("--rate", "rate_hz", default=8.0, show_default=True, type=float, help="Rate [Hz].")
 @click.option(
@@ -156,16 +158,22 @@ def ingest(network_file: Path | None, once: bool) -> None:
 )
 @click.option("--keep-broker", is_flag=True, help="Leave tansu running to inspect the topics.")
 def demo(
-    stations: str, start: str, days: int, hours: float | None, rate_hz: float, speed: float,
-    seed: int, damage: float, out: Path, keep_broker: bool,
+    stations: str, start: str, hours: float | None, days: int | None, rate_hz: float,
+    speed: float, seed: int, damage: float, out: Path, keep_broker: bool,
 ) -> None:  # fmt: skip
     """Simulate stations live and run all five services: unified files, InfluxDB, a plot."""
+    import math
     import shutil
     from datetime import date
 
     from services.common.stations import load_network
-    from services.demo import DemoRequest, run_demo
+    from services.demo import DEFAULT_HOURS, DemoRequest, run_demo
 
+    if days is not None and hours is not None:
+        raise click.UsageError("give --hours or --days, not both")
+    if days is None:
+        hours = hours or DEFAULT_HOURS
+        days = math.ceil(hours / 24)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

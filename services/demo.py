@@ -42,6 +42,10 @@ from services.sink.files import station_dir_name
 
 log = logging.getLogger(__name__)
 
+#: Simulated hours of a demo run without --hours/--days: short on a small machine, long enough
+#: for hourly points and a calibrated reconstruction.
+DEFAULT_HOURS = 12.0
+
 
 @dataclass(frozen=True)
 class DemoRequest:
@@ -291,8 +295,12 @@ def plot_rates(frame: pd.DataFrame, path: Path) -> Path:
     for ax, station in zip(axes[:, 0], stations, strict=True):
         rows = frame[frame["station"] == station]
         rows = rows.set_index(pd.to_datetime(rows["time"], utc=True))
-        # hours: a minute holds ~500 counts (4.5 % error), an hour ~0.5 %, enough to see weather
-        hourly = rows.select_dtypes("number").resample("1h").mean()
+        # hours: a minute holds ~500 counts (4.5 % error), an hour ~0.5 %, enough to see weather;
+        # rates averaged with live-time weights, hours with under 10 live minutes left out
+        numeric = rows.select_dtypes("number")
+        weights = numeric.notna().mul(numeric["live_s"], axis=0).resample("1h").sum()
+        sums = numeric.mul(numeric["live_s"], axis=0).resample("1h").sum()
+        hourly = (sums / weights).where(weights >= 600)
         ax.plot(hourly.index, hourly["rate_total_hz"], label="raw", color="tab:gray")
         ax.plot(
             hourly.index, hourly["rate_p_corr_hz"], label="pressure corrected", color="tab:blue"
