@@ -101,6 +101,7 @@ def pipeline_run(
     delete_topics(admin, [t.name for t in TOPICS])
     create_topics(admin)
     network = load_network()
+    out.mkdir(parents=True, exist_ok=True)
     stations_dir = out / "stations"
     network_file = write_local_network(
         out / "network.yaml",
