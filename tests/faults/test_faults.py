@@ -9,6 +9,7 @@ re-emit a minute), with no minute missing and none twice.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -33,7 +34,16 @@ from tests.pipeline_run import (
     private_servers,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.e2e,
+    # three whole-day runs of the pipeline take far longer than the CI's budget for new tests
+    pytest.mark.skipif(
+        os.environ.get("MINGO_FAULTS") != "1",
+        reason="the fault suite runs three simulated days (~10 min): set MINGO_FAULTS=1; "
+        "results are recorded in docs/reliability.md",
+    ),
+]
 
 RATE_HZ = 1.0
 SPEED = 2400.0  #: a simulated day in 36 s
