@@ -1,6 +1,6 @@
 """The README's main command (a) without its installation step: `mingo demo` on tansu.
 
-Three simulated hours of two stations, live, through all five services on the embedded broker
+Two simulated hours of two stations, live, through all five services on the embedded broker
 (no InfluxDB): the unified files must cover every minute of every file the simulator completed,
 the topics must hold exactly the simulated events, and a plot must be written.
 """
@@ -49,7 +49,7 @@ def test_demo_runs_two_stations_through_all_services(tmp_path: Path) -> None:
         "MINGO_STATE_DIR": str(tmp_path / "state"),
         "MINGO_TANSU_PORT": str(_free_port()),
     }
-    command = [sys.executable, "-m", "services.cli", "demo", "--hours", "3", "--rate", "4"]
+    command = [sys.executable, "-m", "services.cli", "demo", "--hours", "2"]
     result = subprocess.run(
         [*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=600
     )
