@@ -13,7 +13,7 @@ from services.common.settings import KafkaSettings
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct, reconstruct_service
 from services.sink.cli import api, sink
-from services.unify.cli import process
+from services.unify.cli import process, unify_service
 from simulator.cli import simulate
 
 
@@ -35,6 +35,7 @@ main.add_command(reconstruct_service)
 main.add_command(sink)
 main.add_command(api)
 main.add_command(process)
+main.add_command(unify_service)
 
 
 @main.group()

@@ -53,7 +53,14 @@ from services.unify.revisions import assign_revisions, rows_from_files
 
 log = logging.getLogger(__name__)
 
-__all__ = ["process", "process_station", "station_hours", "station_rates", "station_readings"]
+__all__ = [
+    "process",
+    "process_station",
+    "station_hours",
+    "station_rates",
+    "station_readings",
+    "unify_service",
+]
 
 REJECTS_FILE = "rejects.csv"
 _DAT = ".dat"
@@ -290,3 +297,30 @@ def process(
     columns = [n for n in RejectRecord.model_fields if n != "schema_version"]
     frame = pd.DataFrame([r.model_dump() for r in all_rejects], columns=columns)
     frame.to_csv(out / REJECTS_FILE, index=False)
+
+
+@click.command("unify-service")
+@click.option(
+    "--network",
+    "network_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Network file (default: MINGO_NETWORK_FILE).",
+)
+@click.option("--once", is_flag=True, help="Unify what is on the input topics now, then stop.")
+@click.option("--max-seconds", type=float, default=None, help="Stop after this long. [s]")
+def unify_service(network_file: Path | None, once: bool, max_seconds: float | None) -> None:
+    """Run the unify service: rates, logs and ERA5 -> unified minutes, exactly once (MINGO_*)."""
+    from services.common.logging import configure_logging
+    from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
+    from services.unify.service import run_unify
+    from services.unify.settings import UnifySettings
+
+    settings = UnifySettings()
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    network = load_network(network_file or settings.network_file)
+    bounds = RunBounds(max_seconds=max_seconds, stop_when_idle=once)
+    published = run_unify(network, settings.kafka, settings.options(), stop, bounds)
+    click.echo(f"{published} unified rows published", err=True)

@@ -1,0 +1,263 @@
+"""The unify service: rates, logs and ERA5 joined per station-minute, exactly once (Quix Streams).
+
+One Quix Streams application consumes the three input topics, which are keyed by station id and
+co-partitioned (``schemas.topics.STATION_PARTITIONS``), as one StreamingDataFrame (``concat``).
+A stateful step gives each record to its station's :class:`~services.unify.stream.StationState`,
+whose buckets live in the station's key of the Quix state store (RocksDB, backed by a changelog
+topic). The rows the record changes are produced, as ``UnifiedMinute`` JSON keyed by station, to
+``mingo.unified.minute.v1``.
+
+With ``processing_guarantee="exactly-once"`` the produced rows, the changelog writes and the
+consumed offsets of a checkpoint are committed in one Kafka transaction. The transactional id is
+``mingo-unify-<instance>``, so a restarted instance fences its killed predecessor and aborts its
+open transaction; it then restores the state from the changelog and resumes at the committed
+offsets, and emits the same rows a run without the kill would have.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from quixstreams import Application, message_context
+from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.kafka.configuration import ConnectionConfig
+
+from schemas.models import Era5Hour, LogReading, MinuteRates
+from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, UNIFIED_MINUTE
+from services.common.kafka import create_topics, make_admin, make_producer
+from services.common.runtime import RunBounds, StopFlag
+from services.common.settings import KafkaSettings
+from services.common.stations import AtmosphereCoefficients, Network
+from services.common.status import Heartbeat
+from services.unify.join import JoinSettings
+from services.unify.stream import DAY_S, KeyValueState, StationState, StreamSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "unify"
+GROUP_ID = "mingo-unify"
+
+__all__ = ["GROUP_ID", "Unifier", "UnifyOptions", "build_application", "run_unify"]
+
+#: Input topic (registry name) -> the contract of its records.
+_INPUTS: dict[str, type[BaseModel]] = {
+    RATES_MINUTE.name: MinuteRates,
+    LOGS_RAW.name: LogReading,
+    ERA5_HOURLY.name: Era5Hour,
+}
+
+
+@dataclass(frozen=True)
+class UnifyOptions:
+    """Tunables of the unify service."""
+
+    instance: str
+    group_id: str = GROUP_ID  #: consumer group; instances of one group split the stations
+    retention_days: float = 100.0  #: state kept per station, back from its newest data [d]
+    log_max_gap_s: float = 1800.0  #: largest gap between two log readings interpolated over [s]
+    era5_max_gap_s: float = 3600.0  #: largest gap between two ERA5 hours interpolated over [s]
+    heartbeat_s: float = 30.0
+    state_dir: Path | None = None  #: local RocksDB folder; None = <tmp>/mingo-unify/<instance>
+    commit_interval_s: float = 2.0  #: how often a checkpoint (transaction) is committed [s]
+    idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
+    topics: dict[str, str] = field(default_factory=dict)  #: topic name overrides (tests)
+
+    def join(self) -> JoinSettings:
+        """The join settings (the same as ``mingo process`` takes)."""
+        return JoinSettings(log_max_gap_s=self.log_max_gap_s, era5_max_gap_s=self.era5_max_gap_s)
+
+    def local_state_dir(self) -> Path:
+        """Where this instance keeps its RocksDB state."""
+        return self.state_dir or Path(tempfile.gettempdir()) / "mingo-unify" / self.instance
+
+
+def transactional_id(instance: str) -> str:
+    """Transactional id of an instance: stable across restarts, so a restart fences a zombie."""
+    return f"mingo-unify-{instance}"
+
+
+class Unifier:
+    """The stateful step: one record in, the changed rows (JSON bytes) out.
+
+    Parameters
+    ----------
+    network : Network
+        Stations and their correction coefficients (defaults for a station not in it).
+    options : UnifyOptions
+        Gaps and retention.
+    """
+
+    def __init__(self, network: Network, options: UnifyOptions) -> None:
+        self.network = network
+        self.options = options
+        self.records_in = 0
+        self.rows_out = 0
+        self.skipped = 0
+        self._settings: dict[int, StreamSettings] = {}
+
+    def settings(self, station: int) -> StreamSettings:
+        """Coefficients, gaps and retention of a station."""
+        settings = self._settings.get(station)
+        if settings is None:
+            try:
+                coefficients = self.network.station(station).atmosphere
+            except KeyError:
+                coefficients = AtmosphereCoefficients()
+                log.warning(
+                    "station not in the network: default coefficients", extra={"station": station}
+                )
+            settings = StreamSettings(
+                coefficients, self.options.join(), self.options.retention_days * DAY_S
+            )
+            self._settings[station] = settings
+        return settings
+
+    def process(
+        self, tagged: tuple[str, bytes | None], key: Any, state: KeyValueState
+    ) -> list[bytes]:
+        """A record (``tagged``: input registry name, value bytes); the rows to produce."""
+        topic, value = tagged
+        try:
+            record: Any = _INPUTS[topic].model_validate_json(value or b"")
+        except ValidationError as exc:
+            self._skip("undecodable record skipped", str(exc))
+            return []
+        if str(record.station) != str(key):
+            self._skip("record under another station's key skipped", f"key {key!r}")
+            return []
+        station = StationState(state, self.settings(record.station))
+        if isinstance(record, LogReading):
+            rows = station.add_reading(record)
+        elif isinstance(record, Era5Hour):
+            rows = station.add_hour(record)
+        else:
+            rows = station.add_rates(record)
+        self.records_in += 1
+        self.rows_out += len(rows)
+        return [row.to_json_bytes() for row in rows]
+
+    def _skip(self, what: str, error: str) -> None:
+        self.skipped += 1
+        context = message_context()
+        log.error(
+            what,
+            extra={
+                "topic": context.topic,
+                "partition": context.partition,
+                "offset": context.offset,
+                "error": error,
+            },
+        )
+
+
+class _Application(Application):
+    """A Quix application that leaves signals to the service (they set its StopFlag)."""
+
+    def _setup_signal_handlers(self) -> None:
+        # Quix installs SIGINT/SIGTERM handlers, which fails outside the main thread; the
+        # service's own handlers (installed by __main__) set the StopFlag that stops the app.
+        return
+
+
+def _connection(kafka: KafkaSettings) -> ConnectionConfig:
+    return ConnectionConfig(
+        bootstrap_servers=kafka.bootstrap,
+        security_protocol=kafka.security_protocol,
+        sasl_mechanism=kafka.sasl_mechanism,
+        sasl_username=kafka.sasl_username,
+        sasl_password=kafka.sasl_password,
+        ssl_ca_location=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None,
+    )
+
+
+def _tag(topic: str, value: bytes | None) -> tuple[str, bytes | None]:
+    return topic, value
+
+
+def build_application(
+    kafka: KafkaSettings, options: UnifyOptions, unifier: Unifier
+) -> _Application:
+    """The Quix application: the three inputs concatenated, the stateful step, the output."""
+    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE]
+    renamed = [replace(spec, name=options.topics.get(spec.name, spec.name)) for spec in specs]
+    create_topics(make_admin(kafka), renamed)  # explicit partitions and configs (tansu needs them)
+    app = _Application(
+        broker_address=_connection(kafka),
+        consumer_group=options.group_id,
+        auto_offset_reset="earliest",
+        processing_guarantee="exactly-once",
+        commit_interval=options.commit_interval_s,
+        state_dir=options.local_state_dir(),
+        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+        producer_extra_config={"transactional.id": transactional_id(options.instance)},
+        loglevel=None,
+    )
+    frame: StreamingDataFrame | None = None
+    for input_name in _INPUTS:
+        name = options.topics.get(input_name, input_name)
+        topic = app.topic(name, key_deserializer="str", value_deserializer="bytes")
+        part = app.dataframe(topic).apply(functools.partial(_tag, input_name))
+        frame = part if frame is None else frame.concat(part)
+    assert frame is not None
+    out_name = options.topics.get(UNIFIED_MINUTE.name, UNIFIED_MINUTE.name)
+    output = app.topic(out_name, key_serializer="str", value_serializer="bytes")
+
+    def step(value: Any, key: Any, _timestamp: int, _headers: Any, state: Any) -> list[bytes]:
+        return unifier.process(value, key, state)
+
+    frame = frame.apply(step, stateful=True, expand=True, metadata=True)
+    frame.to_topic(output)
+    return app
+
+
+def run_unify(
+    network: Network,
+    kafka: KafkaSettings,
+    options: UnifyOptions,
+    stop: StopFlag,
+    bounds: RunBounds = RunBounds(),  # noqa: B008 - frozen dataclass, never mutated
+) -> int:
+    """Run the service until stopped (or the bounds end it); returns the rows published."""
+    unifier = Unifier(network, options)
+    app = build_application(kafka, options, unifier)
+    heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
+    finished = threading.Event()
+
+    def watch() -> None:
+        """Stop the app on a stop request or a bound; send heartbeats meanwhile."""
+        started = time.monotonic()
+        last_beat = float("-inf")
+        while not finished.is_set():
+            now = time.monotonic()
+            if (
+                stop.is_set
+                or (bounds.max_seconds is not None and now - started >= bounds.max_seconds)
+                or (bounds.max_steps is not None and unifier.records_in >= bounds.max_steps)
+            ):
+                app.stop()
+                return
+            if now - last_beat >= options.heartbeat_s:
+                heartbeat.beat(f"{unifier.rows_out} rows published")
+                last_beat = now
+            finished.wait(0.2)
+
+    watcher = threading.Thread(target=watch, name="unify-watch", daemon=True)
+    log.info("unify starting", extra={"group": options.group_id, "instance": options.instance})
+    watcher.start()
+    try:
+        app.run(timeout=options.idle_timeout_s if bounds.stop_when_idle else 0.0, collect=False)
+    finally:
+        finished.set()
+        watcher.join()
+        heartbeat.stopped(
+            f"unify stopped after {unifier.records_in} records in, {unifier.rows_out} rows out"
+        )
+    return unifier.rows_out

@@ -1,0 +1,284 @@
+"""The unify service's state of one station, and what each new record changes (no Kafka).
+
+The streaming service (:mod:`services.unify.service`) hands every record of a station to a
+:class:`StationState` built on the station's key-value store (Quix Streams keeps one store per
+message key, backed by a changelog topic). The store holds what the join needs, in buckets, so
+that a record touches a few small values instead of one large one:
+
+=====================  ==============================================================
+key                    value
+=====================  ==============================================================
+``rates/<hour_s>``     ``{minute_s: MinuteRates JSON}``: the latest record per minute
+``logs/<hour_s>``      ``{reading_id: LogReading JSON}``
+``era5/<day_s>``       ``{hour_s: Era5Hour JSON}``: the highest revision per hour
+``emitted/<hour_s>``   ``{minute_s: [content digest, revision]}`` of the rows emitted
+``clock``              newest data time, newest ERA5 hour, start of the retained state
+=====================  ==============================================================
+
+A record changes only the minutes it can reach: a minute record its own minute; a log reading
+the minutes whose middle is within the log gap of it (interpolation never looks further); an
+ERA5 hour the minutes within the ERA5 gap, and, when it is the newest hour, every minute since
+the previous newest hour (they are no longer pending). Those minutes are recomputed with
+:func:`services.unify.join.unify_frame`, the function of ``mingo process``, on the records that
+lie within the gaps around them plus the newest ERA5 hour. Interpolation only uses the two
+samples around a minute, and only when they lie within the gap, so this subset gives the same
+numbers as the whole history. A recomputed row is emitted only when its content differs from
+the row emitted before (revision + 1), or when the minute is new (revision 0).
+
+State is bounded by a retention (default 100 days) counted back from the newest data time of the
+station: whole days older than that are deleted, and records older than that are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.models import Era5Hour, LogReading, MinuteRates, UnifiedMinute
+from services.common.stations import AtmosphereCoefficients
+from services.unify.join import MINUTE_MIDDLE_S, JoinSettings, to_rows, unify_frame
+from services.unify.revisions import content_digest
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DAY_S", "HOUR_S", "KeyValueState", "StationState", "StreamSettings"]
+
+MINUTE_S = 60
+HOUR_S = 3600
+DAY_S = 86400
+_CLOCK = "clock"
+
+
+class KeyValueState(Protocol):
+    """The per-key store the state lives in (a Quix Streams ``State``, or a dict in tests)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+
+    def set(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if absent)."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What the streaming join of one station needs.
+
+    Attributes
+    ----------
+    coefficients : AtmosphereCoefficients
+        Correction coefficients of the station.
+    join : JoinSettings
+        Maximum interpolation gaps (the same as ``mingo process`` uses).
+    retention_s : float
+        How far back from the newest data time state is kept. [s]
+    """
+
+    coefficients: AtmosphereCoefficients
+    join: JoinSettings = field(default_factory=JoinSettings)
+    retention_s: float = 100 * DAY_S
+
+
+def _floor(t: float, size: int) -> int:
+    return math.floor(t / size) * size
+
+
+def _ceil(t: float, size: int) -> int:
+    return math.ceil(t / size) * size
+
+
+class StationState:
+    """The join state of one station and the rows each new record changes.
+
+    Parameters
+    ----------
+    store : KeyValueState
+        The station's key-value store.
+    settings : StreamSettings
+        Coefficients, gaps and retention.
+    """
+
+    def __init__(self, store: KeyValueState, settings: StreamSettings) -> None:
+        self.store = store
+        self.settings = settings
+        clock = store.get(_CLOCK) or {}
+        self.newest_s: int | None = clock.get("newest_s")
+        self.era5_newest_s: int | None = clock.get("era5_newest_s")
+        self.kept_from_s: int | None = clock.get("kept_from_s")
+        self.ignored = 0  #: records older than the retained state
+
+    # -- the three inputs -------------------------------------------------------------------
+    def add_rates(self, record: Any) -> list[UnifiedMinute]:
+        """A ``MinuteRates`` record (the latest of a minute replaces earlier ones)."""
+        minute = int(record.time.timestamp())
+        if self._too_old(minute):
+            return []
+        self._put("rates", _floor(minute, HOUR_S), str(minute), record.model_dump(mode="json"))
+        self._advance(minute)
+        return self._recompute(minute, minute)
+
+    def add_reading(self, reading: LogReading) -> list[UnifiedMinute]:
+        """A log reading; the minutes within the log gap of it are recomputed."""
+        t = reading.time.timestamp()
+        if self._too_old(t):
+            return []
+        self._put("logs", _floor(t, HOUR_S), reading.reading_id, reading.model_dump(mode="json"))
+        self._advance(int(t))
+        gap = self.settings.join.log_max_gap_s
+        return self._recompute(t - MINUTE_MIDDLE_S - gap, t - MINUTE_MIDDLE_S + gap)
+
+    def add_hour(self, hour: Era5Hour) -> list[UnifiedMinute]:
+        """An ERA5 hour; ignored if a higher revision of the hour is already known."""
+        t = int(hour.time.timestamp())
+        if self._too_old(t):
+            return []
+        bucket = f"era5/{_floor(t, DAY_S)}"
+        hours = self.store.get(bucket) or {}
+        known = hours.get(str(t))
+        if known is not None and known["revision"] > hour.revision:
+            return []
+        hours[str(t)] = hour.model_dump(mode="json")
+        self.store.set(bucket, hours)
+        gap = self.settings.join.era5_max_gap_s
+        low, high = t - MINUTE_MIDDLE_S - gap, t - MINUTE_MIDDLE_S + gap
+        previous = self.era5_newest_s
+        if previous is None or t > previous:
+            # minutes after the previous newest hour were pending; now they are not
+            low = min(low, -math.inf if previous is None else previous - MINUTE_MIDDLE_S)
+            self.era5_newest_s = t
+            self._save_clock()
+        return self._recompute(low, high)
+
+    # -- state ------------------------------------------------------------------------------
+    def _put(self, kind: str, bucket_s: int, key: str, value: dict[str, Any]) -> None:
+        name = f"{kind}/{bucket_s}"
+        bucket = self.store.get(name) or {}
+        bucket[key] = value
+        self.store.set(name, bucket)
+
+    def _too_old(self, t: float) -> bool:
+        if self.kept_from_s is not None and t < self.kept_from_s:
+            self.ignored += 1
+            return True
+        return False
+
+    def _save_clock(self) -> None:
+        clock = {
+            "newest_s": self.newest_s,
+            "era5_newest_s": self.era5_newest_s,
+            "kept_from_s": self.kept_from_s,
+        }
+        self.store.set(_CLOCK, clock)
+
+    def _advance(self, t: int) -> None:
+        """Move the newest data time; delete the days that fall out of the retention."""
+        if self.newest_s is not None and t <= self.newest_s:
+            return
+        previous_newest = self.newest_s
+        self.newest_s = t
+        kept_from = _floor(t - self.settings.retention_s, DAY_S)
+        if self.kept_from_s is None:
+            self.kept_from_s = kept_from
+        elif kept_from > self.kept_from_s:
+            assert previous_newest is not None
+            # nothing was stored after the previous newest time: the loop stays short
+            end = min(kept_from, _floor(previous_newest, DAY_S) + DAY_S)
+            for day in range(self.kept_from_s, end, DAY_S):
+                self.store.delete(f"era5/{day}")
+                for hour in range(day, day + DAY_S, HOUR_S):
+                    for kind in ("rates", "logs", "emitted"):
+                        self.store.delete(f"{kind}/{hour}")
+            self.kept_from_s = kept_from
+        self._save_clock()
+
+    def _buckets(self, kind: str, low: float, high: float, size: int) -> Iterator[dict[str, Any]]:
+        """The stored buckets of ``kind`` that can hold times in ``[low, high]``."""
+        for start in range(_floor(low, size), _floor(high, size) + 1, size):
+            bucket = self.store.get(f"{kind}/{start}")
+            if bucket:
+                yield bucket
+
+    # -- the join ---------------------------------------------------------------------------
+    def _recompute(self, low: float, high: float) -> list[UnifiedMinute]:
+        """Recompute the stored minutes whose start is in ``[low, high]``; the rows to emit."""
+        if self.newest_s is None:
+            return []
+        low = max(low, self.kept_from_s if self.kept_from_s is not None else low)
+        high = min(high, self.newest_s)
+        first, last = _ceil(low, MINUTE_S), _floor(high, MINUTE_S)
+        emitted: list[UnifiedMinute] = []
+        for day in range(_floor(first, DAY_S), last + 1, DAY_S):
+            start, end = max(first, day), min(last, day + DAY_S - MINUTE_S)
+            if start <= end:
+                emitted += self._recompute_span(start, end)
+        return emitted
+
+    def _recompute_span(self, first: int, last: int) -> list[UnifiedMinute]:
+        rates = [
+            record
+            for bucket in self._buckets("rates", first, last, HOUR_S)
+            for minute, record in bucket.items()
+            if first <= int(minute) <= last
+        ]
+        if not rates:
+            return []
+        records = [MinuteRates.model_validate(r).model_dump() for r in rates]
+        times = [int(r["time"].timestamp()) for r in records]
+        middle_low, middle_high = min(times) + MINUTE_MIDDLE_S, max(times) + MINUTE_MIDDLE_S
+        join = self.settings.join
+        readings = self._readings(middle_low - join.log_max_gap_s, middle_high + join.log_max_gap_s)
+        hours = self._hours(middle_low - join.era5_max_gap_s, middle_high + join.era5_max_gap_s)
+        frame = unify_frame(records, readings, hours, self.settings.coefficients, join)
+        return self._revise(to_rows(frame))
+
+    def _readings(self, low: float, high: float) -> list[LogReading]:
+        readings = [
+            LogReading.model_validate(value)
+            for bucket in self._buckets("logs", low, high, HOUR_S)
+            for value in bucket.values()
+        ]
+        return [r for r in readings if low <= r.time.timestamp() <= high]
+
+    def _hours(self, low: float, high: float) -> list[Era5Hour]:
+        """ERA5 hours in ``[low, high]``, and the newest hour (it decides what is pending)."""
+        if self.era5_newest_s is None:
+            return []
+        values = [
+            value
+            for bucket in self._buckets("era5", low, high, DAY_S)
+            for hour, value in bucket.items()
+            if low <= int(hour) <= high
+        ]
+        newest = self.era5_newest_s
+        if not low <= newest <= high:
+            values.append(self.store.get(f"era5/{_floor(newest, DAY_S)}")[str(newest)])
+        return [Era5Hour.model_validate(v) for v in values]
+
+    def _revise(self, rows: list[Any]) -> list[UnifiedMinute]:
+        """The rows whose content changed (revision + 1) or that are new (revision 0)."""
+        out: list[UnifiedMinute] = []
+        by_hour: dict[int, list[Any]] = {}
+        for row in rows:
+            by_hour.setdefault(_floor(row.time.timestamp(), HOUR_S), []).append(row)
+        for hour, hour_rows in by_hour.items():
+            name = f"emitted/{hour}"
+            emitted = self.store.get(name) or {}
+            changed = False
+            for row in hour_rows:
+                minute = str(int(row.time.timestamp()))
+                digest = content_digest(row)
+                previous = emitted.get(minute)
+                if previous is not None and previous[0] == digest:
+                    continue
+                revision = 0 if previous is None else previous[1] + 1
+                emitted[minute] = [digest, revision]
+                out.append(row.model_copy(update={"revision": revision}))
+                changed = True
+            if changed:
+                self.store.set(name, emitted)
+        return out

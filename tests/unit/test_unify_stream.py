@@ -1,0 +1,190 @@
+"""The streaming state of unify: final rows equal the batch join, revisions, retention."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.columns import PLANES, REGIONS, TOPOLOGIES
+from schemas.models import Era5Hour, LogReading, MinuteRates
+from services.common.stations import AtmosphereCoefficients
+from services.unify.flags import Flag
+from services.unify.join import JoinSettings, to_rows, unify_frame
+from services.unify.stream import DAY_S, StationState, StreamSettings
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+SETTINGS = StreamSettings(AtmosphereCoefficients(), JoinSettings(log_max_gap_s=1800.0))
+
+
+class JsonStore:
+    """A dict store that keeps values as JSON bytes, as the Quix store does."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.data.get(key)
+        return default if value is None else orjson.loads(value)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = orjson.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def _rates(minutes: range, rng: random.Random) -> list[Any]:
+    records = []
+    for k in minutes:
+        rate = rng.uniform(7.0, 9.0)
+        row: dict[str, Any] = {"station": 1, "time": T0 + timedelta(minutes=k)}
+        row["live_s"] = 60.0 if k % 97 else 31.0
+        row |= {f"count_{t}": rng.randrange(100) for t in TOPOLOGIES}
+        for region in (*REGIONS, "total"):
+            row[f"rate_{region}_hz"] = rate
+            row[f"rate_{region}_err_hz"] = math.sqrt(rate / 60.0)
+        row |= {f"eff_{p}": rng.uniform(0.85, 0.95) for p in PLANES}
+        row |= {f"eff_{p}_err": 0.01 for p in PLANES}
+        row |= {"q_event_mean": 50.0, "rejected_events": 0, "calibration_version": "v1"}
+        records.append(MinuteRates(**row))
+    return records
+
+
+def _readings(minutes: range, rng: random.Random) -> list[LogReading]:
+    readings = []
+    for line, k in enumerate(minutes, start=1):
+        if 100 <= k < 150:
+            continue  # a 50 min hole: missing beyond the 30 min gap
+        pressure = 2000.0 if k == 200 else 940.0 + rng.uniform(-3, 3)
+        readings.append(
+            LogReading(
+                station=1,
+                source="sensors_ext",
+                time=T0 + timedelta(minutes=k, seconds=7),
+                values={"temperature_ext": 12.0, "rh_ext": 40.0, "pressure_ext": pressure},
+                units={"temperature_ext": "degC", "rh_ext": "%", "pressure_ext": "hPa"},
+                out_of_range=["pressure_ext"] if k == 200 else [],
+                source_file="sensors_bus0_2024-03-01.log",
+                line=line,
+                reading_id=f"1/sensors_bus0_2024-03-01.log/{line}",
+            )
+        )
+    return readings
+
+
+def _hour(hour: int, teff: float, expver: str = "0001", revision: int = 0) -> Era5Hour:
+    return Era5Hour(
+        station=1,
+        time=T0 + timedelta(hours=hour),
+        temp_ground_c=5.0 + hour,
+        surface_pressure_hpa=930.0 + hour,
+        temp_100hpa_c=-55.0,
+        height_100hpa_m=16000.0,
+        t_eff_k=teff,
+        expver=expver,
+        revision=revision,
+        source_file="x.nc",
+    )
+
+
+def _feed(state: StationState, record: Any) -> list[Any]:
+    if isinstance(record, LogReading):
+        return state.add_reading(record)
+    if isinstance(record, Era5Hour):
+        return state.add_hour(record)
+    return state.add_rates(record)
+
+
+def _final(emitted: list[Any]) -> dict[datetime, Any]:
+    latest: dict[datetime, Any] = {}
+    for row in emitted:
+        assert row.time not in latest or row.revision == latest[row.time].revision + 1
+        latest[row.time] = row
+    return latest
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None:
+    rng = random.Random(seed)
+    rates = _rates(range(360), rng)
+    # a minute published twice (shared by two files): the later record wins
+    rates.append(rates[30].model_copy(update={"live_s": 60.0, "rate_total_hz": 8.5}))
+    readings = _readings(range(0, 360, 15), rng)
+    hours = [_hour(h, 220.0 + h, expver="0005") for h in range(5)]
+    hours += [_hour(3, 223.5, revision=1)]  # final ERA5 replaces ERA5T of hour 3
+    records: list[Any] = [*rates, *readings, *hours]
+    order = sorted(range(len(records)), key=lambda _: rng.random())
+    # the order within each input stays as published (a topic partition keeps it)
+    for kind in (MinuteRates, LogReading, Era5Hour):
+        places = [p for p, i in enumerate(order) if isinstance(records[i], kind)]
+        for place, i in zip(places, sorted(order[p] for p in places), strict=True):
+            order[place] = i
+    state = StationState(JsonStore(), SETTINGS)
+    emitted = [row for i in order for row in _feed(state, records[i])]
+
+    last_rates = {r.time: r.model_dump() for r in rates}
+    batch = to_rows(
+        unify_frame(
+            list(last_rates.values()), readings, hours, SETTINGS.coefficients, SETTINGS.join
+        )
+    )
+    final = _final(emitted)
+    assert sorted(final) == [row.time for row in batch]
+    for row in batch:
+        assert final[row.time].model_copy(update={"revision": 0}) == row
+
+
+def test_revisions_pending_then_era5t_then_final_then_late_logs() -> None:
+    rng = random.Random(7)
+    state = StationState(JsonStore(), SETTINGS)
+    first = [row for r in _rates(range(120), rng) for row in state.add_rates(r)]
+    assert len(first) == 120 and all(r.revision == 0 for r in first)
+    assert all(r.quality_flags & Flag.ERA5_PENDING for r in first)
+    era5t = [row for h in range(3) for row in state.add_hour(_hour(h, 221.0, "0005"))]
+    assert {r.time for r in era5t} == {r.time for r in first}
+    assert all(r.revision == 1 and r.quality_flags & Flag.ERA5_PRELIMINARY for r in era5t)
+    final = [row for h in range(3) for row in state.add_hour(_hour(h, 222.0, revision=1))]
+    assert {r.time for r in final} == {r.time for r in first}
+    after_final = _final([*first, *era5t, *final])
+    # hour by hour: a minute between two hours changes when each of them turns final
+    assert {r.revision for r in after_final.values()} == {3}
+    assert not any(r.quality_flags & Flag.ERA5_PRELIMINARY for r in after_final.values())
+    # an ERA5T revision older than what is known changes nothing
+    assert state.add_hour(_hour(1, 221.0, "0005")) == []
+    # logs three hours late: only the minutes within 30 min of each reading change
+    readings = _readings(range(0, 120, 15), rng)
+    late = [row for r in readings for row in state.add_reading(r)]
+    latest = _final([*first, *era5t, *final, *late])
+    # readings 00:00:07 .. 01:30:07 every 15 min: the minutes between them get log values
+    with_logs = {t for t, row in latest.items() if row.pressure_ext is not None}
+    assert {r.time for r in late} == with_logs
+    assert min(with_logs) == T0 and max(with_logs) == T0 + timedelta(minutes=89)
+    for minute in with_logs:
+        assert latest[minute].revision == after_final[minute].revision + 1
+    # the same reading again: nothing to emit
+    assert state.add_reading(readings[0]) == []
+
+
+def test_retention_drops_old_days_and_ignores_older_records() -> None:
+    rng = random.Random(3)
+    store = JsonStore()
+    state = StationState(store, StreamSettings(AtmosphereCoefficients(), retention_s=2 * DAY_S))
+    old = _rates(range(3), rng)
+    for record in old:
+        state.add_rates(record)
+    assert "rates/" + str(int(T0.timestamp())) in store.data
+    later = _rates(range(4 * 1440, 4 * 1440 + 2), rng)
+    for record in later:
+        state.add_rates(record)
+    assert not any(key.endswith(str(int(T0.timestamp()))) for key in store.data)
+    assert state.add_rates(old[0]) == [] and state.ignored == 1
+    # a restarted instance reads the same clock from the store
+    again = StationState(store, state.settings)
+    assert (again.newest_s, again.kept_from_s) == (state.newest_s, state.kept_from_s)
