@@ -359,6 +359,7 @@ class _OffsetReader:
         self.kafka = kafka
         self.probe = Consumer(client_config(kafka) | {"group.id": "mingo-pipeline-probe"})
         self._partitions: dict[str, list[int]] = {}
+        self._groups: dict[str, Consumer] = {}
 
     def partitions(self, topic: str) -> list[int]:
         if topic not in self._partitions:
@@ -372,12 +373,11 @@ class _OffsetReader:
         }
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
-        consumer = Consumer(client_config(self.kafka) | {"group.id": group})
-        try:
-            tps = [TopicPartition(topic, p) for p in self.partitions(topic)]
-            return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        finally:
-            consumer.close()
+        # a consumer that never subscribes only asks the group's coordinator for offsets
+        if group not in self._groups:
+            self._groups[group] = Consumer(client_config(self.kafka) | {"group.id": group})
+        tps = [TopicPartition(topic, p) for p in self.partitions(topic)]
+        return {tp.partition: tp.offset for tp in self._groups[group].committed(tps, timeout=10)}
 
     def progress(self, config: PipelineConfig, services: set[str]) -> Progress:
         ends = {t: self.ends(t) for t in {*_DATA_TOPICS, UNIFIED_MINUTE.name}}
@@ -398,6 +398,8 @@ class _OffsetReader:
         return Progress(totals, tuple(lag))
 
     def close(self) -> None:
+        for consumer in self._groups.values():
+            consumer.close()
         self.probe.close()
 
 
