@@ -10,7 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -34,22 +34,26 @@ DAY = date(2024, 3, 1)
 DATABASE = "mingo_e2e"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((manage.HOST, 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all held open while chosen, so none repeats)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((manage.HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 @contextmanager
 def private_servers(state_dir: Path, names: tuple[str, ...]) -> Iterator[manage.Settings]:
     """Servers of a test's own (the test stops and restarts them), on free ports."""
+    kafka, controller, influx, rpc = free_ports(4)
     settings = replace(
         manage.Settings.from_env(),
         state_dir=state_dir,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        influx_port=free_port(),
-        influx_rpc_port=free_port(),
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        influx_port=influx,
+        influx_rpc_port=rpc,
     )
     manage.up(names, settings=settings)
     try:
