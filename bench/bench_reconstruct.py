@@ -10,8 +10,11 @@
 3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
    publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_one`` (kernel +
    per-minute tally) → ``merge_tallies`` → ``minute_records``; time per stage; the Arrow read of
-   one chunk written with zstd (the wire format), lz4 and no compression; and the peak of traced
+   one chunk written with zstd, lz4 (the wire format) and no compression; and the peak of traced
    allocations (tracemalloc) for 1x and 4x the events at one chunk size.
+4. Station stream: the day's files as ingest's chunk messages (both trigger types) through
+   ``StationStream.add``, as the service runs them: file assembly, the per-file calibration from
+   the station's pool, reconstruction, tally and minute records; the calibration's share.
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
     python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
@@ -27,6 +30,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numba as nb
@@ -36,9 +40,12 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.dat_format import TRIGGER_COINCIDENCE
-from schemas.events import channel_matrix, decode_events, encode_events
+from schemas.events import channel_matrix, decode_events, encode_events, envelope_from_headers
 from services.common.stations import ReconstructionConfig, load_network
+from services.ingest.dat_parser import parse_dat
+from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct import _kernels as k
+from services.reconstruct import pipeline
 from services.reconstruct.calibration import Calibration, calibrate
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
@@ -51,6 +58,7 @@ from services.reconstruct.events import (
 from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
 from services.reconstruct.pipeline import FileEvents, reconstruct_one
+from services.reconstruct.stream import StationStream, chunk_from_message
 from simulator.run import SimulationRequest, run_batch
 
 Z_MM = (0.0, 150.0, 300.0, 450.0)
@@ -65,8 +73,11 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def simulated_events(rate_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Times, line numbers and channels of the coincidence events of one simulated station-day."""
+def simulated_events(
+    rate_hz: float, chunk: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Outgoing]]:
+    """Times, line numbers and channels of the coincidence events of one simulated station-day,
+    and the day's raw chunk messages as ingest publishes them."""
     network = load_network()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sim"
@@ -81,15 +92,50 @@ def simulated_events(rate_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
         )
         truth = run_batch(request)
         entry = truth["stations"]["0"]
-        files = [
-            load_dat(out / f["path"])
+        paths = [
+            out / f["path"]
             for _, f in sorted(entry["files"].items())
             if f["path"] and f["readable"] and f["events"]
+        ]
+        files = [load_dat(p) for p in paths]
+        messages = [
+            m
+            for p, f in zip(paths, files, strict=True)
+            for m in event_chunk_messages(0, p.name, f.start_s, parse_dat(p.read_bytes()), chunk)
         ]
     time_s = np.concatenate([f.time_s[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
     line = np.concatenate([f.line[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
     channels = np.concatenate([f.channels[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
-    return time_s, line, channels
+    return time_s, line, channels, messages
+
+
+def station_stream(messages: list[Outgoing], config: ReconstructionConfig) -> tuple[int, float]:
+    """The messages through one StationStream: (minute records, seconds in calibrate)."""
+    spent = [0.0]
+
+    def timed_calibrate(
+        station: int,
+        time_s: np.ndarray,
+        channels: np.ndarray,
+        z_mm: tuple[float, float, float, float] | np.ndarray,
+        config: ReconstructionConfig,
+    ) -> Calibration:
+        t0 = time.perf_counter()
+        result = calibrate(station, time_s, channels, z_mm, config)
+        spent[0] += time.perf_counter() - t0
+        return result
+
+    stream = StationStream(0, lambda _: Z_MM, config)
+    records = 0
+    original = pipeline.calibrate
+    pipeline.calibrate = timed_calibrate  # only to time the calibration's share
+    try:
+        for message in messages:
+            chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
+            records += len(stream.add(chunk).rows)
+    finally:
+        pipeline.calibrate = original
+    return records, spent[0]
 
 
 def tiled(array: np.ndarray, n: int) -> np.ndarray:
@@ -216,9 +262,39 @@ def bench_kernel(
     out(f"  bandwidth limit       {limit / 1e6:8.2f} M events/s\n")
 
 
-def read_all_seconds(data: bytes, repeat: int) -> float:
-    """Best time of reading an Arrow IPC stream. [s]"""
-    return _best(lambda: pa.ipc.open_stream(data).read_all(), repeat)
+def _ipc(table: pa.Table, codec: str | None) -> bytes:
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _to_matrix(data: bytes) -> np.ndarray:
+    return channel_matrix(decode_events(data))
+
+
+def wire_formats(payload: bytes, repeat: int) -> None:
+    """One chunk, IPC bytes to the (n, 64) matrix, in the earlier and the current layouts."""
+    out = sys.stdout.write
+    table = decode_events(payload)
+    matrix = channel_matrix(table)
+    n = table.num_rows
+    # the layout before: 64 float64 columns, each a separately compressed buffer
+    columns = pa.table({f"c{i}": matrix[:, i] for i in range(matrix.shape[1])})
+    old = _ipc(columns, "zstd")
+    t_old = _best(
+        lambda: np.column_stack([c.to_numpy() for c in pa.ipc.open_stream(old).read_all()]),
+        repeat,
+    )
+    out(f"  one chunk, IPC -> (n, 64): 64 columns zstd (before) {t_old * 1e9 / n:7.1f} ns/event")
+    out(f" ({len(old) / 1e6:.2f} MB)\n")
+    for codec in ("zstd", "lz4", None):
+        data = _ipc(table, codec)
+        t_new = _best(partial(_to_matrix, data), repeat)
+        label = f"fixed-size list, {codec!s:4s}" + (" (now)" if codec == "lz4" else "      ")
+        out(f"  one chunk, IPC -> (n, 64): {label} {t_new * 1e9 / n:7.1f} ns/event")
+        out(f" ({len(data) / 1e6:.2f} MB)\n")
 
 
 def main() -> None:
@@ -233,7 +309,7 @@ def main() -> None:
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
 
-    time_s, line, channels = simulated_events(args.rate)
+    time_s, line, channels, messages = simulated_events(args.rate, args.chunk)
     config = load_network().station(0).reconstruction
     cal = calibrate(0, time_s, channels, Z_MM, config)
     out(f"simulated coincidence events: {len(time_s)} (one station-day at {args.rate} Hz)\n")
@@ -258,22 +334,12 @@ def main() -> None:
         if elapsed < best:
             best, stages = elapsed, run_stages
     mb = sum(len(p) for p in payloads) / 1e6
-    out(f"chunk path, {n} events in {len(payloads)} chunks of {args.chunk} ({mb:.0f} MB zstd):\n")
+    out(f"chunk path, {n} events in {len(payloads)} chunks of {args.chunk} ({mb:.0f} MB lz4):\n")
     out(f"  Arrow chunk -> minute records  {n / best / 1e6:8.2f} M events/s")
     out(f"  ({len(rows)} minute records)\n")
     for name, seconds in stages.items():
         out(f"    {name:20s} {seconds / best * 100:5.1f} %  {seconds * 1e9 / n:7.1f} ns/event\n")
-    sample = payloads[0]
-    table = decode_events(sample)
-    for codec in ("zstd", "lz4", None):
-        sink = pa.BufferOutputStream()
-        options = pa.ipc.IpcWriteOptions(compression=codec)
-        with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-            writer.write_table(table)
-        data = sink.getvalue().to_pybytes()
-        t_read = read_all_seconds(data, args.repeat * 4)
-        out(f"  IPC read_all of one chunk, compression {codec!s:5s}: ")
-        out(f"{t_read * 1e9 / table.num_rows:7.1f} ns/event ({len(data) / 1e6:.2f} MB)\n")
+    wire_formats(payloads[0], args.repeat * 4)
     t_cal = _best(lambda: calibrate(0, time_s, channels, Z_MM, config), 1)
     out(f"  calibrate() on the day's {len(time_s)} events: {t_cal:.2f} s (once per file)\n")
 
@@ -285,6 +351,17 @@ def main() -> None:
     out(f"  traced peak, {len(quarter)} chunks: {peak_1 / 1e6:.1f} MB; ")
     out(f"{4 * len(quarter)} chunks: {peak_4 / 1e6:.1f} MB ")
     out(f"(one chunk's channel matrix: {chunk_bytes / 1e6:.1f} MB)\n")
+
+    # station stream, as the service runs it (one pass: the calibrations dominate)
+    events = sum(envelope_from_headers(m.headers).event_count for m in messages)
+    t0 = time.perf_counter()
+    records, t_cal = station_stream(messages, config)
+    elapsed = time.perf_counter() - t0
+    out(f"station stream, the day's {len(messages)} chunk messages ({events} events, 24 files):\n")
+    out(f"  chunks -> minute records       {events / elapsed / 1e6:8.3f} M events/s")
+    out(f" ({records} records, {elapsed:.1f} s)\n")
+    out(f"  calibrate (once per file)      {t_cal / elapsed * 100:5.1f} % ({t_cal:.1f} s)\n")
+    out(f"  without calibrate              {events / (elapsed - t_cal) / 1e6:8.3f} M events/s\n")
     out(f"load average after: {os.getloadavg()}\n")
 
 

@@ -20,8 +20,9 @@ class RawEventChunkEnvelope(Contract):
     """Header of a ``mingo.events.raw.v1`` message; the value is an Arrow IPC stream.
 
     The Arrow table has ``time_s`` (int64, UTC epoch seconds), ``line`` (int32, 1-based line in the
-    source file) and the 64 channel columns of ``schemas.dat_format.CHANNEL_COLUMNS`` (float64,
-    raw times and charges [ns], 0 = no hit). A chunk holds whole minutes of one trigger type.
+    source file) and ``channels``, a fixed-size list of the 64 values of
+    ``schemas.dat_format.CHANNEL_COLUMNS`` per event (float64, raw times and charges [ns], 0 = no
+    hit); see ``schemas.events``. A chunk holds whole minutes of one trigger type.
     """
 
     station: int = station_field
@@ -45,7 +46,7 @@ class RawEventChunkEnvelope(Contract):
     content_type: Literal["application/vnd.apache.arrow.stream"] = Field(
         ARROW_STREAM, description="Media type of the message value."
     )
-    compression: Literal["zstd"] = Field("zstd", description="Arrow IPC buffer compression.")
+    compression: Literal["lz4"] = Field("lz4", description="Arrow IPC buffer compression.")
 
 
 class LogReading(Contract):
@@ -149,6 +150,39 @@ class PipelineStatus(Contract):
     lines_rejected: int | None = Field(None, ge=0, description="Rejected lines. [lines]")
     valid_pct: float | None = Field(None, description="Valid lines / data lines. [%]")
     message: str = Field("", description="Human-readable detail.")
+
+
+Grid4 = tuple[float, float, float, float]
+Sides4 = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+class Calibration(Contract):
+    """Calibration constants of one station, one version (compacted ``mingo.calibration.v1``).
+
+    Every ``MinuteRates.calibration_version`` names one of these (or several joined by ``+`` for a
+    minute shared by two files); with the raw events of the minute's file, the record is enough
+    to recompute the minute exactly. Arrays are indexed [plane 1-4][strip 1-4][side].
+    """
+
+    station: int = station_field
+    version: str = Field(
+        description="<station>-<last pooled event, UTC>Z-<hash of the constants>; deterministic."
+    )
+    pedestal_ns: tuple[Sides4, Sides4, Sides4, Sides4] = Field(
+        description="Charge pedestal per plane, strip and side (front, back). [ns]"
+    )
+    tdif_offset_ns: tuple[Grid4, Grid4, Grid4, Grid4] = Field(
+        description="T_dif = (T_B - T_F)/2 plateau centre per plane and strip. [ns]"
+    )
+    tsum_offset_ns: tuple[Grid4, Grid4, Grid4, Grid4] = Field(
+        description="Relative T_sum offset per plane and strip (they sum to 0). [ns]"
+    )
+    z_mm: Grid4 = Field(description="Plane z positions of the calibrated file (logbook). [mm]")
+    events: int = Field(ge=0, description="Coincidence events in the pool. [events]")
+    first_time_s: int = Field(description="First pooled event. [s since epoch, UTC]")
+    last_time_s: int = Field(description="Last pooled event. [s since epoch, UTC]")
+    pool_files: list[str] = Field(description="Files whose events were pooled, oldest first.")
+    source_file: str = Field(description="The file this calibration was made for.")
 
 
 def _rate_fields() -> dict[str, Any]:
@@ -266,3 +300,96 @@ UnifiedMinute = create_model(
     quality_flags=(int, Field(0, ge=0, description="Bitmask of quality flags.")),
     quality=(list[str], Field(default_factory=list, description="Readable quality flags.")),
 )
+
+
+class ColumnFit(Contract):
+    """The atmospheric fit of one rate column (part of :class:`Coefficients`)."""
+
+    column: str = Field(description="Rate column: total or an angular region (high, mid_0, ...).")
+    beta_pct_per_hpa: float = Field(description="Barometric coefficient β. [%/hPa]")
+    beta_err_pct_per_hpa: float = Field(description="Standard error of β. [%/hPa]")
+    alpha_t_pct_per_k: float | None = Field(
+        None, description="Temperature coefficient α_T (T_eff or ground temperature). [%/K]"
+    )
+    alpha_t_err_pct_per_k: float | None = Field(None, description="Standard error of α_T. [%/K]")
+    alpha_h_pct_per_m: float | None = Field(
+        None, description="Duperier coefficient of the 100 hPa height. [%/m]"
+    )
+    alpha_h_err_pct_per_m: float | None = Field(None, description="Standard error of α_H. [%/m]")
+    i0_hz: float = Field(description="Rate at the reference conditions. [Hz]")
+    i0_err_hz: float = Field(description="Standard error of the reference rate. [Hz]")
+    chi2: float = Field(description="χ² of the fit with Poisson weights. [1]")
+    ndf: int = Field(ge=0, description="Degrees of freedom. [1]")
+    hours_used: int = Field(ge=0, description="Hours in the fit. [h]")
+    hours_excluded: int = Field(ge=0, description="Hours of the span left out. [h]")
+
+
+class Coefficients(Contract):
+    """A versioned record of fitted atmospheric coefficients (``mingo.coefficients.v1``).
+
+    ``mingo process --coefficients DIR`` corrects with the newest record of a station: β from
+    every method, α_T only from the ``teff`` method (the corrections use T_eff).
+    """
+
+    station: int = station_field
+    version: int = Field(ge=1, description="1 for the station's first record, +1 each new one.")
+    created: AwareDatetime = Field(description="When the fit was made. [UTC]")
+    method: Literal["pressure", "teff", "duperier"] = Field(
+        description="pressure: β only; teff: β and α_T on T_eff; duperier: β, α_H, α_T ground."
+    )
+    start: AwareDatetime = Field(description="Start of the fitted span. [UTC]")
+    end: AwareDatetime = Field(description="End of the fitted span (exclusive). [UTC]")
+    excluded: list[str] = Field(
+        default_factory=list, description="Exclusion windows START/END (ISO 8601, UTC)."
+    )
+    p0_hpa: float = Field(description="Reference pressure P0. [hPa]")
+    teff_ref_k: float | None = Field(None, description="Reference T_eff (teff method). [K]")
+    references: dict[str, float] = Field(
+        default_factory=dict,
+        description="Reference of each temperature regressor, by column (t_eff_k [K], ...).",
+    )
+    fits: list[ColumnFit] = Field(description="Per rate column; the total first.")
+
+
+AlertKind = Literal[
+    "rate_excursion",
+    "barometer_mismatch",
+    "hv_out_of_band",
+    "current_out_of_band",
+    "gas_flow_low",
+    "efficiency_drop",
+    "data_stopped",
+    "logs_stopped",
+    "forbush_candidate",
+]
+
+
+class Alert(Contract):
+    """An anomaly found in the unified table (``mingo.alerts.v1``).
+
+    The same alert is re-emitted (same ``alert_id``) while it evolves: its end and evidence
+    change, the newest message wins. Also written to InfluxDB as an annotation (``alerts``).
+    """
+
+    alert_id: str = Field(description="Deterministic id <station|network>/<kind>/<start>.")
+    station: int | None = Field(
+        None, ge=0, le=9, description="Station concerned; null for a network-level alert."
+    )
+    stations: list[int] = Field(
+        default_factory=list, description="Stations involved (network-level alerts)."
+    )
+    kind: AlertKind = Field(description="What was detected.")
+    severity: Literal["info", "warning", "critical"] = Field(
+        description="info: physics (Forbush candidate); warning: degraded; critical: no data."
+    )
+    start: AwareDatetime = Field(description="First minute of the anomaly (its onset). [UTC]")
+    end: AwareDatetime | None = Field(
+        None, description="Minute after the last anomalous one; null while ongoing. [UTC]"
+    )
+    detected: AwareDatetime = Field(
+        description="Data time at which the condition was confirmed (start + sustain). [UTC]"
+    )
+    evidence: dict[str, float] = Field(
+        default_factory=dict, description="Values behind the alert (names carry their units)."
+    )
+    message: str = Field(description="Human-readable summary.")

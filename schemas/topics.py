@@ -11,6 +11,9 @@ from typing import Literal
 
 from schemas.base import Contract
 from schemas.models import (
+    Alert,
+    Calibration,
+    Coefficients,
     Era5Hour,
     IngestProgress,
     LogReading,
@@ -104,6 +107,19 @@ RATES_MINUTE = TopicSpec(
     description="Calibrated per-minute rates, efficiencies and charge per station.",
     retention_ms=-1,
 )
+CALIBRATION = TopicSpec(
+    "mingo.calibration.v1",
+    key="calibration version",
+    value_format="json",
+    model=Calibration,
+    description=(
+        "Each station calibration as a versioned record (written in the transaction of the "
+        "first rates that use it); rates records name their calibration_version."
+    ),
+    partitions=1,
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
 ERA5_HOURLY = TopicSpec(
     "mingo.era5.hourly.v1",
     key="station id",
@@ -133,6 +149,23 @@ STATUS = TopicSpec(
     retention_ms=7 * DAY_MS,
 )
 
+COEFFICIENTS = TopicSpec(
+    "mingo.coefficients.v1",
+    key="station id",
+    value_format="json",
+    model=Coefficients,
+    description="Versioned fitted atmospheric coefficients per station (mingo fit --write).",
+    retention_ms=-1,
+)
+ALERTS = TopicSpec(
+    "mingo.alerts.v1",
+    key="station id, or 'network'",
+    value_format="json",
+    model=Alert,
+    description="Anomalies per station and network (re-emitted while they evolve, same id).",
+    retention_ms=365 * DAY_MS,
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     EVENTS_RAW,
     LOGS_RAW,
@@ -140,9 +173,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     INGEST_PROGRESS,
     LOGBOOK,
     RATES_MINUTE,
+    CALIBRATION,
     ERA5_HOURLY,
     UNIFIED_MINUTE,
     STATUS,
+    COEFFICIENTS,
+    ALERTS,
 )
 TOPICS_BY_NAME = {spec.name: spec for spec in TOPICS}
 

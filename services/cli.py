@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from infra.cli import infra
+from services.alerts.cli import alerts, alerts_service
 from services.common.inspect import TopicSummary
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings
+from services.fit.cli import fit
 from services.reanalysis.cli import era5
 from services.reconstruct.cli import reconstruct, reconstruct_service
 from services.sink.cli import api, sink
@@ -36,6 +38,9 @@ main.add_command(sink)
 main.add_command(api)
 main.add_command(process)
 main.add_command(unify_service)
+main.add_command(fit)
+main.add_command(alerts)
+main.add_command(alerts_service)
 
 
 @main.group()

@@ -88,7 +88,8 @@ class PipelineConfig:
     heartbeat_s : float
         Status heartbeat interval. [s]
     state_dir : Path or None
-        Local state of stateful services (unify's store); None = ``state/`` beside ``log_dir``.
+        Local state of the services (unify's store, reconstruct's calibrations); None =
+        ``state/`` beside ``log_dir``.
     extra_env : mapping
         More ``MINGO_*`` variables (they win over the ones derived here).
     """
@@ -105,6 +106,10 @@ class PipelineConfig:
     heartbeat_s: float = 5.0
     state_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def local_state(self) -> Path:
+        """Folder of the services' local state (unify's store, reconstruct's calibrations)."""
+        return self.state_dir or self.log_dir.parent / "state"
 
     def group(self, service: str) -> str:
         """Consumer group of ``service`` in this run."""
@@ -127,9 +132,8 @@ class PipelineConfig:
             "MINGO_ERA5_DIR": str(self.era5_dir),
             "MINGO_ERA5_POLL_INTERVAL_S": str(self.poll_interval_s),
             "MINGO_UNIFY_GROUP_ID": self.group("unify"),
-            "MINGO_UNIFY_STATE_DIR": str(
-                (self.state_dir or self.log_dir.parent / "state") / "unify"
-            ),
+            "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(self.local_state() / "calibrations"),
+            "MINGO_UNIFY_STATE_DIR": str(self.local_state() / "unify"),
             "MINGO_SINK_GROUP": self.group("sink"),
             "MINGO_SINK_OUT_DIR": str(self.out_dir),
             "MINGO_SINK_INFLUX": "true" if self.influx_url else "false",

@@ -63,6 +63,9 @@ class Calibration:
     events: int
     first_time_s: int
     last_time_s: int
+    z_mm: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    pool_files: tuple[str, ...] = ()
+    source_file: str = ""
 
 
 def _version(station: int, last_time_s: int, *arrays: np.ndarray) -> str:
@@ -81,6 +84,7 @@ def make_calibration(
     events: int,
     first_time_s: int,
     last_time_s: int,
+    z_mm: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
 ) -> Calibration:
     """A :class:`Calibration` with its deterministic version string."""
     arrays = (
@@ -95,7 +99,13 @@ def make_calibration(
         events=events,
         first_time_s=first_time_s,
         last_time_s=last_time_s,
+        z_mm=_z4(z_mm),
     )
+
+
+def _z4(z_mm: tuple[float, float, float, float] | np.ndarray) -> tuple[float, float, float, float]:
+    z = [float(v) for v in np.asarray(z_mm, np.float64).reshape(4)]
+    return z[0], z[1], z[2], z[3]
 
 
 def identity_calibration(station: int) -> Calibration:
@@ -105,8 +115,12 @@ def identity_calibration(station: int) -> Calibration:
 
 
 def _column_blocks(channels: np.ndarray) -> np.ndarray:
-    """(n, 64) file order → (n, plane 1-4, quantity T_F T_B Q_F Q_B, strip 1-4)."""
-    return channels.reshape(-1, 4, 4, 4)[:, ::-1]
+    """(n, 64) file order → (plane 1-4, quantity T_F T_B Q_F Q_B, strip 1-4, n).
+
+    Transposed once so that each channel's n values are contiguous: the per-channel masks and
+    quantiles below then run on contiguous memory instead of a stride of 64 values.
+    """
+    return np.ascontiguousarray(channels.T).reshape(4, 4, 4, -1)[::-1]
 
 
 def _fill(values: np.ndarray) -> np.ndarray:
@@ -122,7 +136,7 @@ def _pedestals(blocks: np.ndarray, config: ReconstructionConfig) -> np.ndarray:
     for p in range(4):
         for s in range(4):
             for side in range(2):
-                values = blocks[:, p, 2 + side, s]
+                values = blocks[p, 2 + side, s]
                 values = values[(values != 0) & (values >= lo) & (values <= hi)]
                 if values.size >= _MIN_VALUES:
                     pedestal[p, s, side] = np.quantile(values, config.pedestal_quantile)
@@ -134,8 +148,8 @@ def _tdif_offsets(blocks: np.ndarray, config: ReconstructionConfig) -> np.ndarra
     q_lo, q_hi = config.tdif_plateau_quantiles
     for p in range(4):
         for s in range(4):
-            tf, tb = blocks[:, p, 0, s], blocks[:, p, 1, s]
-            qf, qb = blocks[:, p, 2, s], blocks[:, p, 3, s]
+            tf, tb = blocks[p, 0, s], blocks[p, 1, s]
+            qf, qb = blocks[p, 2, s], blocks[p, 3, s]
             hit = (tf != 0) & (tb != 0) & (qf != 0) & (qb != 0)
             if np.count_nonzero(hit) >= _MIN_VALUES:
                 tdif = 0.5 * (tb[hit] - tf[hit])
@@ -225,7 +239,9 @@ def calibrate(
     times = np.asarray(time_s)[usable]
     first = int(times.min()) if times.size else 0
     last = int(times.max()) if times.size else 0
-    return make_calibration(station, pedestal, tdif, tsum, int(channels.shape[0]), first, last)
+    return make_calibration(
+        station, pedestal, tdif, tsum, int(channels.shape[0]), first, last, _z4(z)
+    )
 
 
 class CalibrationPool:
@@ -263,6 +279,11 @@ class CalibrationPool:
     def _drop_oldest(self) -> None:
         self._parts.popleft()
         self._keys.popleft()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Keys (source files) of the pooled parts, oldest first."""
+        return tuple(k for k in self._keys if k is not None)
 
     @property
     def events(self) -> int:

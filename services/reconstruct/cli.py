@@ -4,6 +4,7 @@
 
     mingo reconstruct FILE.dat [FILE.dat ...] [--logbook CSV] [--z 0,145,290,435]
                       --out rates.csv [--events events.parquet] [--network stations.yaml]
+                      [--calibrations DIR]
 
 Several files of one station are calibrated from their pooled events, in time order, exactly as
 the streaming service does, and a minute shared by two files gets both contributions.
@@ -27,6 +28,7 @@ from schemas.models import MinuteRates
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.dat_parser import parse_dat
+from services.reconstruct.calibration_records import to_record, write_calibration
 from services.reconstruct.pipeline import (
     FileEvents,
     FileResult,
@@ -132,6 +134,12 @@ def _station(network_file: Path, station_id: int) -> Station:
     show_default=True,
     help="Network file with the station's reconstruction settings.",
 )
+@click.option(
+    "--calibrations",
+    "calibration_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also keep each file's calibration record here, as <station>/<version>.json.",
+)
 def reconstruct(
     files: tuple[Path, ...],
     logbook: Path | None,
@@ -139,6 +147,7 @@ def reconstruct(
     out: Path,
     events_out: Path | None,
     network_file: Path,
+    calibration_dir: Path | None,
 ) -> None:
     """Per-minute rates of the .dat FILES of one station (calibrated from their events)."""
     try:
@@ -171,6 +180,9 @@ def reconstruct(
     rates_frame(rows).to_csv(out, index=False)
     if events_out is not None:
         events_frame(results).to_parquet(events_out, index=False)
+    if calibration_dir is not None:
+        for result in results:
+            write_calibration(calibration_dir, to_record(result.calibration))
     counted = sum(len(r.time_s) for r in results)
     click.echo(f"{len(rows)} minutes from {counted} coincidence events -> {out}", err=True)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -157,7 +157,11 @@ def calibrate_and_reconstruct(
     pool.add(file.time_s[physics], file.channels[physics], key=file.name)
     z_mm = z_of_time(file.start_s)
     time_s, channels = pool.arrays()
-    calibration = calibrate(station, time_s, channels, z_mm, config)
+    calibration = replace(
+        calibrate(station, time_s, channels, z_mm, config),
+        pool_files=pool.files,
+        source_file=file.name,
+    )
     log.info(
         "file calibrated",
         extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},

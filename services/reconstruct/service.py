@@ -4,8 +4,10 @@ A consume-transform-produce loop. The consumer (group ``mingo-reconstruct``, rea
 reads ``mingo.events.raw.v1``; each batch of chunks goes through the station's
 :class:`~services.reconstruct.stream.StationStream`, and the minute records it yields
 (``MinuteRates`` JSON, keyed by station, on ``mingo.rates.minute.v1``) are produced in ONE
-transaction together with the consumed offsets (``send_offsets_to_transaction``). A killed
-instance therefore either published a batch with its offsets or neither.
+transaction together with the calibrations they name (``mingo.calibration.v1``, keyed by
+version, also written to the calibration directory) and the consumed offsets
+(``send_offsets_to_transaction``). A killed instance therefore either published a batch with its
+offsets or neither, and no published minute names a calibration that was not published.
 
 State is not stored anywhere: it is derived from the raw topic. When a partition is assigned, its
 stations' streams are rebuilt by replaying the partition from its first retained offset up to the
@@ -20,6 +22,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -34,21 +37,30 @@ from confluent_kafka import (
 
 from schemas.events import envelope_from_headers
 from schemas.models import MinuteRates, StationLogbook
-from schemas.topics import EVENTS_RAW, LOGBOOK, RATES_MINUTE, station_key
+from schemas.topics import CALIBRATION, EVENTS_RAW, LOGBOOK, RATES_MINUTE, station_key
 from services.common.kafka import client_config, make_consumer, make_producer, read_all
 from services.common.logbook import LogbookEntry, z_positions_at
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import KafkaSettings
 from services.common.stations import Network, ReconstructionConfig
 from services.common.status import Heartbeat
-from services.reconstruct.stream import StationStream, chunk_from_message
+from services.reconstruct.calibration import Calibration
+from services.reconstruct.calibration_records import to_record, write_calibration
+from services.reconstruct.stream import StationStream, StreamOutput, chunk_from_message
 
 log = logging.getLogger(__name__)
 
 SERVICE = "reconstruct"
 GROUP_ID = "mingo-reconstruct"
 
-__all__ = ["GROUP_ID", "ReconstructOptions", "Reconstructor", "load_logbook", "run_reconstruct"]
+__all__ = [
+    "GROUP_ID",
+    "ReconstructOptions",
+    "Reconstructor",
+    "load_logbook",
+    "open_reconstructor",
+    "run_reconstruct",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,7 @@ class ReconstructOptions:
     """Tunables of the reconstruct service."""
 
     instance: str
+    calibration_dir: Path = Path("calibrations")  #: calibrations kept as <station>/<version>.json
     group_id: str = GROUP_ID  #: consumer group; instances of one group split the stations
     batch_messages: int = 64  #: chunks consumed (and committed) per transaction at most
     poll_timeout_s: float = 1.0  #: how long one step waits for chunks [s]
@@ -120,6 +133,7 @@ class Reconstructor:
         self._assigned: set[int] = set()
         self._at_end: set[int] = set()
         self.records_out = 0
+        self.calibrations_out = 0
 
     def subscribe(self) -> None:
         """Subscribe to the raw topic; assigned partitions get their state rebuilt."""
@@ -145,8 +159,8 @@ class Reconstructor:
             self.streams[station] = stream
         return stream
 
-    def _feed(self, message: Message) -> list[dict[str, Any]]:
-        """One chunk into its station's stream; the minute records it completes."""
+    def _feed(self, message: Message) -> StreamOutput:
+        """One chunk into its station's stream; the records and calibration it completes."""
         try:
             envelope = envelope_from_headers(message.headers())
             chunk = chunk_from_message(envelope, message.value())
@@ -155,7 +169,7 @@ class Reconstructor:
                 "undecodable chunk skipped",
                 extra={"partition": message.partition(), "offset": message.offset(), "error": exc},
             )
-            return []
+            return StreamOutput([])
         self._stations_of[message.partition()].add(envelope.station)
         return self._stream(envelope.station).add(chunk)
 
@@ -216,6 +230,7 @@ class Reconstructor:
         """Consume a batch, publish its minute records with its offsets; False when idle."""
         messages = self.consumer.consume(self.options.batch_messages, self.options.poll_timeout_s)
         records: list[dict[str, Any]] = []
+        calibrations: list[Calibration] = []
         # Next offset per partition, from the chunks themselves: the consumer's position can
         # stand past the end after a partition-EOF event.
         next_offsets: dict[int, int] = {}
@@ -228,19 +243,33 @@ class Reconstructor:
                 raise KafkaException(error)
             next_offsets[message.partition()] = message.offset() + 1
             self._at_end.discard(message.partition())
-            records += self._feed(message)
+            output = self._feed(message)
+            records += output.rows
+            if output.calibration is not None:
+                calibrations.append(output.calibration)
         if next_offsets:
-            self._commit(records, next_offsets)
+            self._commit(records, calibrations, next_offsets)
         idle = bool(self._assigned) and self._at_end >= self._assigned
         return bool(next_offsets) or not idle
 
-    def _commit(self, records: list[dict[str, Any]], next_offsets: dict[int, int]) -> None:
+    def _commit(
+        self,
+        records: list[dict[str, Any]],
+        calibrations: list[Calibration],
+        next_offsets: dict[int, int],
+    ) -> None:
         positions = [TopicPartition(EVENTS_RAW.name, p, o) for p, o in next_offsets.items()]
         self.producer.begin_transaction()
         try:
-            for record in records:
-                value = MinuteRates(**record).to_json_bytes()
-                self._produce(station_key(int(record["station"])), value)
+            for calibration in calibrations:
+                # On disk before the commit: a version on the topic is always on disk too (an
+                # aborted batch leaves a file that its retry rewrites with the same bytes).
+                record = to_record(calibration)
+                write_calibration(self.options.calibration_dir, record)
+                self._produce(CALIBRATION.name, record.version.encode(), record.to_json_bytes())
+            for row in records:
+                value = MinuteRates(**row).to_json_bytes()
+                self._produce(RATES_MINUTE.name, station_key(int(row["station"])), value)
             self.producer.send_offsets_to_transaction(
                 positions, self.consumer.consumer_group_metadata(), 60
             )
@@ -249,14 +278,31 @@ class Reconstructor:
             self.producer.abort_transaction(60)
             raise
         self.records_out += len(records)
+        self.calibrations_out += len(calibrations)
 
-    def _produce(self, key: bytes, value: bytes) -> None:
+    def close(self) -> None:
+        """Leave the group and flush the producer."""
+        self.consumer.close()
+        self.producer.flush(10)
+
+    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
         while True:
             try:
-                self.producer.produce(RATES_MINUTE.name, value, key)
+                self.producer.produce(topic, value, key)
                 return
             except BufferError:
                 self.producer.poll(0.1)  # local queue full: let deliveries drain
+
+
+def open_reconstructor(
+    network: Network, kafka: KafkaSettings, options: ReconstructOptions
+) -> Reconstructor:
+    """An instance with its clients: the logbook read, transactions initialised, not subscribed."""
+    logbook = load_logbook(kafka)
+    producer = make_producer(kafka, transactional_id=transactional_id(options.instance))
+    producer.init_transactions(60)  # fences a previous incarnation and aborts its transaction
+    consumer = make_consumer(kafka, options.group_id, **{"enable.partition.eof": True})
+    return Reconstructor(kafka, network, logbook, options, consumer, producer)
 
 
 def run_reconstruct(
@@ -267,13 +313,9 @@ def run_reconstruct(
     bounds: RunBounds | None = None,
 ) -> int:
     """Run the service until stopped (or the bounds end it); returns minute records published."""
-    logbook = load_logbook(kafka)
-    producer = make_producer(kafka, transactional_id=transactional_id(options.instance))
-    producer.init_transactions(60)  # fences a previous incarnation and aborts its transaction
-    consumer = make_consumer(kafka, options.group_id, **{"enable.partition.eof": True})
-    service = Reconstructor(kafka, network, logbook, options, consumer, producer)
+    service = open_reconstructor(network, kafka, options)
     heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
-    log.info("reconstruct starting", extra={"logbook_rows": len(logbook)})
+    log.info("reconstruct starting", extra={"logbook_rows": len(service.logbook)})
     service.subscribe()
     try:
         run_loop(
@@ -285,7 +327,6 @@ def run_reconstruct(
             heartbeat_s=options.heartbeat_s,
         )
     finally:
-        consumer.close()
-        producer.flush(10)
+        service.close()
         heartbeat.stopped(f"reconstruct stopped after {service.records_out} minute records")
     return service.records_out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from services.common.settings import ServiceSettings
@@ -14,6 +16,10 @@ class ReconstructSettings(ServiceSettings):
     reconstruct_group_id: str = Field(
         GROUP_ID, description="Consumer group; instances of one group split the stations."
     )
+    reconstruct_calibration_dir: Path = Field(
+        Path("calibrations"),
+        description="Where calibrations are kept on disk, as <station>/<version>.json.",
+    )
     reconstruct_batch_messages: int = Field(
         64, gt=0, description="Raw chunks consumed per transaction at most."
     )
@@ -25,6 +31,7 @@ class ReconstructSettings(ServiceSettings):
         """The service options these settings describe."""
         return ReconstructOptions(
             instance=self.instance,
+            calibration_dir=self.reconstruct_calibration_dir,
             group_id=self.reconstruct_group_id,
             batch_messages=self.reconstruct_batch_messages,
             poll_timeout_s=self.reconstruct_poll_timeout_s,

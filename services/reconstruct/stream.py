@@ -23,11 +23,11 @@ import numpy as np
 from schemas.events import channel_matrix, decode_events
 from schemas.models import RawEventChunkEnvelope
 from services.common.stations import ReconstructionConfig
-from services.reconstruct.calibration import CalibrationPool
+from services.reconstruct.calibration import Calibration, CalibrationPool
 from services.reconstruct.minutes import MinuteTally
 from services.reconstruct.pipeline import FileEvents, ZOfTime, calibrate_and_reconstruct, tally_rows
 
-__all__ = ["Chunk", "StationStream", "chunk_from_message"]
+__all__ = ["Chunk", "StationStream", "StreamOutput", "chunk_from_message"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +69,22 @@ def chunk_from_message(envelope: RawEventChunkEnvelope, payload: bytes) -> Chunk
     return chunk
 
 
+@dataclass(frozen=True, eq=False)
+class StreamOutput:
+    """What one chunk completed: minute records and, when a file completed, its calibration.
+
+    Attributes
+    ----------
+    rows : list of dict
+        ``MinuteRates`` field dicts of the completed file's minutes (empty otherwise).
+    calibration : Calibration or None
+        The calibration the completed file was reconstructed with; the rows name its version.
+    """
+
+    rows: list[dict[str, Any]]
+    calibration: Calibration | None = None
+
+
 class StationStream:
     """Gathers one station's chunks into files and turns each complete file into minute records.
 
@@ -105,13 +121,13 @@ class StationStream:
         """Files with chunks still missing."""
         return sorted(self._pending)
 
-    def add(self, chunk: Chunk) -> list[dict[str, Any]]:
-        """Take one chunk; the ``MinuteRates`` field dicts of its file's minutes once complete.
+    def add(self, chunk: Chunk) -> StreamOutput:
+        """Take one chunk; once its file is complete, the file's minute records and calibration.
 
         Returns
         -------
-        list of dict
-            Empty while chunks of the file are missing.
+        StreamOutput
+            No rows and no calibration while chunks of the file are missing.
         """
         env = chunk.envelope
         if env.station != self.station:
@@ -119,7 +135,7 @@ class StationStream:
         parts = self._pending.setdefault(env.source_file, {})
         parts[env.chunk_index] = chunk
         if len(parts) < env.chunk_count:
-            return []
+            return StreamOutput([])
         del self._pending[env.source_file]
         file = _assemble(env, [parts[i] for i in sorted(parts)])
         result = calibrate_and_reconstruct(
@@ -127,7 +143,7 @@ class StationStream:
         )
         self._files[file.name] = (file.start_s, result.tally, result.calibration.version)
         self._forget(file.start_s)
-        return self._rows_of(result.tally.minute_s)
+        return StreamOutput(self._rows_of(result.tally.minute_s), result.calibration)
 
     def _forget(self, newest_start_s: int) -> None:
         limit = newest_start_s - self.horizon_s

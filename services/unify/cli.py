@@ -30,6 +30,7 @@ from schemas.dat_format import parse_dat_filename
 from schemas.models import Era5Hour, LogReading, RejectRecord
 from schemas.station_logs import log_type_of_file
 from services.common import rejects as rj
+from services.common.coefficients import apply_record, latest_record
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.rejects import LineReject, make_reject, reject_records
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
@@ -267,6 +268,12 @@ def process_station(
     default=DEFAULT_NETWORK_FILE,
     show_default=True,
 )
+@click.option(
+    "--coefficients",
+    "coefficients_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of `mingo fit --write` records: each station's newest one replaces its config.",
+)
 def process(
     input_dir: Path,
     out: Path,
@@ -274,6 +281,7 @@ def process(
     stations: str,
     log_max_gap_min: float,
     network_file: Path,
+    coefficients_dir: Path | None = None,
 ) -> None:
     """Turn a folder of station files into the unified table (CSV + Parquet per day, rejects)."""
     network = load_network(network_file)
@@ -287,6 +295,10 @@ def process(
     all_rejects: list[RejectRecord] = []
     with tqdm(total=total, desc="dat files", unit="file") as bar:
         for station in chosen:
+            record = latest_record(coefficients_dir, station.id) if coefficients_dir else None
+            if record is not None:
+                station = apply_record(station, record)
+                click.echo(f"station {station.id}: coefficients record v{record.version}", err=True)
             written, found = process_station(
                 station, input_dir, era5_dir, out, settings, lambda: bar.update()
             )

@@ -21,7 +21,7 @@ import logging
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.configuration import ConnectionConfig
 
 from schemas.models import Era5Hour, LogReading, MinuteRates
-from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, UNIFIED_MINUTE
+from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, STATUS, UNIFIED_MINUTE
 from services.common.kafka import create_topics, make_admin, make_producer
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
@@ -47,7 +47,7 @@ GROUP_ID = "mingo-unify"
 
 __all__ = ["GROUP_ID", "Unifier", "UnifyOptions", "build_application", "run_unify"]
 
-#: Input topic (registry name) -> the contract of its records.
+#: Input topic -> the contract of its records.
 _INPUTS: dict[str, type[BaseModel]] = {
     RATES_MINUTE.name: MinuteRates,
     LOGS_RAW.name: LogReading,
@@ -68,7 +68,6 @@ class UnifyOptions:
     state_dir: Path | None = None  #: local RocksDB folder; None = <tmp>/mingo-unify/<instance>
     commit_interval_s: float = 2.0  #: how often a checkpoint (transaction) is committed [s]
     idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
-    topics: dict[str, str] = field(default_factory=dict)  #: topic name overrides (tests)
 
     def join(self) -> JoinSettings:
         """The join settings (the same as ``mingo process`` takes)."""
@@ -123,7 +122,7 @@ class Unifier:
     def process(
         self, tagged: tuple[str, bytes | None], key: Any, state: KeyValueState
     ) -> list[bytes]:
-        """A record (``tagged``: input registry name, value bytes); the rows to produce."""
+        """A record (``tagged``: input topic, value bytes) of station ``key``; rows to produce."""
         topic, value = tagged
         try:
             record: Any = _INPUTS[topic].model_validate_json(value or b"")
@@ -186,9 +185,9 @@ def build_application(
     kafka: KafkaSettings, options: UnifyOptions, unifier: Unifier
 ) -> _Application:
     """The Quix application: the three inputs concatenated, the stateful step, the output."""
-    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE]
-    renamed = [replace(spec, name=options.topics.get(spec.name, spec.name)) for spec in specs]
-    create_topics(make_admin(kafka), renamed)  # explicit partitions and configs (tansu needs them)
+    # explicit partitions and configs: tansu reports only explicit configs, Quix needs them
+    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE, STATUS]
+    create_topics(make_admin(kafka), specs)
     app = _Application(
         broker_address=_connection(kafka),
         consumer_group=options.group_id,
@@ -201,14 +200,12 @@ def build_application(
         loglevel=None,
     )
     frame: StreamingDataFrame | None = None
-    for input_name in _INPUTS:
-        name = options.topics.get(input_name, input_name)
+    for name in _INPUTS:
         topic = app.topic(name, key_deserializer="str", value_deserializer="bytes")
-        part = app.dataframe(topic).apply(functools.partial(_tag, input_name))
+        part = app.dataframe(topic).apply(functools.partial(_tag, name))
         frame = part if frame is None else frame.concat(part)
     assert frame is not None
-    out_name = options.topics.get(UNIFIED_MINUTE.name, UNIFIED_MINUTE.name)
-    output = app.topic(out_name, key_serializer="str", value_serializer="bytes")
+    output = app.topic(UNIFIED_MINUTE.name, key_serializer="str", value_serializer="bytes")
 
     def step(value: Any, key: Any, _timestamp: int, _headers: Any, state: Any) -> list[bytes]:
         return unifier.process(value, key, state)

@@ -1,8 +1,9 @@
-"""Reconstruct end to end on Apache Kafka: a simulated station through ingest and reconstruct.
+"""Reconstruct end to end on Apache Kafka: two simulated stations through ingest and reconstruct.
 
 The latest record of every station-minute on the rates topic must equal the row of
-``mingo reconstruct`` (the pipeline functions) on the same files, and a reconstruct service
-SIGKILLed mid-stream and restarted must leave the same latest records.
+``mingo reconstruct`` (the pipeline functions) on the same files; every calibration a record
+names is on the calibration topic and on disk; a reconstruct service SIGKILLed mid-stream and
+restarted must leave the same latest records; two instances of one group split the stations.
 """
 
 from __future__ import annotations
@@ -23,22 +24,23 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from schemas.models import MinuteRates
-from schemas.topics import RATES_MINUTE, TOPICS
+from schemas.models import Calibration, MinuteRates
+from schemas.topics import CALIBRATION, EVENTS_RAW, RATES_MINUTE, TOPICS
 from services.common.kafka import create_topics, delete_topics, read_all, watermarks
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import StationSource, load_network
 from services.ingest.service import IngestOptions, run_ingest
+from services.reconstruct.calibration_records import calibration_path
 from services.reconstruct.cli import load_dat
 from services.reconstruct.pipeline import rates_rows, reconstruct_files
-from services.reconstruct.service import ReconstructOptions, run_reconstruct
+from services.reconstruct.service import ReconstructOptions, open_reconstructor, run_reconstruct
 from tests.simulated import simulate_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-STATION = 1
+STATIONS = (1, 2)  #: on different partitions (murmur2 of "1" and "2": 3 and 0)
 KILL_AFTER_OFFSETS = 100  #: SIGKILL once the rates topic holds this many offsets
 
 
@@ -47,23 +49,30 @@ class Ingested:
     """The simulated day, in the raw topic, and the command's minute records for it."""
 
     kafka: KafkaSettings
-    expected: dict[datetime, bytes]  #: minute -> MinuteRates JSON
+    expected: dict[Minute, bytes]  #: (station, minute) -> MinuteRates JSON
+    files: int  #: .dat files with events, all stations
 
 
-def _expected(out: Path, truth: dict[str, Any]) -> dict[datetime, bytes]:
+Minute = tuple[int, datetime]
+
+
+def _expected(out: Path, truth: dict[str, Any], station: int) -> dict[Minute, bytes]:
     """``mingo reconstruct`` of the station's files, with its logbook: JSON records by minute."""
-    entry = truth["stations"][str(STATION)]
+    entry = truth["stations"][str(station)]
     entries: list[LogbookEntry] = []
     logbook = out / entry["logbook"]
     entries, _ = parse_logbook(logbook.read_text(), source=logbook.name)
     paths = sorted(out / f["path"] for f in entry["files"].values() if f["path"] and f["events"])
     results = reconstruct_files(
-        STATION,
+        station,
         (load_dat(p) for p in paths),
-        lambda t: z_positions_at(entries, STATION, datetime.fromtimestamp(t, UTC)),
-        load_network().station(STATION).reconstruction,
+        lambda t: z_positions_at(entries, station, datetime.fromtimestamp(t, UTC)),
+        load_network().station(station).reconstruction,
     )
-    return {row["time"]: MinuteRates(**row).to_json_bytes() for row in rates_rows(STATION, results)}
+    return {
+        (station, row["time"]): MinuteRates(**row).to_json_bytes()
+        for row in rates_rows(station, results)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,44 +80,78 @@ def ingested(
     kafka_bootstrap: str, kafka_admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Ingested:
     out = tmp_path_factory.mktemp("sim")
-    truth = simulate_day(out, (STATION,), rate_hz=2.0, seed=5)
+    truth = simulate_day(out, STATIONS, rate_hz=1.0, seed=5, workers=2)
     delete_topics(kafka_admin, [t.name for t in TOPICS])
     create_topics(kafka_admin)
     kafka = KafkaSettings(bootstrap=kafka_bootstrap)
-    station = load_network().station(STATION)
-    station = station.model_copy(
-        update={"source": StationSource(kind="local", root=str(out / f"mingo0{STATION}"))}
-    )
+    stations = [
+        load_network()
+        .station(s)
+        .model_copy(update={"source": StationSource(kind="local", root=str(out / f"mingo0{s}"))})
+        for s in STATIONS
+    ]
     options = IngestOptions(instance=f"reco-{uuid.uuid4().hex[:6]}", settle_s=0, heartbeat_s=2)
-    done = run_ingest([station], kafka, options, StopFlag(), RunBounds(stop_when_idle=True))
-    assert done[STATION] > 24  # the day's files, logs and logbook
-    return Ingested(kafka, _expected(out, truth))
+    done = run_ingest(stations, kafka, options, StopFlag(), RunBounds(stop_when_idle=True))
+    assert all(done[s] > 24 for s in STATIONS)  # the day's files, logs and logbook
+    expected = {k: v for s in STATIONS for k, v in _expected(out, truth, s).items()}
+    files = sum(
+        1 for s in STATIONS for f in truth["stations"][str(s)]["files"].values() if f["events"]
+    )
+    return Ingested(kafka, expected, files)
 
 
 @pytest.fixture
 def rates_topic(ingested: Ingested, kafka_admin: AdminClient) -> KafkaSettings:
-    """The rates topic emptied; the raw topic as ingest left it."""
-    delete_topics(kafka_admin, [RATES_MINUTE.name])
-    create_topics(kafka_admin, [RATES_MINUTE])
+    """The rates and calibration topics emptied; the raw topic as ingest left it."""
+    delete_topics(kafka_admin, [RATES_MINUTE.name, CALIBRATION.name])
+    create_topics(kafka_admin, [RATES_MINUTE, CALIBRATION])
     return ingested.kafka
 
 
-def _latest(kafka: KafkaSettings) -> tuple[dict[datetime, bytes], int]:
-    """Latest committed record per minute of the station (JSON), and the number of records."""
-    latest: dict[datetime, bytes] = {}
+def _latest(kafka: KafkaSettings) -> tuple[dict[Minute, bytes], int]:
+    """Latest committed record per station-minute (JSON), and the number of records."""
+    latest: dict[Minute, bytes] = {}
     count = 0
     for message in read_all(kafka, RATES_MINUTE.name, max_wait_s=120):
         record = MinuteRates.model_validate_json(message.value())
-        assert message.key() == str(STATION).encode()
-        latest[record.model_dump()["time"]] = message.value()
+        assert message.key() == str(record.station).encode()
+        latest[(record.station, record.model_dump()["time"])] = message.value()
         count += 1
     return latest, count
 
 
-def _run_bounded(kafka: KafkaSettings, instance: str, group: str) -> tuple[int, float]:
+def _calibrations(kafka: KafkaSettings) -> dict[str, bytes]:
+    """Committed calibration records by version (key), JSON."""
+    found: dict[str, bytes] = {}
+    for message in read_all(kafka, CALIBRATION.name, max_wait_s=60):
+        record = Calibration.model_validate_json(message.value())
+        assert message.key() == record.version.encode()
+        found[record.version] = message.value()
+    return found
+
+
+def _assert_calibrations_published(
+    kafka: KafkaSettings, latest: dict[Minute, bytes], directory: Path
+) -> dict[str, bytes]:
+    """Every version a record names is on the calibration topic and, same bytes, on disk."""
+    published = _calibrations(kafka)
+    for value in latest.values():
+        record = MinuteRates.model_validate_json(value)
+        for version in record.calibration_version.split("+"):
+            assert version in published, version
+            path = calibration_path(directory, record.station, version)
+            assert path.read_bytes() == published[version]
+    return published
+
+
+def _run_bounded(
+    kafka: KafkaSettings, instance: str, group: str, calibration_dir: Path
+) -> tuple[int, float]:
     """Run the service until idle: (records published, seconds)."""
     started = time.monotonic()
-    options = ReconstructOptions(instance=instance, group_id=group, heartbeat_s=2)
+    options = ReconstructOptions(
+        instance=instance, group_id=group, heartbeat_s=2, calibration_dir=calibration_dir
+    )
     bounds = RunBounds(stop_when_idle=True)
     published = run_reconstruct(load_network(), kafka, options, StopFlag(), bounds)
     return published, time.monotonic() - started
@@ -128,31 +171,35 @@ def _offsets(consumer: Consumer) -> int:
     )
 
 
-def _assert_equal(latest: dict[datetime, bytes], expected: dict[datetime, bytes]) -> None:
+def _assert_equal(latest: dict[Minute, bytes], expected: dict[Minute, bytes]) -> None:
     assert sorted(latest) == sorted(expected)
     for minute, row in expected.items():
         assert latest[minute] == row, minute
 
 
 def test_minute_records_equal_the_command(
-    rates_topic: KafkaSettings, ingested: Ingested, clean_run: dict[str, int]
+    rates_topic: KafkaSettings, ingested: Ingested, clean_run: dict[str, int], tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     instance, group = f"clean-{tag}", f"reco-clean-{tag}"
-    published, elapsed = _run_bounded(rates_topic, instance, group)
+    published, elapsed = _run_bounded(rates_topic, instance, group, tmp_path)
     latest, count = _latest(rates_topic)
     assert count == published
     _assert_equal(latest, ingested.expected)
     # minutes shared by two files are published twice: once per file
-    assert len(ingested.expected) <= count <= len(ingested.expected) + 2 * 24
+    assert len(ingested.expected) <= count <= len(ingested.expected) + 2 * ingested.files
     clean_run["records"] = count
+    # one calibration per file, each named by the records it produced
+    calibrations = _assert_calibrations_published(rates_topic, latest, tmp_path)
+    assert len(calibrations) == ingested.files
+    assert len(list(tmp_path.glob("*/*.json"))) == ingested.files
     # the committed offsets stand at the end: a restart finds nothing to do
-    assert _run_bounded(rates_topic, instance, group)[0] == 0
+    assert _run_bounded(rates_topic, instance, group, tmp_path)[0] == 0
     print(f"reconstruct: {count} records for {len(latest)} minutes in {elapsed:.1f} s")
 
 
 def test_sigkill_and_restart_give_the_same_records(
-    rates_topic: KafkaSettings, ingested: Ingested, clean_run: dict[str, int]
+    rates_topic: KafkaSettings, ingested: Ingested, clean_run: dict[str, int], tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     instance, group = f"killed-{tag}", f"reco-killed-{tag}"
@@ -162,6 +209,7 @@ def test_sigkill_and_restart_give_the_same_records(
         "MINGO_RECONSTRUCT_GROUP_ID": group,
         "MINGO_RECONSTRUCT_BATCH_MESSAGES": "1",  # a transaction per chunk: many commit points
         "MINGO_HEARTBEAT_S": "2",
+        "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(tmp_path),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.reconstruct"],
@@ -184,11 +232,59 @@ def test_sigkill_and_restart_give_the_same_records(
     _, at_kill = _latest(rates_topic)
     assert at_kill < len(ingested.expected), "killed too late: nothing left to do"
 
-    published, _ = _run_bounded(rates_topic, instance, group)  # same instance and group
+    published, _ = _run_bounded(rates_topic, instance, group, tmp_path)  # same instance, group
     latest, count = _latest(rates_topic)
     _assert_equal(latest, ingested.expected)
+    _assert_calibrations_published(rates_topic, latest, tmp_path)
     # nothing lost, nothing twice: the committed records are those of the uninterrupted run
     assert count == at_kill + published
     if "records" in clean_run:
         assert count == clean_run["records"]
     print(json.dumps({"records_at_kill": at_kill, "records_after_restart": count}))
+
+
+def test_two_instances_split_the_stations(
+    rates_topic: KafkaSettings, ingested: Ingested, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    group = f"reco-pair-{tag}"
+    pair = [
+        open_reconstructor(
+            load_network(),
+            rates_topic,
+            ReconstructOptions(
+                instance=f"pair-{name}-{tag}",
+                group_id=group,
+                batch_messages=8,  # small steps: the second member joins while work remains
+                poll_timeout_s=0.5,
+                calibration_dir=tmp_path,
+            ),
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        for service in pair:
+            service.subscribe()
+        # Both step in turn (each consume serves its own rebalance callbacks) until both idle.
+        deadline = time.monotonic() + 120
+        busy = [True, True]
+        while any(busy):
+            assert time.monotonic() < deadline, "two instances did not finish in 120 s"
+            busy = [service.step() for service in pair]
+        assigned = [set(service._assigned) for service in pair]
+        stations = [set(service.streams) for service in pair]
+        published = [service.records_out for service in pair]
+    finally:
+        for service in pair:
+            service.close()
+    # the partitions are split, and with them the stations: each instance published its own
+    assert assigned[0] and assigned[1] and not assigned[0] & assigned[1]
+    assert assigned[0] | assigned[1] == set(range(EVENTS_RAW.partitions))
+    assert stations[0] and stations[1] and not stations[0] & stations[1]
+    assert stations[0] | stations[1] == set(STATIONS)
+    assert all(published)
+    latest, count = _latest(rates_topic)
+    assert count == sum(published)
+    _assert_equal(latest, ingested.expected)
+    _assert_calibrations_published(rates_topic, latest, tmp_path)
+    print(json.dumps({"assigned": [sorted(a) for a in assigned], "published": published}))

@@ -1,6 +1,6 @@
 """The unify service on Apache Kafka: the same rows as ``mingo process``, revisions, a SIGKILL.
 
-One simulated station (1) for six hours of event files, with the day's logs and ERA5 files. The
+One simulated station (1) for four hours of event files, with the day's logs and ERA5 files. The
 inputs are what ``mingo process`` reads from those files (its own functions), published to fresh
 topics; the service's final rows (highest revision per minute) must equal, field for field, the
 rows ``mingo process`` writes to its Parquet files.
@@ -8,38 +8,52 @@ rows ``mingo process`` writes to its Parquet files.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from schemas.base import Contract
 from schemas.models import Era5Hour, LogReading, MinuteRates, UnifiedMinute
-from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, UNIFIED_MINUTE, station_key
-from services.common.kafka import read_all
+from schemas.topics import (
+    ERA5_HOURLY,
+    LOGS_RAW,
+    RATES_MINUTE,
+    STATUS,
+    UNIFIED_MINUTE,
+    station_key,
+)
+from services.common.kafka import create_topics, delete_topics, read_all, watermarks
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import load_network
 from services.sink.files import read_range
 from services.unify.cli import _Rejects, process, station_hours, station_rates, station_readings
+from services.unify.flags import Flag
 from services.unify.revisions import rows_from_files
 from services.unify.service import UnifyOptions, run_unify
 from simulator.run import SimulationRequest, run_batch
-from tests.integration.conftest import TopicFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STATION = 1
 DAY = date(2024, 3, 1)
-HOURS = 6  #: event files kept (one per hour)
-LATE_FROM = timedelta(hours=3)  #: logs from this time on arrive late
+HOURS = 4  #: event files kept (one per hour)
+LATE_FROM = timedelta(hours=1)  #: logs from here on come after the rates up to 04:00
+KILL_AFTER_OFFSETS = 80  #: SIGKILL once the unified topic holds this many offsets
+GROUP_PREFIX = "unify-test-"
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     run_batch(request)
     dat = sim / f"mingo0{STATION}" / "dat"
     for path in sorted(dat.iterdir())[HOURS:]:
-        path.unlink()  # six hours of events; the day's logs and ERA5 stay
+        path.unlink()  # four hours of events; the day's logs and ERA5 stay
     station = network.station(STATION)
     rejects = _Rejects(STATION)
     rates = [MinuteRates(**r) for r in station_rates(station, sim / "mingo01", rejects, lambda: 0)]
@@ -89,43 +103,61 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     return Inputs(rates, readings, hours, expected, start)
 
 
-@dataclass(frozen=True)
-class Topics:
-    kafka: KafkaSettings
-    names: dict[str, str]  #: registry name -> this test's topic
-
-    def options(self, instance: str, group: str, state_dir: Path) -> UnifyOptions:
-        return UnifyOptions(
-            instance=instance,
-            group_id=group,
-            heartbeat_s=2,
-            state_dir=state_dir,
-            commit_interval_s=0.5,
-            idle_timeout_s=4,
-            topics=self.names,
-        )
-
-
 @pytest.fixture
-def topics(kafka_bootstrap: str, make_topic: TopicFactory) -> Topics:
-    names = {
-        spec.name: make_topic(partitions=spec.partitions, config=spec.broker_config())
-        for spec in (RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE)
-    }
-    return Topics(KafkaSettings(bootstrap=kafka_bootstrap), names)
+def kafka(kafka_bootstrap: str, kafka_admin: AdminClient) -> Iterator[KafkaSettings]:
+    """The four topics of unify, empty; the changelog topics of the test's groups deleted after."""
+    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE]
+    delete_topics(kafka_admin, [spec.name for spec in specs])
+    create_topics(kafka_admin, [*specs, STATUS])
+    yield KafkaSettings(bootstrap=kafka_bootstrap)
+    changelogs = [
+        name
+        for name in kafka_admin.list_topics(timeout=10).topics
+        if name.startswith(f"changelog__{GROUP_PREFIX}")
+    ]
+    delete_topics(kafka_admin, changelogs)
 
 
-def _publish(topics: Topics, topic: str, records: Iterable[Contract]) -> None:
-    producer = Producer({"bootstrap.servers": topics.kafka.bootstrap, "linger.ms": 20})
+def _options(instance: str, group: str, state_dir: Path) -> UnifyOptions:
+    return UnifyOptions(
+        instance=instance,
+        group_id=group,
+        heartbeat_s=2,
+        state_dir=state_dir,
+        commit_interval_s=0.5,
+        idle_timeout_s=2,
+    )
+
+
+def _names() -> tuple[str, str]:
+    """A fresh instance id and consumer group."""
+    tag = uuid.uuid4().hex[:6]
+    return f"test-{tag}", f"{GROUP_PREFIX}{tag}"
+
+
+def _run(kafka: KafkaSettings, instance: str, group: str, state_dir: Path) -> int:
+    """Run the service in process until idle; the rows it published."""
+    options = _options(instance, group, state_dir)
+    return run_unify(load_network(), kafka, options, StopFlag(), RunBounds(stop_when_idle=True))
+
+
+def _publish(kafka: KafkaSettings, topic: str, records: Iterable[Contract]) -> None:
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 20})
     for record in records:
-        producer.produce(topics.names[topic], record.to_json_bytes(), station_key(STATION))
+        producer.produce(topic, record.to_json_bytes(), station_key(STATION))
     assert producer.flush(30) == 0
 
 
-def _unified(topics: Topics) -> list[UnifiedMinute]:
+def _publish_all(kafka: KafkaSettings, inputs: Inputs) -> None:
+    _publish(kafka, ERA5_HOURLY.name, inputs.hours)
+    _publish(kafka, LOGS_RAW.name, inputs.readings)
+    _publish(kafka, RATES_MINUTE.name, inputs.rates)
+
+
+def _unified(kafka: KafkaSettings) -> list[UnifiedMinute]:
     """Every committed row on the unified topic, in partition order."""
     rows = []
-    for message in read_all(topics.kafka, topics.names[UNIFIED_MINUTE.name], max_wait_s=120):
+    for message in read_all(kafka, UNIFIED_MINUTE.name, max_wait_s=120):
         assert message.key() == station_key(STATION)
         rows.append(UnifiedMinute.model_validate_json(message.value()))
     return rows
@@ -144,27 +176,146 @@ def _latest(rows: Sequence[UnifiedMinute]) -> dict[datetime, UnifiedMinute]:
 
 
 def _assert_same_rows(latest: dict[datetime, UnifiedMinute], inputs: Inputs) -> None:
+    """The final rows are ``mingo process``'s, to the last digit (revisions aside)."""
     assert sorted(latest) == sorted(inputs.expected)
     for minute, row in inputs.expected.items():
         assert latest[minute].model_copy(update={"revision": row.revision}) == row, minute
 
 
-def _run(topics: Topics, instance: str, group: str, state_dir: Path) -> int:
-    options = topics.options(instance, group, state_dir)
-    return run_unify(
-        load_network(), topics.kafka, options, StopFlag(), RunBounds(stop_when_idle=True)
+@pytest.fixture(scope="module")
+def clean_run() -> dict[str, list[bytes]]:
+    """Filled by the uninterrupted run, compared against by the killed one."""
+    return {}
+
+
+def test_final_rows_equal_mingo_process(
+    kafka: KafkaSettings, inputs: Inputs, tmp_path: Path, clean_run: dict[str, list[bytes]]
+) -> None:
+    _publish_all(kafka, inputs)
+    instance, group = _names()
+    started = time.monotonic()
+    published = _run(kafka, instance, group, tmp_path / "state")
+    elapsed = time.monotonic() - started
+    rows = _unified(kafka)
+    assert len(rows) == published
+    _assert_same_rows(_latest(rows), inputs)
+    clean_run["rows"] = [row.to_json_bytes() for row in rows]
+    print(f"unify: {published} rows for {len(inputs.expected)} minutes in {elapsed:.1f} s")
+
+
+def _era5t(hour: Era5Hour) -> Era5Hour:
+    """The preliminary (ERA5T) version of a final hour: a little off, expver 0005."""
+    assert hour.t_eff_k is not None and hour.expver == "0001"
+    change = {
+        "temp_ground_c": hour.temp_ground_c + 0.4,
+        "surface_pressure_hpa": hour.surface_pressure_hpa + 0.3,
+        "t_eff_k": hour.t_eff_k + 0.5,
+    }
+    return hour.model_copy(update=change | {"expver": "0005", "revision": 0})
+
+
+def test_late_arrivals_revise_the_rows(
+    kafka: KafkaSettings, inputs: Inputs, tmp_path: Path
+) -> None:
+    instance, group = _names()
+    late_from = inputs.start + LATE_FROM
+    seen = 0
+
+    def stage() -> tuple[list[UnifiedMinute], dict[datetime, UnifiedMinute]]:
+        """Run until idle: the rows this stage emitted, and the latest rows so far."""
+        nonlocal seen
+        _run(kafka, instance, group, tmp_path / "state")
+        rows = _unified(kafka)
+        new, seen = rows[seen:], len(rows)
+        return new, _latest(rows)
+
+    minutes = set(inputs.expected)
+    # 1. the logs before 01:00, then the rates, no ERA5 yet: new rows, ERA5 pending
+    _publish(kafka, LOGS_RAW.name, [r for r in inputs.readings if r.time < late_from])
+    _publish(kafka, RATES_MINUTE.name, inputs.rates)
+    new, _ = stage()
+    assert {r.time for r in new} == minutes and len(new) == len(minutes)
+    assert all(r.revision == 0 and r.quality_flags & Flag.ERA5_PENDING for r in new)
+    assert all(r.rate_pt_corr_hz is None for r in new)
+
+    # 2. ERA5T arrives (days later): every row revised once, corrected, flagged preliminary
+    _publish(kafka, ERA5_HOURLY.name, [_era5t(h) for h in inputs.hours])
+    new, _ = stage()
+    assert {r.time for r in new} == minutes and len(new) == len(minutes)
+    for row in new:
+        assert row.revision == 1 and row.rate_pt_corr_hz is not None
+        assert row.quality_flags & Flag.ERA5_PRELIMINARY
+        assert not row.quality_flags & Flag.ERA5_PENDING
+
+    # 3. the logs from 01:00 on, three hours late: the rows they reach are revised (once per
+    # log family that fills a minute, as the families' files arrive one after the other)
+    _publish(kafka, LOGS_RAW.name, [r for r in inputs.readings if r.time >= late_from])
+    new, latest = stage()
+    revised = {r.time for r in new}
+    assert all(r.revision >= 2 for r in new)
+    assert {m for m in minutes if m >= late_from} <= revised  # no log values there before
+    assert min(revised) >= late_from - timedelta(minutes=31)  # beyond the gap: untouched
+    assert all(latest[m].revision == 1 for m in minutes - revised)
+    assert not any(latest[m].quality_flags & Flag.ENV_MISSING for m in revised)
+
+    # 4. final ERA5 replaces ERA5T (months later): revised again; now equal to mingo process
+    _publish(kafka, ERA5_HOURLY.name, [h.model_copy(update={"revision": 1}) for h in inputs.hours])
+    new, latest = stage()
+    assert {r.time for r in new} == minutes
+    assert not any(r.quality_flags & Flag.ERA5_PRELIMINARY for r in latest.values())
+    _assert_same_rows(latest, inputs)
+
+
+def _offsets(consumer: Consumer) -> int:
+    """Offsets used on the unified topic (rows and transaction markers)."""
+    return sum(
+        watermarks(consumer, TopicPartition(UNIFIED_MINUTE.name, p))[1]
+        for p in range(UNIFIED_MINUTE.partitions)
     )
 
 
-def test_final_rows_equal_mingo_process(topics: Topics, inputs: Inputs, tmp_path: Path) -> None:
-    _publish(topics, ERA5_HOURLY.name, inputs.hours)
-    _publish(topics, LOGS_RAW.name, inputs.readings)
-    _publish(topics, RATES_MINUTE.name, inputs.rates)
-    tag = uuid.uuid4().hex[:6]
-    started = time.monotonic()
-    published = _run(topics, f"eq-{tag}", f"unify-eq-{tag}", tmp_path / "state")
-    elapsed = time.monotonic() - started
-    rows = _unified(topics)
-    assert len(rows) == published
+def test_sigkill_and_restart_give_the_same_rows(
+    kafka: KafkaSettings, inputs: Inputs, tmp_path: Path, clean_run: dict[str, list[bytes]]
+) -> None:
+    _publish_all(kafka, inputs)
+    instance, group = _names()
+    env = os.environ | {
+        "MINGO_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "MINGO_INSTANCE": instance,
+        "MINGO_UNIFY_GROUP_ID": group,
+        "MINGO_UNIFY_STATE_DIR": str(tmp_path / "killed"),
+        "MINGO_UNIFY_COMMIT_INTERVAL_S": "0.2",  # many transactions: many commit points
+        "MINGO_HEARTBEAT_S": "2",
+    }
+    log_file = tmp_path / "killed.log"
+    with log_file.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.unify"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    watcher = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "unused"})
+    try:
+        deadline = time.monotonic() + 120
+        while _offsets(watcher) < KILL_AFTER_OFFSETS:
+            assert process.poll() is None, log_file.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the service published nothing in 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        process.kill()
+        watcher.close()
+    at_kill = len(_unified(kafka))
+    assert at_kill < len(inputs.expected), "killed too late: nothing left to do"
+
+    # same instance (its transactional id fences the dead one) and group; a new local state
+    # folder, so the state comes back from the changelog topic
+    published = _run(kafka, instance, group, tmp_path / "restarted")
+    rows = _unified(kafka)
+    assert len(rows) == at_kill + published  # nothing committed twice, nothing lost
     _assert_same_rows(_latest(rows), inputs)
-    print(f"unify: {published} rows for {len(inputs.expected)} minutes in {elapsed:.1f} s")
+    if "rows" in clean_run:
+        assert [row.to_json_bytes() for row in rows] == clean_run["rows"]
+    print(f"unify: {at_kill} rows committed at the kill, {len(rows)} after the restart")

@@ -51,6 +51,7 @@ def test_each_service_reads_its_run_settings(
     assert ReconstructSettings().options().group_id == config.group("reconstruct")
     assert UnifySettings().options().group_id == config.group("unify")
     assert UnifySettings().options().state_dir == tmp_path / "state" / "unify"
+    assert ReconstructSettings().options().calibration_dir == tmp_path / "state" / "calibrations"
     assert ReanalysisSettings().options().era5_dir == tmp_path / "era5"
     assert IngestSettings().options().settle_s == 0
     sink = SinkSettings()

@@ -128,10 +128,9 @@ def test_cli_writes_rates_and_events(tmp_path: Path) -> None:
     )
     files = sorted((tmp_path / "sim" / "mingo00" / "dat").glob("*.dat"))[:3]
     out, events = tmp_path / "rates.csv", tmp_path / "events.parquet"
-    result = CliRunner().invoke(
-        reconstruct,
-        [*map(str, files), "--z", "0,150,300,450", "--out", str(out), "--events", str(events)],
-    )
+    options = ["--z", "0,150,300,450", "--out", str(out), "--events", str(events)]
+    options += ["--calibrations", str(tmp_path / "cal")]
+    result = CliRunner().invoke(reconstruct, [*map(str, files), *options])
     assert result.exit_code == 0, result.output
     rates = pd.read_csv(out)
     expected = [n for n in MinuteRates.model_fields if n != "schema_version"]
@@ -139,3 +138,7 @@ def test_cli_writes_rates_and_events(tmp_path: Path) -> None:
     assert rates["time"].iloc[0].endswith("Z") and (rates["live_s"] <= 60).all()
     table = pd.read_parquet(events)
     assert {"theta_deg", "phi_deg", "chi2", "topology", "x_p1_mm"} <= set(table.columns)
+    # every version the rates name is kept on disk, one record per file
+    stored = {p.stem for p in (tmp_path / "cal" / "0").glob("*.json")}
+    assert len(stored) == len(files)
+    assert {v for vs in rates["calibration_version"] for v in vs.split("+")} == stored

@@ -55,11 +55,13 @@ def test_stream_equals_command_with_replays(tmp_path: Path) -> None:
             order += messages
         for message in order:
             chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
-            for row in stream.add(chunk):
+            for row in stream.add(chunk).rows:
                 latest[row["time"]] = row
     assert stream.pending_files == []
     assert [latest[t] for t in sorted(latest)] == expected
     # a lone chunk of a finished file waits for the rest of a republication, counting nothing
     lone = _messages(paths[2])[0]
-    assert stream.add(chunk_from_message(envelope_from_headers(lone.headers), lone.value)) == []
+    waiting = stream.add(chunk_from_message(envelope_from_headers(lone.headers), lone.value))
+    assert waiting.rows == []
+    assert waiting.calibration is None
     assert stream.pending_files == [paths[2].name]

@@ -62,7 +62,7 @@ def _readings(minutes: range, rng: random.Random) -> list[LogReading]:
     for line, k in enumerate(minutes, start=1):
         if 100 <= k < 150:
             continue  # a 50 min hole: missing beyond the 30 min gap
-        pressure = 2000.0 if k == 200 else 940.0 + rng.uniform(-3, 3)
+        pressure = 2000.0 if k == 195 else 940.0 + rng.uniform(-3, 3)
         readings.append(
             LogReading(
                 station=1,
@@ -70,7 +70,7 @@ def _readings(minutes: range, rng: random.Random) -> list[LogReading]:
                 time=T0 + timedelta(minutes=k, seconds=7),
                 values={"temperature_ext": 12.0, "rh_ext": 40.0, "pressure_ext": pressure},
                 units={"temperature_ext": "degC", "rh_ext": "%", "pressure_ext": "hPa"},
-                out_of_range=["pressure_ext"] if k == 200 else [],
+                out_of_range=["pressure_ext"] if k == 195 else [],
                 source_file="sensors_bus0_2024-03-01.log",
                 line=line,
                 reading_id=f"1/sensors_bus0_2024-03-01.log/{line}",
@@ -110,14 +110,15 @@ def _final(emitted: list[Any]) -> dict[datetime, Any]:
     return latest
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
 def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None:
     rng = random.Random(seed)
-    rates = _rates(range(360), rng)
+    rates = _rates(range(200), rng)
     # a minute published twice (shared by two files): the later record wins
     rates.append(rates[30].model_copy(update={"live_s": 60.0, "rate_total_hz": 8.5}))
-    readings = _readings(range(0, 360, 15), rng)
-    hours = [_hour(h, 220.0 + h, expver="0005") for h in range(5)]
+    readings = _readings(range(0, 260, 15), rng)
+    hours = [_hour(h, 220.0 + h, expver="0005") for h in range(4)]
     hours += [_hour(3, 223.5, revision=1)]  # final ERA5 replaces ERA5T of hour 3
     records: list[Any] = [*rates, *readings, *hours]
     order = sorted(range(len(records)), key=lambda _: rng.random())
@@ -135,6 +136,8 @@ def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None
             list(last_rates.values()), readings, hours, SETTINGS.coefficients, SETTINGS.join
         )
     )
+    assert any(row.quality_flags & Flag.ENV_OUT_OF_RANGE for row in batch)
+    assert any(row.quality_flags & Flag.ERA5_PENDING for row in batch)
     final = _final(emitted)
     assert sorted(final) == [row.time for row in batch]
     for row in batch:
