@@ -140,7 +140,7 @@ def ingest(network_file: Path | None, once: bool) -> None:
     "--hours",
     type=click.FloatRange(min=1),
     default=None,
-    help="Simulated hours from --start (default 12; a whole day takes about 2-4 minutes here).",
+    help="Simulated hours from --start (default 12); a whole day took 4.5 min on 2 busy cores.",
 )
 @click.option(
     "--days", type=click.IntRange(min=1), default=None, help="Whole simulated days instead."
