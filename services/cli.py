@@ -143,44 +143,67 @@ def ingest(network_file: Path | None, once: bool) -> None:
 @main.command()
 @click.option("--stations", default="1,2", show_default=True, help="Station ids to simulate.")
 @click.option("--start", default="2024-03-01", show_default=True, help="First UTC day.")
-@click.option("--days", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--rate-hz", default=8.0, show_default=True, type=float, help="Accepted rate.")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Simulated hours from --start (default 12); a whole day took 4.5 min on 2 busy cores.",
+)
+@click.option(
+    "--days", type=click.IntRange(min=1), default=None, help="Whole simulated days instead."
+)
+@click.option("--rate", "rate_hz", default=8.0, show_default=True, type=float, help="Rate [Hz].")
+@click.option(
+    "--speed",
+    default=1200.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Simulated seconds per second (1200: a day in 72 s).",
+)
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--damage", default=0.001, show_default=True, type=float, help="Damaged lines.")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".state/demo"),
+    default=Path("demo-output"),
     show_default=True,
-    help="Where the simulated stations are written (replaced).",
+    help="Output folder (replaced).",
 )
 @click.option("--keep-broker", is_flag=True, help="Leave tansu running to inspect the topics.")
 def demo(
-    stations: str, start: str, days: int, rate_hz: float, seed: int, damage: float, out: Path,
-    keep_broker: bool,
+    stations: str, start: str, hours: float | None, days: int | None, rate_hz: float,
+    speed: float, seed: int, damage: float, out: Path, keep_broker: bool,
 ) -> None:  # fmt: skip
-    """Simulate stations and stream them through ingest into Kafka on the embedded broker."""
+    """Simulate stations live and run all five services: unified files, InfluxDB, a plot."""
+    import math
     import shutil
     from datetime import date
 
     from services.common.stations import load_network
-    from services.demo import run_demo
+    from services.demo import DEFAULT_HOURS, DemoRequest, run_demo
 
+    if days is not None and hours is not None:
+        raise click.UsageError("give --hours or --days, not both")
+    if days is None:
+        hours = hours or DEFAULT_HOURS
+        days = math.ceil(hours / 24)
     if out.exists():
         shutil.rmtree(out)
+    out.mkdir(parents=True)
+    request = DemoRequest(
+        stations=[int(s) for s in stations.split(",")], start=date.fromisoformat(start),
+        days=days, hours=hours, rate_hz=rate_hz, speed=speed, seed=seed, damage=damage,
+        out=out.resolve(),
+    )  # fmt: skip
     result = run_demo(
         load_network(),
-        [int(s) for s in stations.split(",")],
-        date.fromisoformat(start),
-        days,
-        out,
-        rate_hz=rate_hz,
-        seed=seed,
-        damage=damage,
-        keep_broker=keep_broker,
+        request,
         on_progress=lambda text: click.echo(f"==> {text}", err=True),
+        keep_broker=keep_broker,
     )
-    click.echo(f"\nWhat landed in which topic (broker {result.bootstrap}):")
+    click.echo(
+        f"\nWhat landed in which topic ({result.backend.name} on {result.backend.kafka.bootstrap}):"
+    )
     _print_summaries(result.summaries)
     click.echo("\nWhat the simulator wrote (truth.json):")
     for station, entry in sorted(result.truth["stations"].items()):
@@ -190,6 +213,17 @@ def demo(
             f"self-trigger {totals['valid_events']['2']}; damaged lines "
             f"{totals['damaged_lines']}; corrupt archives {len(entry['corrupt_archives'])}"
         )
+    click.echo(f"\nThe unified table ({request.out / 'unified'}):")
+    for station in request.stations:
+        points = result.influx_points.get(station)
+        influx = "" if points is None else f", InfluxDB points {points}"
+        click.echo(f"  station {station}: minutes {result.rows.get(station, 0)}{influx}")
+    for path in result.files:
+        click.echo(f"  {path}")
+    if result.plot is not None:
+        click.echo(f"\nPlot (raw and corrected rate with pressure): {result.plot}")
+    click.echo(f"Everything is in {request.out} (stations/, unified/, logs/, rates.png)")
+    click.echo(f"Browse it: mingo api --out {request.out / 'unified'}")
 
 
 if __name__ == "__main__":

@@ -310,6 +310,9 @@ class _LiveStation:
 
     def stop(self, now_s: int) -> None:
         """End cleanly at ``now_s``: close the open file as a shorter acquisition."""
+        # a late stop (a starved thread) first writes what happened before it, so that the
+        # closed file's acquisition never extends past its hour or beyond its events
+        self.advance(now_s)
         if self.current is not None:
             self._write_until(now_s)
             self._close(partial_end_s=now_s)

@@ -75,9 +75,14 @@ class LocalSource:
             raise SourceUnavailableError(f"{directory}: {exc.strerror}") from exc
         files = []
         for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                info = entry.stat()
-                files.append(RemoteFile(entry.name, entry.path, info.st_size, info.st_mtime))
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    info = entry.stat()
+                    files.append(RemoteFile(entry.name, entry.path, info.st_size, info.st_mtime))
+            except FileNotFoundError:
+                # renamed or removed since the listing (a station renames a finished
+                # .part file; logs move to done/): the next poll sees its new name
+                continue
         return files
 
     def read(self, file: RemoteFile, offset: int = 0) -> bytes:

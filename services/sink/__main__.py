@@ -3,14 +3,15 @@
 from services.common.logging import configure_logging
 from services.common.runtime import StopFlag, install_signal_handlers
 from services.sink.files import DailyFiles
-from services.sink.service import make_writer, run_sink
+from services.sink.service import run_sink
 from services.sink.settings import SinkSettings
 
 settings = SinkSettings()
 configure_logging(settings.log_level, settings.log_format, settings.secret_values())
 stop = StopFlag()
 install_signal_handlers(stop)
-writer = make_writer(settings.influx_target(), create_database=settings.influx_create_database)
+writer = settings.make_writer()
 files = DailyFiles(settings.sink_out_dir, parquet=settings.sink_parquet)
 run_sink(settings.kafka, writer, files, settings.options(), stop)
-writer.close()
+if writer is not None:
+    writer.close()

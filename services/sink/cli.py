@@ -24,7 +24,7 @@ def sink(out_dir: Path | None, once: bool) -> None:
     from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
     from services.sink.files import DailyFiles
     from services.sink.influx import InfluxWriteError
-    from services.sink.service import make_writer, run_sink
+    from services.sink.service import run_sink
     from services.sink.settings import SinkSettings
 
     settings = SinkSettings()
@@ -32,9 +32,7 @@ def sink(out_dir: Path | None, once: bool) -> None:
     stop = StopFlag()
     install_signal_handlers(stop)
     try:
-        writer = make_writer(
-            settings.influx_target(), create_database=settings.influx_create_database
-        )
+        writer = settings.make_writer()
     except InfluxWriteError as exc:
         raise click.ClickException(str(exc)) from None
     files = DailyFiles(out_dir or settings.sink_out_dir, parquet=settings.sink_parquet)
@@ -42,7 +40,8 @@ def sink(out_dir: Path | None, once: bool) -> None:
     try:
         service = run_sink(settings.kafka, writer, files, settings.options(), stop, bounds)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     click.echo(f"stored {service.rows_written} rows and {service.statuses_written} statuses")
 
 

@@ -132,8 +132,8 @@ class SinkService:
     ----------
     consumer : Consumer
         Subscribed consumer with ``enable.auto.commit=false``.
-    writer : InfluxWriter
-        InfluxDB back end.
+    writer : InfluxWriter or None
+        InfluxDB back end; None = the files only (the demo without InfluxDB).
     files : DailyFiles or None
         File store; None = InfluxDB only.
     options : SinkOptions
@@ -147,7 +147,7 @@ class SinkService:
     def __init__(
         self,
         consumer: Consumer,
-        writer: InfluxWriter,
+        writer: InfluxWriter | None,
         files: DailyFiles | None,
         options: SinkOptions,
         stop: StopFlag,
@@ -188,7 +188,8 @@ class SinkService:
         failures = 0
         while True:
             try:
-                self.writer.write(batch.lines(datetime.now(UTC), self.options.instance))
+                if self.writer is not None:
+                    self.writer.write(batch.lines(datetime.now(UTC), self.options.instance))
                 if self.files is not None and batch.rows:
                     self.files.write(batch.rows)
                 break
@@ -255,7 +256,7 @@ def make_writer(target: InfluxTarget, *, create_database: bool) -> InfluxWriter:
 
 def run_sink(
     kafka: KafkaSettings,
-    writer: InfluxWriter,
+    writer: InfluxWriter | None,
     files: DailyFiles | None,
     options: SinkOptions,
     stop: StopFlag,

@@ -9,8 +9,8 @@ from pydantic import Field, SecretStr
 
 from schemas.topics import STATUS, UNIFIED_MINUTE
 from services.common.settings import ServiceSettings
-from services.sink.influx import InfluxTarget
-from services.sink.service import SinkOptions
+from services.sink.influx import InfluxTarget, InfluxWriter
+from services.sink.service import SinkOptions, make_writer
 
 DEFAULT_OUT_DIR = Path("out")
 
@@ -18,6 +18,9 @@ DEFAULT_OUT_DIR = Path("out")
 class SinkSettings(ServiceSettings):
     """What the sink reads from the environment, on top of the common settings."""
 
+    sink_influx: bool = Field(
+        True, description="Write to InfluxDB; false = the daily files only (no InfluxDB needed)."
+    )
     influx_url: str = Field("http://127.0.0.1:18086", description="InfluxDB base URL.")
     influx_api: Literal["v1", "v2"] = Field(
         "v1", description="v1: /write (1.x, and 2.x/3.x compatibility); v2: influxdb-client."
@@ -39,6 +42,12 @@ class SinkSettings(ServiceSettings):
     sink_status_topic: str = Field(STATUS.name, description="Topic of pipeline status.")
     sink_batch_max: int = Field(2000, gt=0, description="Messages per batch at most.")
     sink_backoff_max_s: float = Field(60.0, gt=0, description="Longest retry wait. [s]")
+
+    def make_writer(self) -> InfluxWriter | None:
+        """The InfluxDB writer (database created when asked), or None with ``sink_influx`` off."""
+        if not self.sink_influx:
+            return None
+        return make_writer(self.influx_target(), create_database=self.influx_create_database)
 
     def influx_target(self) -> InfluxTarget:
         """Where the sink writes."""

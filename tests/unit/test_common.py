@@ -110,3 +110,22 @@ def test_local_source_lists_files_and_reads_from_an_offset(tmp_path: Path) -> No
     assert (file.name, file.size) == ("a.dat", 10)
     assert source.read(file, 4) == b"456789"
     assert source.list("missing") == []
+
+
+def test_local_source_skips_a_file_renamed_during_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A station renames ``.x.dat.part`` to ``x.dat`` between the listing and the stat."""
+    (tmp_path / "dat").mkdir()
+    (tmp_path / "dat" / "a.dat").write_bytes(b"01")
+    (tmp_path / "dat" / ".b.dat.part").write_bytes(b"0123")
+    real_scandir = os.scandir
+
+    def scandir_then_rename(path: str) -> list[os.DirEntry[str]]:
+        entries = list(real_scandir(path))
+        os.rename(os.path.join(path, ".b.dat.part"), os.path.join(path, "b.dat"))
+        return entries
+
+    monkeypatch.setattr("services.ingest.sources.os.scandir", scandir_then_rename)
+    files = LocalSource(tmp_path).list("dat")
+    assert [f.name for f in files] == ["a.dat"]
