@@ -32,7 +32,11 @@ def summarise_topic(kafka: KafkaSettings, spec: TopicSpec) -> TopicSummary:
             envelope = envelope_from_headers(message.headers())
             summary.by_station[str(envelope.station)] += 1
             kind = "coincidence" if envelope.trigger_type == 1 else "self-trigger"
-            summary.detail[f"station {envelope.station} events"][kind] += envelope.event_count
+            events = summary.detail[f"station {envelope.station} events"]
+            # both kinds always shown: "self-trigger 0" says the daily noise run was not seen
+            events.setdefault("coincidence", 0)
+            events.setdefault("self-trigger", 0)
+            events[kind] += envelope.event_count
             continue
         record = json.loads(message.value())
         station = record.get("station")
