@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from services.common.cli_options import network_option
 from services.common.coefficients import next_version, write_record
 from services.common.stations import DEFAULT_NETWORK_FILE, NetworkConfigError, load_network
 from services.fit.model import METHODS, FitResult, Method, Window, alert_windows, fit_all
@@ -85,13 +86,7 @@ def _format(result: FitResult) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Figure of the total-rate fit. Default: fit_mingo0<S>_<method>.png here.",
 )
-@click.option(
-    "--network",
-    "network_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=DEFAULT_NETWORK_FILE,
-    show_default=True,
-)
+@network_option(DEFAULT_NETWORK_FILE, "Network file.")
 def fit(
     station: int,
     start: str,

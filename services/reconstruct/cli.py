@@ -25,6 +25,7 @@ import pandas as pd
 from schemas.columns import REGIONS, TOPOLOGIES
 from schemas.dat_format import parse_dat_filename
 from schemas.models import MinuteRates
+from services.common.cli_options import network_option, run_bounds, service_run_options
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.dat_parser import parse_dat
@@ -126,14 +127,7 @@ def _station(network_file: Path, station_id: int) -> Station:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the per-event table (Parquet).",
 )
-@click.option(
-    "--network",
-    "network_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=DEFAULT_NETWORK_FILE,
-    show_default=True,
-    help="Network file with the station's reconstruction settings.",
-)
+@network_option(DEFAULT_NETWORK_FILE, "Network file with the station's reconstruction settings.")
 @click.option(
     "--calibrations",
     "calibration_dir",
@@ -188,19 +182,12 @@ def reconstruct(
 
 
 @click.command("reconstruct-service")
-@click.option(
-    "--network",
-    "network_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Network file (default: MINGO_NETWORK_FILE).",
-)
-@click.option("--once", is_flag=True, help="Process what is in the raw topic now, then stop.")
-@click.option("--max-seconds", type=float, default=None, help="Stop after this long. [s]")
+@network_option()
+@service_run_options("Process what is in the raw topic now, then stop.")
 def reconstruct_service(network_file: Path | None, once: bool, max_seconds: float | None) -> None:
     """Run the reconstruct service: raw chunks -> minute records, exactly once (MINGO_* vars)."""
     from services.common.logging import redact_secrets
-    from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
+    from services.common.runtime import StopFlag, install_signal_handlers
     from services.reconstruct.service import run_reconstruct
     from services.reconstruct.settings import ReconstructSettings
 
@@ -209,6 +196,7 @@ def reconstruct_service(network_file: Path | None, once: bool, max_seconds: floa
     stop = StopFlag()
     install_signal_handlers(stop)
     network = load_network(network_file or settings.network_file)
-    bounds = RunBounds(max_seconds=max_seconds, stop_when_idle=once)
-    published = run_reconstruct(network, settings.kafka, settings.options(), stop, bounds)
+    published = run_reconstruct(
+        network, settings.kafka, settings.options(), stop, run_bounds(once, max_seconds)
+    )
     click.echo(f"{published} minute records published", err=True)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from schemas.models import Era5Hour, LogReading, RejectRecord
 from schemas.station_logs import log_type_of_file
 from services.common import rejects as rj
+from services.common.cli_options import network_option, run_bounds, service_run_options
 from services.common.coefficients import apply_record, latest_record
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.rejects import LineReject, make_reject, reject_records
@@ -261,13 +262,7 @@ def process_station(
     show_default=True,
     help="Largest gap between two log readings interpolated over. [min]",
 )
-@click.option(
-    "--network",
-    "network_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=DEFAULT_NETWORK_FILE,
-    show_default=True,
-)
+@network_option(DEFAULT_NETWORK_FILE, "Network file.")
 @click.option(
     "--coefficients",
     "coefficients_dir",
@@ -312,19 +307,12 @@ def process(
 
 
 @click.command("unify-service")
-@click.option(
-    "--network",
-    "network_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Network file (default: MINGO_NETWORK_FILE).",
-)
-@click.option("--once", is_flag=True, help="Unify what is on the input topics now, then stop.")
-@click.option("--max-seconds", type=float, default=None, help="Stop after this long. [s]")
+@network_option()
+@service_run_options("Unify what is on the input topics now, then stop.")
 def unify_service(network_file: Path | None, once: bool, max_seconds: float | None) -> None:
     """Run the unify service: rates, logs and ERA5 -> unified minutes, exactly once (MINGO_*)."""
     from services.common.logging import configure_logging
-    from services.common.runtime import RunBounds, StopFlag, install_signal_handlers
+    from services.common.runtime import StopFlag, install_signal_handlers
     from services.unify.service import run_unify
     from services.unify.settings import UnifySettings
 
@@ -333,6 +321,7 @@ def unify_service(network_file: Path | None, once: bool, max_seconds: float | No
     stop = StopFlag()
     install_signal_handlers(stop)
     network = load_network(network_file or settings.network_file)
-    bounds = RunBounds(max_seconds=max_seconds, stop_when_idle=once)
-    published = run_unify(network, settings.kafka, settings.options(), stop, bounds)
+    published = run_unify(
+        network, settings.kafka, settings.options(), stop, run_bounds(once, max_seconds)
+    )
     click.echo(f"{published} unified rows published", err=True)
