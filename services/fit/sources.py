@@ -12,7 +12,7 @@ import pandas as pd
 from services.alerts.detectors import DETECTOR_COLUMNS
 from services.fit.model import RATE_COLUMNS
 from services.sink.files import read_range
-from services.sink.influx import InfluxTarget
+from services.sink.influx import InfluxTarget, v1_credentials
 from services.sink.lineprotocol import UNIFIED_MEASUREMENT
 
 #: Unified columns a fit reads (with those of the anomaly detectors, for --exclude-alerts).
@@ -50,13 +50,7 @@ def read_influx(target: InfluxTarget, station: int, start: datetime, end: dateti
         f'SELECT {fields} FROM "{UNIFIED_MEASUREMENT}" WHERE "station" = \'{int(station)}\' '
         f"AND time >= '{start.isoformat()}' AND time < '{end.isoformat()}'"
     )
-    headers: dict[str, str] = {}
-    auth: httpx.BasicAuth | None = None
-    if target.token is not None:
-        headers["Authorization"] = f"Token {target.token.get_secret_value()}"
-    elif target.username:
-        password = target.password.get_secret_value() if target.password else ""
-        auth = httpx.BasicAuth(target.username, password)
+    headers, auth = v1_credentials(target)
     with httpx.Client(
         base_url=target.url, headers=headers, auth=auth, timeout=60.0, trust_env=False
     ) as client:

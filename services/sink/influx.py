@@ -92,18 +92,27 @@ def gzip_body(lines: Sequence[str]) -> bytes:
     return gzip.compress("\n".join(lines).encode(), compresslevel=5)
 
 
+def v1_credentials(target: InfluxTarget) -> tuple[dict[str, str], httpx.BasicAuth | None]:
+    """Request headers and basic auth for the v1 API: a token wins over user and password."""
+    if target.token is not None:
+        return {"Authorization": f"Token {target.token.get_secret_value()}"}, None
+    if target.username:
+        password = target.password.get_secret_value() if target.password else ""
+        return {}, httpx.BasicAuth(target.username, password)
+    return {}, None
+
+
 class InfluxV1Writer:
     """Writes through ``POST /write?db=&precision=s`` (gzip)."""
 
     def __init__(self, target: InfluxTarget, client: httpx.Client | None = None) -> None:
         self.target = target
-        headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
-        auth: httpx.BasicAuth | None = None
-        if target.token is not None:
-            headers["Authorization"] = f"Token {target.token.get_secret_value()}"
-        elif target.username:
-            password = target.password.get_secret_value() if target.password else ""
-            auth = httpx.BasicAuth(target.username, password)
+        credentials, auth = v1_credentials(target)
+        headers = {
+            "Content-Encoding": "gzip",
+            "Content-Type": "text/plain; charset=utf-8",
+            **credentials,
+        }
         self._client = client or httpx.Client(
             base_url=target.url,
             headers=headers,
