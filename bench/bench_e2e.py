@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_process_days import machine
+from bench.bench_process_days import machine, report
 from schemas.topics import EVENTS_RAW, RATES_MINUTE, TOPICS, UNIFIED_MINUTE
 from services.common.kafka import create_topics, delete_topics, make_admin, make_consumer
 from services.common.settings import KafkaSettings
@@ -259,12 +259,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep data and service logs.")
     parser.add_argument("--json", action="store_true", help="Print one JSON line.")
     args = parser.parse_args()
-    figures = run(args)
-    if args.json:
-        print(json.dumps(figures))
-        return
-    for key, value in figures.items():
-        print(f"{key:22}: {value}")
+    report(run(args), args.json)
 
 
 if __name__ == "__main__":

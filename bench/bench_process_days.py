@@ -38,6 +38,16 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, {memory_gb:.0f} GB, Python {platform.python_version()}"
 
 
+def report(figures: dict[str, object], as_json: bool) -> None:
+    """Print the figures: one JSON line (for bench/report.py) or one aligned line each."""
+    if as_json:
+        print(json.dumps(figures))
+        return
+    width = max(map(len, figures)) + 1
+    for key, value in figures.items():
+        print(f"{key:{width}}: {value}")
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Simulate, then time ``mingo process``; returns the figures."""
     work = Path(tempfile.mkdtemp(prefix="bench_process_", dir=args.tmp))
@@ -106,12 +116,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the simulated data.")
     parser.add_argument("--json", action="store_true", help="Print one JSON line.")
     args = parser.parse_args()
-    figures = run(args)
-    if args.json:
-        print(json.dumps(figures))
-        return
-    for key, value in figures.items():
-        print(f"{key:18}: {value}")
+    report(run(args), args.json)
 
 
 if __name__ == "__main__":
