@@ -2,7 +2,8 @@
 # The two ways to run the project, as the README gives them:
 #
 #   bash infra/run.sh demo [ARGS]         Python only (no apt, no Java): exec `mingo demo ARGS`
-#   bash infra/run.sh test [PYTEST ARGS]  system packages, local servers, ruff, mypy, all tests
+#   bash infra/run.sh test [PYTEST ARGS]  system packages, local servers, ruff, mypy, the offline
+#                                         vulnerability check of requirements.lock, all tests
 #   bash infra/run.sh audit               pip-audit of requirements.lock (needs pypi.org's JSON
 #                                         API or osv.dev; fails when a pin cannot be checked)
 #
@@ -80,6 +81,8 @@ run_test() {
     ruff format --check . || lint_failed=1
     say "mypy"
     mypy || lint_failed=1
+    say "known vulnerabilities of requirements.lock (offline safety-db; see docs/security.md)"
+    python -m infra.vulncheck || lint_failed=1
 
     say "pytest $*"
     local status=0
@@ -88,7 +91,7 @@ run_test() {
         echo "run.sh: pytest collected no tests; that is a failure" >&2
     fi
     if [ "$status" -eq 0 ] && [ "$lint_failed" -ne 0 ]; then
-        echo "run.sh: tests passed but ruff or mypy failed (see above)" >&2
+        echo "run.sh: tests passed but ruff, mypy or the vulnerability check failed (see above)" >&2
         status=1
     fi
     exit "$status"
