@@ -169,27 +169,27 @@ def main(argv: list[str] | None = None) -> int:
         pins = read_lock(args.lock.read_text(), str(args.lock))
         database = load_database()
     except (OSError, VulncheckError) as exc:
-        print(f"vulncheck: {exc}", file=sys.stderr)
+        sys.stderr.write(f"vulncheck: {exc}\n")
         return 2
     age_days = (datetime.now(UTC) - database.updated).days
-    print(
+    sys.stdout.write(
         f"vulncheck: {len(pins)} pins of {args.lock} against {DATABASE} {database.release} "
         f"(advisories up to {database.updated:%Y-%m-%d}, {age_days} days old: vulnerabilities "
         "published since are NOT covered; bash infra/run.sh audit checks them where pypi.org "
-        "is reachable)"
+        "is reachable)\n"
     )
     findings, problems = check(pins, database)
     for problem in problems:
-        print(f"vulncheck: cannot check: {problem}", file=sys.stderr)
+        sys.stderr.write(f"vulncheck: cannot check: {problem}\n")
     for f in findings:
-        print(
+        sys.stdout.write(
             f"VULNERABLE {f.name}=={f.version}: {f.advisory.id}"
             f"{' ' + f.advisory.cve if f.advisory.cve else ''} affects {f.spec}: "
-            f"{f.advisory.text[:200]}"
+            f"{f.advisory.text[:200]}\n"
         )
     if findings or problems:
         return 1
-    print("vulncheck: no pin matches a known advisory")
+    sys.stdout.write("vulncheck: no pin matches a known advisory\n")
     return 0
 
 
