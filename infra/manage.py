@@ -20,7 +20,8 @@ half-started process is stopped and :class:`InfraError` carries the tail of its 
 
 Settings come from the environment once, in :meth:`Settings.from_env`: ``MINGO_STATE_DIR``,
 ``MINGO_CACHE_DIR`` (Kafka jars, default ``~/.cache/mingo-dataflow``), ``MINGO_KAFKA_VERSION``
-and the ports ``MINGO_KAFKA_PORT``, ``MINGO_KAFKA_CONTROLLER_PORT``, ``MINGO_INFLUX_PORT``,
+and the ports ``MINGO_KAFKA_PORT``, ``MINGO_KAFKA_CONTROLLER_PORT``, ``MINGO_KAFKA_SASL_PORT``,
+``MINGO_INFLUX_PORT``,
 ``MINGO_INFLUX_RPC_PORT``, ``MINGO_SSHD_PORT`` and ``MINGO_TANSU_PORT``.
 
 Linux only: process liveness and identity are read from ``/proc``.
@@ -51,6 +52,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from infra.tls import ensure_server_certificate
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,9 @@ class Settings:
         Apache Kafka version fetched from Maven Central.
     kafka_port, kafka_controller_port, influx_port, influx_rpc_port, sshd_port, tansu_port : int
         Loopback TCP ports.
+    kafka_sasl_port : int
+        Loopback port of the broker's SASL_SSL listener (SCRAM users, TLS with a certificate
+        generated into the state directory); default ``kafka_port + 2``.
     user : str
         Account allowed to log in to sshd: the account running this code.
     """
@@ -121,6 +127,7 @@ class Settings:
     kafka_version: str = DEFAULT_KAFKA_VERSION
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    kafka_sasl_port: int = 19094
     influx_port: int = 18086
     influx_rpc_port: int = 18088
     sshd_port: int = 12222
@@ -145,12 +152,14 @@ class Settings:
         state = Path(env.get("MINGO_STATE_DIR") or Path.cwd() / ".state")
         xdg_cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         cache = Path(env.get("MINGO_CACHE_DIR") or Path(xdg_cache) / "mingo-dataflow")
+        kafka_port = _env_port(env, "MINGO_KAFKA_PORT", 19092)
         return cls(
             state_dir=state.expanduser().resolve(),
             cache_dir=cache.expanduser().resolve(),
             kafka_version=env.get("MINGO_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION,
-            kafka_port=_env_port(env, "MINGO_KAFKA_PORT", 19092),
+            kafka_port=kafka_port,
             kafka_controller_port=_env_port(env, "MINGO_KAFKA_CONTROLLER_PORT", 19093),
+            kafka_sasl_port=_env_port(env, "MINGO_KAFKA_SASL_PORT", kafka_port + 2),
             influx_port=_env_port(env, "MINGO_INFLUX_PORT", 18086),
             influx_rpc_port=_env_port(env, "MINGO_INFLUX_RPC_PORT", 18088),
             sshd_port=_env_port(env, "MINGO_SSHD_PORT", 12222),
@@ -517,7 +526,11 @@ class _Kafka(_Server):
         return self.settings.cache_dir / f"kafka-{self.settings.kafka_version}" / "lib"
 
     def ports(self) -> list[int]:
-        return [self.settings.kafka_port, self.settings.kafka_controller_port]
+        return [
+            self.settings.kafka_port,
+            self.settings.kafka_controller_port,
+            self.settings.kafka_sasl_port,
+        ]
 
     def address(self) -> str:
         return f"{HOST}:{self.settings.kafka_port}"
@@ -589,6 +602,7 @@ class _Kafka(_Server):
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         data_dir.mkdir(parents=True, exist_ok=True)
         properties = self.dir / "server.properties"
+        tls = ensure_server_certificate(self.dir / "tls", HOST)
         _render(
             INFRA_DIR / "kafka" / "server.properties",
             properties,
@@ -596,6 +610,8 @@ class _Kafka(_Server):
                 "HOST": HOST,
                 "PORT": self.settings.kafka_port,
                 "CONTROLLER_PORT": self.settings.kafka_controller_port,
+                "SASL_PORT": self.settings.kafka_sasl_port,
+                "SERVER_PEM": tls.server_pem,
                 "DATA_DIR": data_dir,
             },
         )
@@ -642,7 +658,13 @@ class _Kafka(_Server):
         return _kafka_metadata_ok(self.settings.kafka_port)
 
     def exports(self) -> dict[str, str]:
-        return {"MINGO_KAFKA_BOOTSTRAP": self.address()}
+        return {
+            "MINGO_KAFKA_BOOTSTRAP": self.address(),
+            # The SASL_SSL listener: SCRAM users are created with the admin API (no user exists
+            # until then), clients trust the generated CA (docs/security.md).
+            "MINGO_KAFKA_SASL_BOOTSTRAP": f"{HOST}:{self.settings.kafka_sasl_port}",
+            "MINGO_KAFKA_TLS_CA": str(self.dir / "tls" / "ca.pem"),
+        }
 
 
 def _kafka_cluster_id() -> str:

@@ -46,12 +46,13 @@ def free_ports(count: int) -> list[int]:
 @contextmanager
 def private_servers(state_dir: Path, names: tuple[str, ...]) -> Iterator[manage.Settings]:
     """Servers of a test's own (the test stops and restarts them), on free ports."""
-    kafka, controller, influx, rpc = free_ports(4)
+    kafka, controller, sasl, influx, rpc = free_ports(5)
     settings = replace(
         manage.Settings.from_env(),
         state_dir=state_dir,
         kafka_port=kafka,
         kafka_controller_port=controller,
+        kafka_sasl_port=sasl,
         influx_port=influx,
         influx_rpc_port=rpc,
     )

@@ -36,11 +36,25 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
     return config
 
 
+def fail_on_refused_login(error: KafkaError) -> None:
+    """``error_cb`` of every client: a refused SASL login or TLS handshake stops the caller.
+
+    librdkafka treats both as transient and retries forever, logging to stderr, while the
+    service would wait without saying why. Raised here, the error (with librdkafka's reason,
+    e.g. "invalid credentials with SASL mechanism SCRAM-SHA-512" or "certificate verify
+    failed", never the password) comes out of the ``poll``/``flush``/``consume`` that served
+    the callback, so a service with wrong credentials stops at start with that message.
+    """
+    if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+        raise KafkaException(error)
+
+
 def make_producer(
     kafka: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any
 ) -> Producer:
     """An idempotent producer; transactional when ``transactional_id`` is given."""
     config = client_config(kafka) | {
+        "error_cb": fail_on_refused_login,
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": "murmur2_random",
@@ -57,6 +71,7 @@ def make_producer(
 def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer that reads committed data only and commits offsets explicitly."""
     config = client_config(kafka) | {
+        "error_cb": fail_on_refused_login,
         "group.id": group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
@@ -69,7 +84,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Cons
 
 def make_admin(kafka: KafkaSettings) -> AdminClient:
     """An admin client."""
-    return AdminClient(client_config(kafka))
+    return AdminClient(client_config(kafka) | {"error_cb": fail_on_refused_login})
 
 
 def create_topics(
@@ -88,7 +103,7 @@ def create_topics(
         If a topic cannot be created for another reason than existing already.
     """
     specs = list(specs)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    existing = set(_first_metadata(admin, timeout_s).topics)
     result = {spec.name: "exists" for spec in specs if spec.name in existing}
     new = [
         NewTopic(
@@ -112,6 +127,22 @@ def create_topics(
             result[name] = "exists"
     _wait_for_leaders(admin, [t.topic for t in new], timeout_s)
     return result
+
+
+def _first_metadata(admin: AdminClient, timeout_s: float) -> Any:
+    """Cluster metadata, asked in 1 s attempts until ``timeout_s``.
+
+    Between attempts ``poll`` serves ``error_cb``, so a refused login or TLS handshake raises
+    within about a second with its reason instead of a bare transport failure after the timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except KafkaException:
+            admin.poll(0)
+            if time.monotonic() >= deadline:
+                raise
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
@@ -158,6 +189,7 @@ def read_all(
     consumer = Consumer(
         client_config(kafka)
         | {
+            "error_cb": fail_on_refused_login,
             "group.id": "mingo-reader-unused",
             "enable.auto.commit": False,
             "isolation.level": isolation,

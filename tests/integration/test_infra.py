@@ -289,6 +289,7 @@ def test_servers_listen_on_loopback_only(
     settings = manage.Settings.from_env()
     secondary = {
         "kafka controller": settings.kafka_controller_port,
+        "kafka sasl_ssl": settings.kafka_sasl_port,
         "influxdb rpc": settings.influx_rpc_port,
     }
     loopback = {"127.0.0.1", "::ffff:127.0.0.1"}
@@ -358,6 +359,8 @@ def test_env_lines_parse_and_match_the_environment(
         exported[name] = value
     expected = {
         "MINGO_KAFKA_BOOTSTRAP",
+        "MINGO_KAFKA_SASL_BOOTSTRAP",
+        "MINGO_KAFKA_TLS_CA",
         "MINGO_INFLUX_URL",
         "MINGO_SFTP_HOST",
         "MINGO_SFTP_PORT",
@@ -368,7 +371,8 @@ def test_env_lines_parse_and_match_the_environment(
         "MINGO_SSH_CONFIG",
     }
     assert expected <= exported.keys()
-    for name in ("MINGO_SFTP_KEY", "MINGO_SFTP_KNOWN_HOSTS", "MINGO_SFTP_ROOT", "MINGO_SSH_CONFIG"):
+    paths = ("MINGO_SFTP_KEY", "MINGO_SFTP_KNOWN_HOSTS", "MINGO_SFTP_ROOT", "MINGO_SSH_CONFIG")
+    for name in (*paths, "MINGO_KAFKA_TLS_CA"):
         assert Path(exported[name]).is_absolute() and Path(exported[name]).exists()
     # The tests themselves were configured from the same lines.
     for name in expected:
