@@ -1,14 +1,20 @@
-"""Benchmark: reconstruct throughput of 1 instance vs 2 instances of one group, on Apache Kafka.
+"""Benchmark: throughput and peak memory of every stage on 4 stations; 1 vs 2 reconstruct instances.
 
-Simulates ``--stations`` for one day, ingests them into the cluster's raw topic, then runs the
-service (``python -m services.cli reconstruct-service --once``, each in its own process) first
-alone, then as two instances of a fresh group. It reports events per second over the time from
-the start of the processes to the producer timestamp of the last minute record. The time until
-every instance has exited is also given: with ``--once`` the first idle instance leaves the group,
-and the other rebuilds the state of the partitions it takes over by replaying them, which costs
-as much as the work itself. The raw, rates and
-calibration topics of the cluster are DELETED and recreated: use a private development cluster
-(``mingo infra up`` with private ports), never a shared one.
+On Apache Kafka (a PRIVATE development cluster: every topic is DELETED and recreated). One day of
+``--stations`` is simulated, then each service runs as its own process, as in production, with
+``--once`` (stop when idle), one stage after the other so that each stage's time is its own:
+
+1. ``mingo ingest`` (local station directories) -> raw events, logs, logbook;
+2. ``mingo era5 publish`` of the simulated ERA5 files (not timed: a one-off);
+3. ``mingo reconstruct-service`` as 1 process, then as 2 processes of a fresh group, each on a
+   fresh rates topic: events per second over the time from the start of the processes to the
+   producer timestamp of the last minute record, and until every instance has exited (with
+   ``--once`` the first idle instance leaves the group, and the other rebuilds the state of the
+   partitions it takes over by replaying them, which costs as much as the work itself);
+4. ``mingo unify-service`` on the rates of the 2-instance run -> unified minutes;
+5. ``mingo sink`` (files only, ``MINGO_SINK_INFLUX=false``) -> CSV/Parquet rows.
+
+The peak RSS of each process is the kernel's ``ru_maxrss`` from ``os.wait4``.
 
     python bench/bench_reconstruct_scaling.py --bootstrap 127.0.0.1:32092 --stations 1,2,3,4
 """
@@ -22,80 +28,112 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import yaml
 from confluent_kafka.admin import AdminClient
 
 from schemas.events import envelope_from_headers
-from schemas.topics import CALIBRATION, EVENTS_RAW, RATES_MINUTE, TOPICS
+from schemas.topics import CALIBRATION, EVENTS_RAW, RATES_MINUTE, TOPICS, UNIFIED_MINUTE
 from services.common.kafka import create_topics, delete_topics, read_all
-from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import StationSource, load_network
-from services.ingest.service import IngestOptions, run_ingest
 from simulator.run import SimulationRequest, run_batch
 
+ROOT = Path(__file__).resolve().parents[1]
+MINGO = [sys.executable, "-m", "services.cli"]
 
-def ingest_day(kafka: KafkaSettings, admin: AdminClient, stations: list[int], rate: float) -> int:
-    """Simulate and ingest one day of the stations into fresh topics; raw events published."""
-    network = load_network()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        run_batch(
-            SimulationRequest(
-                out=out,
-                stations=tuple(network.station(s) for s in stations),
-                start=date(2024, 3, 1),
-                days=1,
-                seed=7,
-                rate_hz=rate,
-                workers=2,
-            )
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage's figures: wall time [s], items, peak RSS of each process [MB]."""
+
+    name: str
+    seconds: float
+    items: int
+    unit: str
+    rss_mb: tuple[float, ...]
+    exited_s: float | None = None
+
+    def line(self) -> str:
+        """One printed line."""
+        rate = self.items / self.seconds if self.seconds > 0 else float("nan")
+        rss = " + ".join(f"{r:.0f}" for r in self.rss_mb)
+        exited = f"; all exited after {self.exited_s:6.1f} s" if self.exited_s else ""
+        return (
+            f"  {self.name:24s} {self.seconds:7.1f} s  {self.items:9d} {self.unit:8s} "
+            f"{rate:10.0f} {self.unit}/s  peak RSS {rss} MB{exited}\n"
         )
-        delete_topics(admin, [t.name for t in TOPICS])
-        create_topics(admin)
-        sources = [
-            network.station(s).model_copy(
-                update={"source": StationSource(kind="local", root=str(out / f"mingo0{s}"))}
-            )
-            for s in stations
-        ]
-        options = IngestOptions(instance=f"bench-{uuid.uuid4().hex[:6]}", settle_s=0)
-        run_ingest(sources, kafka, options, StopFlag(), RunBounds(stop_when_idle=True))
-    return sum(
-        envelope_from_headers(m.headers()).event_count for m in read_all(kafka, EVENTS_RAW.name)
+
+
+def run_processes(
+    runs: list[tuple[list[str], dict[str, str]]],
+) -> tuple[float, list[float]]:
+    """Run the (command, environment) pairs at once; seconds until all exited, peak RSS [MB]."""
+    started = time.time()
+    processes = [subprocess.Popen(command, cwd=ROOT, env=env) for command, env in runs]
+    rss = []
+    for process in processes:
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        rss.append(usage.ru_maxrss / 1024)  # kB on Linux
+    return time.time() - started, rss
+
+
+def simulate(out: Path, stations: list[int], rate: float) -> Path:
+    """One simulated day of the stations under ``out``; a network file reading them locally."""
+    network = load_network()
+    run_batch(
+        SimulationRequest(
+            out=out,
+            stations=tuple(network.station(s) for s in stations),
+            start=date(2024, 3, 1),
+            days=1,
+            seed=7,
+            rate_hz=rate,
+            workers=2,
+        )
     )
+    entries = []
+    for s in stations:
+        station = network.station(s).model_copy(
+            update={"source": StationSource(kind="local", root=str(out / f"mingo0{s}"))}
+        )
+        entries.append(station.model_dump(mode="json", exclude_none=True))
+    path = out / "stations.yaml"
+    path.write_text(yaml.safe_dump({"stations": entries}))
+    return path
+
+
+def count(kafka: KafkaSettings, topic: str) -> int:
+    """Messages of a topic (committed)."""
+    return sum(1 for _ in read_all(kafka, topic, max_wait_s=300))
 
 
 def run_instances(
-    kafka: KafkaSettings, admin: AdminClient, count: int, cal_dir: Path
-) -> tuple[float, float, int]:
-    """``count`` instances of a fresh group: seconds from start to the last record's timestamp,
-    seconds until all exited, records."""
+    kafka: KafkaSettings, admin: AdminClient, count_: int, env: dict[str, str], events: int
+) -> Stage:
+    """``count_`` reconstruct instances of a fresh group on fresh rates/calibration topics."""
     delete_topics(admin, [RATES_MINUTE.name, CALIBRATION.name])
     create_topics(admin, [RATES_MINUTE, CALIBRATION])
-    group = f"bench-{count}-{uuid.uuid4().hex[:6]}"
-    env = os.environ | {
-        "MINGO_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "MINGO_RECONSTRUCT_GROUP_ID": group,
-        "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(cal_dir),
-        "MINGO_LOG_LEVEL": "WARNING",
-    }
-    command = [sys.executable, "-m", "services.cli", "reconstruct-service", "--once"]
+    group = f"bench-{count_}-{uuid.uuid4().hex[:6]}"
+    command = [*MINGO, "reconstruct-service", "--once"]
     started = time.time()
-    processes = [
-        subprocess.Popen(command, env=env | {"MINGO_INSTANCE": f"{group}-{i}"})
-        for i in range(count)
-    ]
-    for process in processes:
-        if process.wait() != 0:
-            raise RuntimeError(f"an instance exited with {process.returncode}")
-    exited = time.time() - started
-    stamps = [m.timestamp()[1] for m in read_all(kafka, RATES_MINUTE.name)]
-    return max(stamps) / 1000 - started, exited, len(stamps)
+    exited, rss = run_processes(
+        [
+            (command, env | {"MINGO_RECONSTRUCT_GROUP_ID": group, "MINGO_INSTANCE": f"{group}-{i}"})
+            for i in range(count_)
+        ]
+    )
+    stamps = [m.timestamp()[1] for m in read_all(kafka, RATES_MINUTE.name, max_wait_s=300)]
+    last = max(stamps) / 1000 - started
+    return Stage(f"reconstruct x{count_}", last, events, "events", tuple(rss), exited)
 
 
 def main() -> None:
@@ -109,15 +147,56 @@ def main() -> None:
     kafka = KafkaSettings(bootstrap=args.bootstrap)
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
     stations = [int(s) for s in args.stations.split(",")]
-    events = ingest_day(kafka, admin, stations, args.rate)
-    out(f"raw events of {len(stations)} station-days at {args.rate} Hz: {events}\n")
-    out(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()}\n")
-    with tempfile.TemporaryDirectory() as cal_dir:
-        for count in (1, 2):
-            seconds, exited, records = run_instances(kafka, admin, count, Path(cal_dir))
-            out(f"  {count} instance(s): last record after {seconds:6.1f} s, ")
-            out(f"{events / seconds / 1e3:7.1f} k events/s; all exited after {exited:6.1f} s")
-            out(f" ({records} minute records)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        network = simulate(work / "sim", stations, args.rate)
+        delete_topics(admin, [t.name for t in TOPICS])
+        create_topics(admin)
+        tag = uuid.uuid4().hex[:6]
+        env = os.environ | {
+            "MINGO_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "MINGO_NETWORK_FILE": str(network),
+            "MINGO_INSTANCE": f"bench-{tag}",
+            "MINGO_LOG_LEVEL": "WARNING",
+            "MINGO_INGEST_SETTLE_S": "0",
+            "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(work / "calibrations"),
+            "MINGO_UNIFY_GROUP_ID": f"bench-unify-{tag}",
+            "MINGO_UNIFY_STATE_DIR": str(work / "unify-state"),
+            "MINGO_SINK_GROUP": f"bench-sink-{tag}",
+            "MINGO_SINK_OUT_DIR": str(work / "out"),
+            "MINGO_SINK_INFLUX": "false",
+        }
+        out(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()}\n")
+        seconds, rss = run_processes([([*MINGO, "ingest", "--once"], env)])
+        events = sum(
+            envelope_from_headers(m.headers()).event_count
+            for m in read_all(kafka, EVENTS_RAW.name, max_wait_s=300)
+        )
+        stages = [Stage("ingest", seconds, events, "events", tuple(rss))]
+        out(f"raw events of {len(stations)} station-days at {args.rate} Hz: {events}\n")
+        out(stages[-1].line())
+        for s in stations:
+            subprocess.run(
+                [*MINGO, "era5", "publish", str(work / "sim" / "era5"), "--station", str(s),
+                 "--network", str(network)],
+                check=True, cwd=ROOT, env=env, capture_output=True,
+            )  # fmt: skip
+        for instances in (1, 2):
+            stages.append(run_instances(kafka, admin, instances, env, events))
+            out(stages[-1].line())
+        records = count(kafka, RATES_MINUTE.name)
+        out(f"  ({records} minute records)\n")
+        seconds, rss = run_processes([([*MINGO, "unify-service", "--once"], env)])
+        stages.append(
+            Stage("unify", seconds, count(kafka, UNIFIED_MINUTE.name), "minutes", tuple(rss))
+        )
+        out(stages[-1].line())
+        seconds, rss = run_processes([([*MINGO, "sink", "--once"], env)])
+        rows = sum(
+            len(f.read_text().splitlines()) - 1 for f in (work / "out").rglob("unified_*.csv")
+        )
+        stages.append(Stage("sink (files)", seconds, rows, "rows", tuple(rss)))
+        out(stages[-1].line())
     out(f"load average after: {os.getloadavg()}\n")
 
 
