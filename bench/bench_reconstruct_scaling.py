@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 from confluent_kafka.admin import AdminClient
 
+from bench.bench_process_days import machine, report
 from schemas.events import envelope_from_headers
 from schemas.topics import CALIBRATION, EVENTS_RAW, RATES_MINUTE, TOPICS, UNIFIED_MINUTE
 from services.common.kafka import create_topics, delete_topics, read_all
@@ -139,11 +140,20 @@ def run_instances(
 def main() -> None:
     """Run the benchmark and print the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True, help="a PRIVATE cluster: topics are reset")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("MINGO_KAFKA_BOOTSTRAP"),
+        help="a PRIVATE cluster: topics are reset (default: MINGO_KAFKA_BOOTSTRAP)",
+    )
     parser.add_argument("--stations", default="1,2,3,4", help="station ids, comma-separated")
     parser.add_argument("--rate", type=float, default=2.0, help="simulated rate [Hz]")
+    parser.add_argument("--json", action="store_true", help="Print one JSON line at the end.")
     args = parser.parse_args()
-    out = sys.stdout.write
+    if not args.bootstrap:
+        parser.error("--bootstrap or MINGO_KAFKA_BOOTSTRAP is required")
+    # With --json the progress goes to stderr: the last line of stdout is the JSON.
+    out = sys.stderr.write if args.json else sys.stdout.write
+    load_before = os.getloadavg()[0]
     kafka = KafkaSettings(bootstrap=args.bootstrap)
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
     stations = [int(s) for s in args.stations.split(",")]
@@ -198,6 +208,22 @@ def main() -> None:
         stages.append(Stage("sink (files)", seconds, rows, "rows", tuple(rss)))
         out(stages[-1].line())
     out(f"load average after: {os.getloadavg()}\n")
+    if args.json:
+        figures: dict[str, object] = {
+            "benchmark": "every stage on 4 stations, 1 vs 2 reconstruct instances (Apache Kafka)",
+            "command": "python " + " ".join(sys.argv),
+            "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            "machine": machine(),
+            "load_1min": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+            "stations": args.stations,
+            "rate_hz": args.rate,
+            "raw_events": events,
+        }
+        for stage in stages:
+            figures[f"{stage.name} s"] = round(stage.seconds, 1)
+            figures[f"{stage.name} {stage.unit}/s"] = round(stage.items / stage.seconds)
+            figures[f"{stage.name} peak RSS MB"] = [round(r) for r in stage.rss_mb]
+        report(figures, as_json=True)
 
 
 if __name__ == "__main__":

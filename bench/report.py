@@ -3,12 +3,13 @@
 ::
 
     mingo infra up && eval "$(mingo infra env)"     # bench_e2e.py needs the servers
-    python bench/report.py                           # both benchmarks (about 15 min on 2 cores)
+    python bench/report.py                           # every benchmark (about 20 min on 2 cores)
     python bench/report.py --only process            # one of them
     python bench/report.py --from-json a.json b.json # tables from saved ``--json`` outputs
 
 Each benchmark runs as its own process with ``--json``; its figures become one table. The
-benchmark of bench_e2e.py deletes and recreates every topic: use a development cluster.
+benchmarks of bench_e2e.py and bench_reconstruct_scaling.py delete and recreate every topic: use
+a development cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ RESULTS = HERE / "RESULTS.md"
 BENCHMARKS = {
     "e2e": ["bench/bench_e2e.py"],
     "process": ["bench/bench_process_days.py", "--days", "7"],
+    "scaling": ["bench/bench_reconstruct_scaling.py", "--stations", "1,2,3,4", "--rate", "1"],
 }
 
 
