@@ -281,6 +281,25 @@ def test_changed_host_key_is_refused_with_a_clear_error(
         _source_checking(sftp_server, unknown).list(".")
 
 
+def test_sftp_read_returns_the_exact_bytes_across_batches_and_from_an_offset(
+    sftp_server: SftpServer,
+) -> None:
+    # 2.5 read batches (256 x 32 kB each) plus an odd tail: every batch and block boundary
+    data = os.urandom(2 * 256 * 32768 + 256 * 16384 + 12345)
+    path = sftp_server.root / f"blob-{uuid.uuid4().hex[:8]}.bin"
+    path.write_bytes(data)
+    try:
+        source = _source_checking(sftp_server, sftp_server.known_hosts)
+        (listed,) = [f for f in source.list(".") if f.name == path.name]
+        assert listed.size == len(data)
+        assert source.read(listed) == data
+        assert source.read(listed, offset=32768 * 256 - 7) == data[32768 * 256 - 7 :]
+        assert source.read(listed, offset=len(data)) == b""
+        source.close()
+    finally:
+        path.unlink()
+
+
 def test_an_unreachable_station_does_not_block_the_others(
     sftp_server: SftpServer,
     kafka: KafkaSettings,
