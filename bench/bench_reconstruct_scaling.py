@@ -14,7 +14,7 @@ On Apache Kafka (a PRIVATE development cluster: every topic is DELETED and recre
 4. ``mingo unify-service`` on the rates of the 2-instance run -> unified minutes;
 5. ``mingo sink`` (files only, ``MINGO_SINK_INFLUX=false``) -> CSV/Parquet rows.
 
-The peak RSS of each process is the kernel's ``ru_maxrss`` from ``os.wait4``.
+The peak RSS of each process is its ``VmHWM`` (/proc), sampled every 0.1 s until it exits.
 
     python bench/bench_reconstruct_scaling.py --bootstrap 127.0.0.1:32092 --stations 1,2,3,4
 """
@@ -71,20 +71,40 @@ class Stage:
         )
 
 
+def _peak_rss_mb(pid: int) -> float | None:
+    """``VmHWM`` of a running process [MB] (its peak RSS since exec), None once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def run_processes(
     runs: list[tuple[list[str], dict[str, str]]],
 ) -> tuple[float, list[float]]:
-    """Run the (command, environment) pairs at once; seconds until all exited, peak RSS [MB]."""
+    """Run the (command, environment) pairs at once; seconds until all exited, peak RSS [MB].
+
+    The peak is ``VmHWM`` read every 0.1 s until the process exits (it misses only growth in
+    its last 0.1 s). Not ``ru_maxrss``: that also counts the image of this (large) benchmark
+    process that the child was forked from before its exec.
+    """
     started = time.time()
     processes = [subprocess.Popen(command, cwd=ROOT, env=env) for command, env in runs]
-    rss = []
+    peaks = [0.0] * len(processes)
+    while any(process.returncode is None for process in processes):
+        for index, process in enumerate(processes):
+            if process.returncode is None:
+                peak = _peak_rss_mb(process.pid)  # read before poll() reaps the process
+                peaks[index] = max(peaks[index], peak or 0.0)
+                process.poll()
+        time.sleep(0.1)
     for process in processes:
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode != 0:
             raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        rss.append(usage.ru_maxrss / 1024)  # kB on Linux
-    return time.time() - started, rss
+    return time.time() - started, peaks
 
 
 def simulate(out: Path, stations: list[int], rate: float) -> Path:
