@@ -164,7 +164,8 @@ def main() -> None:
                 producer.commit_transaction(60)
 
         t, _ = best(publish, args.repeat)
-        out(f"publish (24 transactions)                {t:7.2f} s  {wire / 1e6 / t:.0f} MB/s\n")
+        label = f"publish ({len(messages)} transactions)"
+        out(f"{label:41s}{t:7.2f} s  {wire / 1e6 / t:.0f} MB/s\n")
         admin.delete_topics([topic])
 
         # The whole service on the station, as it runs: a fresh set of topics.
