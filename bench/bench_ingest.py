@@ -11,6 +11,7 @@ station (every stage, as the service runs them), timed from start to the last co
 
     python bench/bench_ingest.py                 # station 1, one day at 8 Hz in its archive
     python bench/bench_ingest.py --repeat 3
+    python bench/bench_ingest.py --sftp-variants 6     # paramiko read strategies, interleaved
 """
 
 from __future__ import annotations
@@ -61,12 +62,63 @@ def best(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     return min(times), result
 
 
+def sftp_variants(
+    sftp: SftpSource, file: RemoteFile, rounds: int, out: Callable[[str], object]
+) -> None:
+    """Time paramiko read strategies interleaved (one of each per round) on the same file."""
+    client = sftp._connect()
+
+    def whole_prefetch() -> int:  # prefetch of the whole file, then 32 kB reads
+        with client.open(file.path, "rb") as handle:
+            handle.prefetch(file.size)
+            got = bytearray()
+            while len(got) < file.size:
+                block = handle.read(min(32768, file.size - len(got)))
+                if not block:
+                    break
+                got += block
+            return len(got)
+
+    def batches(n: int) -> Callable[[], int]:
+        def read() -> int:
+            with client.open(file.path, "rb") as handle:
+                got = bytearray()
+                for start in range(0, file.size, 32768 * n):
+                    stop = min(file.size, start + 32768 * n)
+                    spans = [(o, min(32768, stop - o)) for o in range(start, stop, 32768)]
+                    for block in handle.readv(spans):
+                        got += block
+                return len(got)
+
+        return read
+
+    variants = {
+        "whole-file prefetch": whole_prefetch,
+        "readv batches of 64": batches(64),
+        "readv batches of 256 (ingest)": batches(256),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, read in variants.items():
+            started = time.perf_counter()
+            assert read() == file.size
+            times[name].append(round(time.perf_counter() - started, 2))
+    for name, seconds in times.items():
+        out(f"  {name:38s} {seconds} s (load {os.getloadavg()[0]:.1f})\n")
+
+
 def main() -> None:
     """Run the stages and print one line per stage."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate-hz", type=float, default=8.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=2048, help="max events per chunk")
+    parser.add_argument(
+        "--sftp-variants",
+        type=int,
+        default=0,
+        help="also time paramiko read strategies interleaved, this many rounds",
+    )
     args = parser.parse_args()
     kafka = KafkaSettings(bootstrap=_env("MINGO_KAFKA_BOOTSTRAP"))
     sftp_root = Path(_env("MINGO_SFTP_ROOT"))
@@ -124,6 +176,8 @@ def main() -> None:
         sftp.read(remote_file)  # connect outside the timing
         t, data = best(lambda: sftp.read(remote_file), args.repeat)
         out(f"SftpSource.read (paramiko)               {mbs(t)}\n")
+        if args.sftp_variants:
+            sftp_variants(sftp, remote_file, args.sftp_variants, out)
         sftp.close()
         assert isinstance(data, bytes) and len(data) == size
 
