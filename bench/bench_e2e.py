@@ -55,10 +55,11 @@ def _env(name: str) -> str:
     return value
 
 
-def _rss_mb(pid: int) -> float:
+def proc_status_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory field of /proc/PID/status [MB] (``VmRSS`` now, ``VmHWM`` peak); 0 once gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             for name, process in processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} ended: see {logs / (name + '.log')}")
-                peak[name] = max(peak[name], _rss_mb(process.pid))
+                peak[name] = max(peak[name], proc_status_mb(process.pid))
             for topic in (EVENTS_RAW.name, RATES_MINUTE.name, UNIFIED_MINUTE.name):
                 mark = _watermark(consumer, topic)
                 if topic not in last or mark != last[topic][0]:
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 time.sleep(0.05)
             latencies.append(time.perf_counter() - appeared)
             for name, process in processes.items():
-                peak[name] = max(peak[name], _rss_mb(process.pid))
+                peak[name] = max(peak[name], proc_status_mb(process.pid))
         consumer.close()
         latencies.sort()
         return {

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 from confluent_kafka.admin import AdminClient
 
+from bench.bench_e2e import proc_status_mb
 from bench.bench_process_days import machine, report
 from schemas.events import envelope_from_headers
 from schemas.topics import CALIBRATION, EVENTS_RAW, RATES_MINUTE, TOPICS, UNIFIED_MINUTE
@@ -71,17 +72,6 @@ class Stage:
         )
 
 
-def _peak_rss_mb(pid: int) -> float | None:
-    """``VmHWM`` of a running process [MB] (its peak RSS since exec), None once it has gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def run_processes(
     runs: list[tuple[list[str], dict[str, str]]],
 ) -> tuple[float, list[float]]:
@@ -97,8 +87,8 @@ def run_processes(
     while any(process.returncode is None for process in processes):
         for index, process in enumerate(processes):
             if process.returncode is None:
-                peak = _peak_rss_mb(process.pid)  # read before poll() reaps the process
-                peaks[index] = max(peaks[index], peak or 0.0)
+                # read before poll() reaps it; a zombie has no VmHWM line (0)
+                peaks[index] = max(peaks[index], proc_status_mb(process.pid, "VmHWM"))
                 process.poll()
         time.sleep(0.1)
     for process in processes:
