@@ -32,6 +32,34 @@ class AtmosphereCoefficients(_Frozen):
     teff_ref_k: float = Field(220.0, description="Reference effective temperature. [K]")
 
 
+class AlertThresholds(_Frozen):
+    """Limits of the anomaly detectors (``services/alerts``) that depend on a station's hardware.
+
+    The statistical thresholds (σ, sustain times) are the same for every station and live in
+    ``services.alerts.detectors.AlertSettings``; these are the operating bands of the station.
+    """
+
+    hv_band_kv: tuple[float, float] = Field(
+        (5.0, 6.0), description="Band of |HV| (both polarities) outside which HV alarms. [kV]"
+    )
+    current_band_ua: tuple[float, float] = Field(
+        (0.05, 3.0), description="Band of each HV current outside which it alarms. [µA]"
+    )
+    flow_alarm: float = Field(
+        500.0, ge=0, description="A gas flow below this alarms. [arbitrary flow-meter units]"
+    )
+
+    @model_validator(mode="after")
+    def _ordered_bands(self) -> AlertThresholds:
+        for name in ("hv_band_kv", "current_band_ua"):
+            low, high = getattr(self, name)
+            if not low < high:
+                raise ValueError(
+                    f"{name}: the low limit must be below the high one, got {low, high}"
+                )
+        return self
+
+
 class StationSource(_Frozen):
     """Where the station's files are read from.
 
@@ -145,6 +173,7 @@ class Station(_Frozen):
     )
     atmosphere: AtmosphereCoefficients = AtmosphereCoefficients()
     reconstruction: ReconstructionConfig = ReconstructionConfig()
+    alerts: AlertThresholds = AlertThresholds()
     source: StationSource | None = None
 
 

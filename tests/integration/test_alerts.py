@@ -37,7 +37,7 @@ from services.sink.influx import InfluxTarget
 from services.sink.lineprotocol import encode_unified
 from services.sink.service import make_writer
 from simulator.station import build_station_sim
-from tests.alert_minutes import START, Injected, station_frame, step
+from tests.alert_minutes import START, scenario, station_frame
 from tests.integration.conftest import TopicFactory
 from tests.integration.test_grafana import DASHBOARDS, substitute
 from tests.integration.test_sink import query
@@ -61,9 +61,11 @@ def test_service_emits_alerts_and_annotations(
     trip = START + pd.Timedelta(hours=30, minutes=7)
     gap = (START + pd.Timedelta(hours=40), START + pd.Timedelta(hours=42))
     sim = build_station_sim(load_network().station(1), seed=7, acceptance_samples=20_000)
-    frame = station_frame(
-        sim, 2, seed=2, injected=Injected(faults=(step("hv_pos", trip, 0.0),), gap=gap)
+    events = scenario(
+        {"kind": "hv_trip", "station": 1, "polarity": "pos", "start": trip},
+        {"kind": "data_gap", "station": 1, "start": gap[0], "end": gap[1]},
     )
+    frame = station_frame(sim, 2, seed=2, scenario=events)
     unified, alerts_topic = make_topic(partitions=2), make_topic(partitions=1)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
     for row in rows_of(frame):
