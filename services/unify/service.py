@@ -1,7 +1,10 @@
 """The unify service: rates, logs and ERA5 joined per station-minute, exactly once (Quix Streams).
 
-One Quix Streams application consumes the three input topics, which are keyed by station id and
-co-partitioned (``schemas.topics.STATION_PARTITIONS``), as one StreamingDataFrame (``concat``).
+One Quix Streams application consumes the three input topics and ``mingo.coefficients.v1`` (the
+records of ``mingo fit --write --publish``), all keyed by station id and co-partitioned
+(``schemas.topics.STATION_PARTITIONS``), as one StreamingDataFrame (``concat``). A station's
+coefficients record therefore reaches the task holding its state; a newer one recorrects the
+station's retained minutes (revision + 1 where a row changes).
 A stateful step gives each record to its station's :class:`~services.unify.stream.StationState`,
 whose buckets live in the station's key of the Quix state store (RocksDB, backed by a changelog
 topic). The rows the record changes are produced, as ``UnifiedMinute`` JSON keyed by station, to
@@ -30,9 +33,16 @@ from quixstreams import Application, message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.configuration import ConnectionConfig
 
-from schemas.models import Era5Hour, LogReading, MinuteRates
-from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, STATUS, UNIFIED_MINUTE
-from services.common.coefficients import apply_record, latest_record
+from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates
+from schemas.topics import (
+    COEFFICIENTS,
+    ERA5_HOURLY,
+    LOGS_RAW,
+    RATES_MINUTE,
+    STATUS,
+    UNIFIED_MINUTE,
+)
+from services.common.coefficients import latest_record
 from services.common.kafka import create_topics, make_admin, make_producer
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
@@ -53,6 +63,7 @@ _INPUTS: dict[str, type[BaseModel]] = {
     RATES_MINUTE.name: MinuteRates,
     LOGS_RAW.name: LogReading,
     ERA5_HOURLY.name: Era5Hour,
+    COEFFICIENTS.name: Coefficients,
 }
 
 
@@ -70,7 +81,8 @@ class UnifyOptions:
     commit_interval_s: float = 2.0  #: how often a checkpoint (transaction) is committed [s]
     idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
     #: ``mingo fit --write`` records: a station's newest replaces its configured β (and α_T),
-    #: as ``mingo process --coefficients`` does; read once per station per run
+    #: as ``mingo process --coefficients`` does; read once per station per run. Records on
+    #: mingo.coefficients.v1 replace it when their version is higher.
     coefficients_dir: Path | None = None
 
     def join(self) -> JoinSettings:
@@ -117,18 +129,17 @@ class Unifier:
                 log.warning(
                     "station not in the network: default coefficients", extra={"station": station}
                 )
+            settings = StreamSettings(
+                configured.atmosphere, self.options.join(), self.options.retention_days * DAY_S
+            )
             folder = self.options.coefficients_dir
             record = latest_record(folder, station) if folder else None
             if record is not None:
-                configured = apply_record(configured, record)
+                settings = settings.with_record(record)
                 log.info(
                     "coefficients record applied",
                     extra={"station": station, "version": record.version},
                 )
-            coefficients = configured.atmosphere
-            settings = StreamSettings(
-                coefficients, self.options.join(), self.options.retention_days * DAY_S
-            )
             self._settings[station] = settings
         return settings
 
@@ -146,7 +157,13 @@ class Unifier:
             self._skip("record under another station's key skipped", f"key {key!r}")
             return []
         station = StationState(state, self.settings(record.station))
-        if isinstance(record, LogReading):
+        if isinstance(record, Coefficients):
+            rows = station.add_coefficients(record)
+            log.info(
+                "coefficients record received",
+                extra={"station": record.station, "version": record.version, "rows": len(rows)},
+            )
+        elif isinstance(record, LogReading):
             rows = station.add_reading(record)
         elif isinstance(record, Era5Hour):
             rows = station.add_hour(record)
@@ -197,9 +214,9 @@ def _tag(topic: str, value: bytes | None) -> tuple[str, bytes | None]:
 def build_application(
     kafka: KafkaSettings, options: UnifyOptions, unifier: Unifier
 ) -> _Application:
-    """The Quix application: the three inputs concatenated, the stateful step, the output."""
+    """The Quix application: the inputs concatenated, the stateful step, the output."""
     # explicit partitions and configs: tansu reports only explicit configs, Quix needs them
-    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE, STATUS]
+    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, COEFFICIENTS, UNIFIED_MINUTE, STATUS]
     create_topics(make_admin(kafka), specs)
     app = _Application(
         broker_address=_connection(kafka),

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,8 +26,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from schemas.base import Contract
-from schemas.models import Era5Hour, LogReading, MinuteRates, UnifiedMinute
+from schemas.models import Coefficients, ColumnFit, Era5Hour, LogReading, MinuteRates, UnifiedMinute
 from schemas.topics import (
+    COEFFICIENTS,
     ERA5_HOURLY,
     LOGS_RAW,
     RATES_MINUTE,
@@ -35,6 +36,7 @@ from schemas.topics import (
     UNIFIED_MINUTE,
     station_key,
 )
+from services.common.coefficients import write_record
 from services.common.kafka import create_topics, delete_topics, read_all, watermarks
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
@@ -65,10 +67,44 @@ class Inputs:
     hours: list[Era5Hour]
     expected: dict[datetime, UnifiedMinute]  #: minute -> row of ``mingo process``
     start: datetime
+    #: rows of ``mingo process --coefficients`` with :data:`RECORD`
+    expected_with_record: dict[datetime, UnifiedMinute]
 
 
-def _process_rows(sim: Path, out: Path, start: datetime) -> dict[datetime, UnifiedMinute]:
-    args = ["--input", str(sim), "--output", str(out), "--stations", str(STATION)]
+#: A fitted record (mingo fit --write): β and α_T different from the configured ones.
+RECORD = Coefficients(
+    station=STATION,
+    version=1,
+    created=datetime(2024, 4, 1, tzinfo=UTC),
+    method="teff",
+    start=datetime(2024, 2, 1, tzinfo=UTC),
+    end=datetime(2024, 3, 1, tzinfo=UTC),
+    excluded=[],
+    p0_hpa=942.0,
+    teff_ref_k=221.0,
+    references={"t_eff_k": 221.0},
+    fits=[
+        ColumnFit(
+            column="total",
+            beta_pct_per_hpa=-0.14,
+            beta_err_pct_per_hpa=0.01,
+            alpha_t_pct_per_k=-0.22,
+            alpha_t_err_pct_per_k=0.03,
+            i0_hz=0.36,
+            i0_err_hz=0.001,
+            chi2=700.0,
+            ndf=700,
+            hours_used=696,
+            hours_excluded=0,
+        )
+    ],
+)
+
+
+def _process_rows(
+    sim: Path, out: Path, start: datetime, *extra: str
+) -> dict[datetime, UnifiedMinute]:
+    args = ["--input", str(sim), "--output", str(out), "--stations", str(STATION), *extra]
     result = CliRunner().invoke(process, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = rows_from_files(read_range(out, STATION, start, start + timedelta(days=1)))
@@ -99,14 +135,19 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     start = rates[0].time
     expected = _process_rows(sim, tmp_path_factory.mktemp("out"), start)
     assert len(expected) == len(rates) >= 60 * HOURS - 2
+    records = tmp_path_factory.mktemp("coefficients")
+    write_record(records, RECORD)
+    with_record = _process_rows(
+        sim, tmp_path_factory.mktemp("out"), start, "--coefficients", str(records)
+    )
     shutil.rmtree(sim)
-    return Inputs(rates, readings, hours, expected, start)
+    return Inputs(rates, readings, hours, expected, start, with_record)
 
 
 @pytest.fixture
 def kafka(kafka_bootstrap: str, kafka_admin: AdminClient) -> Iterator[KafkaSettings]:
-    """The four topics of unify, empty; the changelog topics of the test's groups deleted after."""
-    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE]
+    """The topics of unify, empty; the changelog topics of the test's groups deleted after."""
+    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, COEFFICIENTS, UNIFIED_MINUTE]
     delete_topics(kafka_admin, [spec.name for spec in specs])
     create_topics(kafka_admin, [*specs, STATUS])
     yield KafkaSettings(bootstrap=kafka_bootstrap)
@@ -175,10 +216,15 @@ def _latest(rows: Sequence[UnifiedMinute]) -> dict[datetime, UnifiedMinute]:
     return latest
 
 
-def _assert_same_rows(latest: dict[datetime, UnifiedMinute], inputs: Inputs) -> None:
+def _assert_same_rows(
+    latest: dict[datetime, UnifiedMinute],
+    inputs: Inputs,
+    expected: dict[datetime, UnifiedMinute] | None = None,
+) -> None:
     """The final rows are ``mingo process``'s, to the last digit (revisions aside)."""
-    assert sorted(latest) == sorted(inputs.expected)
-    for minute, row in inputs.expected.items():
+    expected = inputs.expected if expected is None else expected
+    assert sorted(latest) == sorted(expected)
+    for minute, row in expected.items():
         assert latest[minute].model_copy(update={"revision": row.revision}) == row, minute
 
 
@@ -201,6 +247,32 @@ def test_final_rows_equal_mingo_process(
     _assert_same_rows(_latest(rows), inputs)
     clean_run["rows"] = [row.to_json_bytes() for row in rows]
     print(f"unify: {published} rows for {len(inputs.expected)} minutes in {elapsed:.1f} s")
+
+
+def test_a_published_coefficients_record_revises_the_rows(
+    kafka: KafkaSettings, inputs: Inputs, tmp_path: Path
+) -> None:
+    # mingo fit --write --publish after the rows were made: the service recorrects the station's
+    # minutes (one revision higher), and ends where mingo process --coefficients does
+    _publish_all(kafka, inputs)
+    instance, group = _names()
+    _run(kafka, instance, group, tmp_path / "state")
+    before = _latest(_unified(kafka))
+    _assert_same_rows(before, inputs)
+    _publish(kafka, COEFFICIENTS.name, [RECORD])
+    _run(kafka, instance, group, tmp_path / "state")
+    rows = _unified(kafka)
+    latest = _latest(rows)
+    _assert_same_rows(latest, inputs, inputs.expected_with_record)
+    with_record = inputs.expected_with_record
+    revised = {minute for minute, row in with_record.items() if row != inputs.expected[minute]}
+    assert len(revised) >= len(inputs.expected) - 5  # every minute with pressure and ERA5
+    for minute, row in latest.items():
+        assert row.revision == before[minute].revision + (minute in revised), minute
+    # the same record again (a replay): nothing new
+    _publish(kafka, COEFFICIENTS.name, [RECORD])
+    _run(kafka, instance, group, tmp_path / "state")
+    assert len(_unified(kafka)) == len(rows)
 
 
 def _era5t(hour: Era5Hour) -> Era5Hour:
