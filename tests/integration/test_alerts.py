@@ -3,8 +3,8 @@ and ``mingo fit`` reading its rows from InfluxDB.
 
 Two simulated days of one station (tests/alert_minutes.py) with an HV trip and a 2-hour data gap
 are produced to a private topic as unified minutes; the service runs until idle; the alerts topic
-must hold exactly those two alerts, InfluxDB their annotation points (found by every dashboard's
-annotation query), and ``mingo alerts`` must list them.
+must hold exactly their three alerts (the trip drops HV and current), InfluxDB their annotation
+points (found by every dashboard's annotation query), and ``mingo alerts`` must list them.
 """
 
 from __future__ import annotations
@@ -86,9 +86,11 @@ def test_service_emits_alerts_and_annotations(
         service = run_alerts(
             kafka, writer, options, StopFlag(), RunBounds(stop_when_idle=True, max_seconds=120)
         )
-        assert service.alerts_emitted >= 2
+        assert service.alerts_emitted >= 3
         found = latest_alerts(list(read_all(kafka, alerts_topic)))
-        assert sorted(a.kind for a in found) == ["data_stopped", "hv_out_of_band"]
+        # the trip drops the HV and its current: two alerts
+        kinds = ["current_out_of_band", "data_stopped", "hv_out_of_band"]
+        assert sorted(a.kind for a in found) == kinds
         by_kind = {a.kind: a for a in found}
         assert by_kind["data_stopped"].start == gap[0].to_pydatetime()
         assert by_kind["data_stopped"].end == gap[1].to_pydatetime()
@@ -105,7 +107,7 @@ def test_service_emits_alerts_and_annotations(
         )
         [series] = response.json()["results"][0]["series"]
         points = {v[1]: v for v in series["values"]}
-        assert set(points) == {"data_stopped", "hv_out_of_band"}
+        assert set(points) == set(kinds)
         assert points["data_stopped"][0] == int(gap[0].timestamp())
         assert points["data_stopped"][3] == int(gap[1].timestamp())
 
@@ -117,7 +119,7 @@ def test_service_emits_alerts_and_annotations(
         for annotation in queries:
             series = query(influx_url, db, substitute(annotation, *span, {"station": "1"}))
             texts = [row[series[0]["columns"].index("text")] for row in series[0]["values"]]
-            assert len(texts) == 2 and any("no data for 120 min" in t for t in texts)
+            assert len(texts) == 3 and any("no data for 120 min" in t for t in texts)
 
         monkeypatch.setenv("MINGO_KAFKA_BOOTSTRAP", kafka_bootstrap)
         monkeypatch.setenv("MINGO_ALERTS_TOPIC", alerts_topic)

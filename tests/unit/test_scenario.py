@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from schemas.models import Alert
+from services.alerts.cli import alerts as alerts_command
 from services.alerts.detectors import AlertSettings, detect_station
 from services.unify.cli import process
 from simulator.cli import simulate
@@ -168,3 +169,11 @@ def test_simulated_faults_are_detected_through_process(tmp_path: Path) -> None:
     assert gap.end == DAY.to_pydatetime() + timedelta(hours=17)
     # every fault ended: the alerts are closed
     assert all(a.end is not None for a in alerts)
+    # what a user runs: mingo alerts on the files lists the same alerts (with the default
+    # efficiency limit, which at 1 Hz may add an efficiency_drop)
+    args = ["--input", str(out), "--start", "2024-03-01", "--end", "2024-03-02"]
+    listed = CliRunner().invoke(alerts_command, args, catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    for alert in alerts:
+        assert f"{alert.start:%Y-%m-%d %H:%M} → {alert.end:%Y-%m-%d %H:%M}" in listed.output
+        assert alert.message in listed.output
