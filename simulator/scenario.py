@@ -49,8 +49,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.common.yamlfile import load_yaml_model
 
 
 class _Event(BaseModel):
@@ -197,19 +198,7 @@ def load_scenario(path: str | Path) -> Scenario:
     ScenarioError
         Naming the file and what is wrong with it.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read scenario: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping with an 'events' list")
-    try:
-        return Scenario.model_validate(raw)
-    except ValidationError as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+    return load_yaml_model(path, Scenario, "scenario", "an 'events' list", ScenarioError)
 
 
 #: Slow-control values a scenario can change (unified-table names).

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.common.yamlfile import load_yaml_model
 
 #: The network file shipped with the project.
 DEFAULT_NETWORK_FILE = Path(__file__).resolve().parents[2] / "config" / "stations.yaml"
@@ -224,16 +225,4 @@ def load_network(path: str | Path = DEFAULT_NETWORK_FILE) -> Network:
     NetworkConfigError
         Naming the file and what is wrong with it.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise NetworkConfigError(f"{path}: cannot read network file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise NetworkConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise NetworkConfigError(f"{path}: expected a mapping with a 'stations' list")
-    try:
-        return Network.model_validate(raw)
-    except ValidationError as exc:
-        raise NetworkConfigError(f"{path}: {exc}") from None
+    return load_yaml_model(path, Network, "network file", "a 'stations' list", NetworkConfigError)

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from schemas.base import Contract
-from schemas.models import Coefficients, ColumnFit, Era5Hour, LogReading, MinuteRates, UnifiedMinute
+from schemas.models import Era5Hour, LogReading, MinuteRates, UnifiedMinute
 from schemas.topics import (
     COEFFICIENTS,
     ERA5_HOURLY,
@@ -47,6 +47,7 @@ from services.unify.flags import Flag
 from services.unify.revisions import rows_from_files
 from services.unify.service import UnifyOptions, run_unify
 from simulator.run import SimulationRequest, run_batch
+from tests.coefficient_records import teff_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,33 +73,7 @@ class Inputs:
 
 
 #: A fitted record (mingo fit --write): β and α_T different from the configured ones.
-RECORD = Coefficients(
-    station=STATION,
-    version=1,
-    created=datetime(2024, 4, 1, tzinfo=UTC),
-    method="teff",
-    start=datetime(2024, 2, 1, tzinfo=UTC),
-    end=datetime(2024, 3, 1, tzinfo=UTC),
-    excluded=[],
-    p0_hpa=942.0,
-    teff_ref_k=221.0,
-    references={"t_eff_k": 221.0},
-    fits=[
-        ColumnFit(
-            column="total",
-            beta_pct_per_hpa=-0.14,
-            beta_err_pct_per_hpa=0.01,
-            alpha_t_pct_per_k=-0.22,
-            alpha_t_err_pct_per_k=0.03,
-            i0_hz=0.36,
-            i0_err_hz=0.001,
-            chi2=700.0,
-            ndf=700,
-            hours_used=696,
-            hours_excluded=0,
-        )
-    ],
-)
+RECORD = teff_record(STATION, 1, beta=-0.14, alpha_t=-0.22, p0_hpa=942.0)
 
 
 def _process_rows(

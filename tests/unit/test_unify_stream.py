@@ -12,13 +12,14 @@ import orjson
 import pytest
 
 from schemas.columns import PLANES, REGIONS, TOPOLOGIES
-from schemas.models import Coefficients, ColumnFit, Era5Hour, LogReading, MinuteRates
+from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates
 from services.common.coefficients import apply_record, write_record
 from services.common.stations import AtmosphereCoefficients, load_network
 from services.unify.flags import Flag
 from services.unify.join import JoinSettings, to_rows, unify_frame
 from services.unify.service import Unifier, UnifyOptions
 from services.unify.stream import DAY_S, StationState, StreamSettings
+from tests.coefficient_records import teff_record
 
 pytestmark = pytest.mark.unit
 
@@ -196,34 +197,8 @@ def test_retention_drops_old_days_and_ignores_older_records() -> None:
     assert (again.newest_s, again.kept_from_s) == (state.newest_s, state.kept_from_s)
 
 
-def _record(version: int, beta: float, p0: float = 945.0) -> Coefficients:
-    """A ``teff`` coefficients record of station 1."""
-    fit = ColumnFit(
-        column="total",
-        beta_pct_per_hpa=beta,
-        beta_err_pct_per_hpa=0.01,
-        alpha_t_pct_per_k=-0.25,
-        alpha_t_err_pct_per_k=0.02,
-        i0_hz=8.0,
-        i0_err_hz=0.01,
-        chi2=20.0,
-        ndf=20,
-        hours_used=22,
-        hours_excluded=2,
-    )
-    return Coefficients(
-        station=1,
-        version=version,
-        created=T0,
-        method="teff",
-        start=T0,
-        end=T0 + timedelta(days=7),
-        excluded=[],
-        p0_hpa=p0,
-        teff_ref_k=221.0,
-        references={"t_eff_k": 221.0},
-        fits=[fit],
-    )
+def _record(version: int, beta: float) -> Coefficients:
+    return teff_record(1, version, beta, -0.25)
 
 
 def test_unifier_applies_the_newest_coefficients_record(tmp_path: Path) -> None:
