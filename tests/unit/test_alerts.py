@@ -8,11 +8,13 @@ be the only alert, detected within its stated delay (docs/alerts.md).
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from schemas.models import Alert
 from services.alerts.detectors import (
@@ -23,7 +25,8 @@ from services.alerts.detectors import (
     runs,
 )
 from services.alerts.service import DETECTOR_COLUMNS, AlertsOptions, AlertsState
-from services.common.stations import AlertThresholds, load_network
+from services.alerts.settings import AlertsSettings
+from services.common.stations import DEFAULT_NETWORK_FILE, AlertThresholds, load_network
 from simulator.station import StationSim, build_station_sim
 from tests.alert_minutes import START, scenario, station_frame
 from tests.sink_rows import unified_row
@@ -207,3 +210,20 @@ def test_per_station_bands_change_the_outcome(sims: dict[int, StationSim]) -> No
     assert emitted[0].evidence.get("band_low_au", 1100.0) == 1100.0
     with pytest.raises(ValueError, match="hv_band_kv"):
         AlertThresholds(hv_band_kv=(6.0, 5.0))
+
+
+@pytest.mark.unit
+def test_service_settings_take_the_bands_from_the_network_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = yaml.safe_load(DEFAULT_NETWORK_FILE.read_text())
+    for entry in raw["stations"]:
+        if entry["id"] == 2:
+            entry["alerts"] = {"flow_alarm": 1100, "hv_band_kv": [5.2, 5.8]}
+    network_file = tmp_path / "stations.yaml"
+    network_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MINGO_NETWORK_FILE", str(network_file))
+    options = AlertsSettings().alerts_options()
+    assert options.detectors_for(2).flow_alarm == 1100
+    assert options.detectors_for(2).hv_band_kv == (5.2, 5.8)
+    assert options.detectors_for(1) == AlertSettings()
