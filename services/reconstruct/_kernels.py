@@ -151,11 +151,12 @@ def _plane_hit(
             tdif = 0.5 * (tb - tf) - const[2, j]
             if (qs > params[P_QTHR]) & (abs(tdif) <= params[P_TDIF_CUT]):
                 plane_q += qs
-                if qs > best_q:
-                    best_q = qs
-                    best = s
-                    b_tdif = tdif
-                    b_tsum = 0.5 * (tf + tb)
+                # which strip has the most charge is a coin flip: selects, not a branch
+                better = qs > best_q
+                best = s if better else best
+                best_q = max(best_q, qs)
+                b_tdif = tdif if better else b_tdif
+                b_tsum = 0.5 * (tf + tb) if better else b_tsum
     return best, plane_q, b_tdif, b_tsum
 
 
