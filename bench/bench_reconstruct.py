@@ -215,6 +215,7 @@ def load_kernels(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("baseline_kernels", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache finds the module of its functions by name
     spec.loader.exec_module(module)
     return module
 

@@ -160,10 +160,31 @@ def _plane_hit(
     return best, plane_q, b_tdif, b_tsum
 
 
+@nb.njit(cache=True)
+def _setup(
+    params: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """Per call: column windows, plane z from plane 1 [mm], x weight [mm⁻²], and the scratch
+    of one event's hits (rows x, y, y weight, σy; column plane)."""
+    lo, hi = _windows(params)
+    return lo, hi, z - z[0], 1.0 / (params[P_SIGMA_X] * params[P_SIGMA_X]), np.empty((4, _N))
+
+
 @nb.njit(cache=True, inline="always")
-def _fit(
-    m: int, hx: np.ndarray, hy: np.ndarray, hwy: np.ndarray, zr: np.ndarray, wx: float
-) -> tuple[float, float, float, float]:
+def _keep_hit(
+    hit: np.ndarray, p: int, best: int, b_tdif: float, const: np.ndarray, params: np.ndarray
+) -> int:
+    """Store plane p's hit in the scratch; its column in ``const``."""
+    j = 4 * p + best
+    hit[0, p] = b_tdif * params[P_SPEED]
+    hit[1, p] = const[4, j]
+    hit[2, p] = const[6, j]
+    hit[3, p] = const[5, j]
+    return j
+
+
+@nb.njit(cache=True, inline="always")
+def _fit(m: int, hit: np.ndarray, zr: np.ndarray, wx: float) -> tuple[float, float, float, float]:
     """Weighted straight lines x(z), y(z) through the hit planes of mask m: (x', x0, y', y0)."""
     sw = 0.0
     swz = 0.0
@@ -181,14 +202,14 @@ def _fit(
             sw += wx
             swz += wx * zp
             swzz += wx * zp * zp
-            swx += wx * hx[p]
-            swzx += wx * zp * hx[p]
-            wy = hwy[p]
+            swx += wx * hit[0, p]
+            swzx += wx * zp * hit[0, p]
+            wy = hit[2, p]
             sv += wy
             svz += wy * zp
             svzz += wy * zp * zp
-            svy += wy * hy[p]
-            svzy += wy * zp * hy[p]
+            svy += wy * hit[1, p]
+            svzy += wy * zp * hit[1, p]
     dx = sw * swzz - swz * swz
     sx = (sw * swzx - swz * swx) / dx
     ax = (swzz * swx - swz * swzx) / dx
@@ -307,13 +328,7 @@ def reconstruct_kernel(
     """Hits, topology, straight-line fit, θ, φ, χ², angular region of every event (events.py)."""
     n = channels.shape[0]
     const = _strip_constants(pedestal, tdif_offset, tsum_offset, strip_y, strip_w)
-    lo, hi = _windows(params)
-    zr = z - z[0]
-    wx = 1.0 / (params[P_SIGMA_X] * params[P_SIGMA_X])
-    hx = np.empty(_N)
-    hy = np.empty(_N)
-    hwy = np.empty(_N)
-    hsig = np.empty(_N)
+    lo, hi, zr, wx, hit = _setup(params, z)
     for i in range(n):
         code = _event_status(channels, i, lo, hi, params)
         status[i] = code
@@ -331,13 +346,9 @@ def reconstruct_kernel(
                 t[i, p] = np.nan
                 q[i, p] = 0.0
                 continue
-            j = 4 * p + best
-            hx[p] = b_tdif * params[P_SPEED]
-            hy[p] = const[4, j]
-            hsig[p] = const[5, j]
-            hwy[p] = const[6, j]
-            x[i, p] = hx[p]
-            y[i, p] = hy[p]
+            j = _keep_hit(hit, p, best, b_tdif, const, params)
+            x[i, p] = hit[0, p]
+            y[i, p] = hit[1, p]
             t[i, p] = b_tsum - const[3, j]
             q[i, p] = plane_q
             qe += plane_q
@@ -356,13 +367,13 @@ def reconstruct_kernel(
             phi[i] = np.nan
             chi2[i] = np.nan
             continue
-        sx, ax, sy, ay = _fit(m, hx, hy, hwy, zr, wx)
+        sx, ax, sy, ay = _fit(m, hit, zr, wx)
         c2 = 0.0
         for p in range(_N):
             if (m >> p) & 1:
                 zp = zr[p]
-                rx = hx[p] - ax - sx * zp
-                ry = (hy[p] - ay - sy * zp) / hsig[p]
+                rx = hit[0, p] - ax - sx * zp
+                ry = (hit[1, p] - ay - sy * zp) / hit[3, p]
                 c2 += rx * rx * wx + ry * ry
         chi2[i] = c2
         th = math.atan(math.sqrt(sx * sx + sy * sy)) * _RAD
@@ -397,16 +408,11 @@ def rates_kernel(
     n = channels.shape[0]
     no_tsum = np.zeros((_N, _N))  # T_sum is not needed for rates
     const = _strip_constants(pedestal, tdif_offset, no_tsum, strip_y, strip_w)
-    lo, hi = _windows(params)
-    zr = z - z[0]
-    wx = 1.0 / (params[P_SIGMA_X] * params[P_SIGMA_X])
+    lo, hi, zr, wx, hit = _setup(params, z)
     th_hi = params[P_THETA_HIGH]
     th_lo = params[P_THETA_LOW]
     t2_hi = tan2_limit(th_hi)
     t2_lo = tan2_limit(th_lo)
-    hx = np.empty(_N)
-    hy = np.empty(_N)
-    hwy = np.empty(_N)
     for i in range(n):
         code = _event_status(channels, i, lo, hi, params)
         status[i] = code
@@ -416,10 +422,7 @@ def rates_kernel(
             for p in range(_N):
                 best, plane_q, b_tdif, _ = _plane_hit(channels, i, p, const, params)
                 if best >= 0:
-                    j = 4 * p + best
-                    hx[p] = b_tdif * params[P_SPEED]
-                    hy[p] = const[4, j]
-                    hwy[p] = const[6, j]
+                    _keep_hit(hit, p, best, b_tdif, const, params)
                     qe += plane_q
                     m |= 1 << p
         mask[i] = m
@@ -429,6 +432,6 @@ def rates_kernel(
         region[i] = -1
         if (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + (m >> 3) < 3:
             continue
-        sx, ax, sy, ay = _fit(m, hx, hy, hwy, zr, wx)
+        sx, ax, sy, ay = _fit(m, hit, zr, wx)
         fiducial[i] = _fiducial(sx, ax, sy, ay, zr, params)
         region[i] = _region_of_slopes(sx, sy, t2_hi, t2_lo, th_hi, th_lo)

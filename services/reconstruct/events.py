@@ -281,12 +281,7 @@ def reconstruct_rates(
         STRIP_WIDTHS_MM,
         kernel_params(config),
         _TOPOLOGY_OF_MASK,
-        out.status,
-        out.mask,
-        out.q_event,
-        out.topology,
-        out.region,
-        out.fiducial,
+        *(getattr(out, name) for name in EventRates.__dataclass_fields__),
     )
     return out
 
