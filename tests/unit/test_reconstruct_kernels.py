@@ -143,6 +143,16 @@ def test_damaged_events_get_a_status_and_never_count() -> None:
     assert tally.topology.sum() == np.count_nonzero(~bad & (ev.topology >= 0))
 
 
+def test_infinite_value_is_not_finite_even_with_an_open_window() -> None:
+    config = ReconstructionConfig(charge_valid_ns=(0.0, float("inf")))
+    channels = _events(60, 6)
+    channels[5:, 40] = np.inf  # a charge column
+    fast = reconstruct_rates(channels, _calibration(), Z, config)  # type: ignore[arg-type]
+    slow = reconstruct_rates_reference(channels, _calibration(), Z, config)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(fast.status, slow.status)
+    assert np.all(fast.status[5:] == k.NOT_FINITE)
+
+
 def test_wrapper_validates_shapes() -> None:
     with pytest.raises(ValueError, match="shape"):
         reconstruct_events(np.zeros((3, 63)), _calibration(), Z, CONFIG)  # type: ignore[arg-type]
