@@ -3,10 +3,16 @@
 1. Data: one station-day of ``mingo simulate`` (8 Hz by default), parsed with the ingest parser;
    the coincidence events, tiled to ``--events`` rows, are reconstructed with the calibration of
    the whole day (what ``reconstruct_files`` computes for the day's last file).
-2. Kernel: ``_kernels.reconstruct_kernel`` (hits + topology + fit + regions) on one core with
-   preallocated outputs, and ``events.reconstruct_events`` (validation + allocation + kernel);
-   compared with the memory-bandwidth limit: bytes per event read and written / the bandwidth of
-   ``np.copyto`` on one core; and the event-status pass alone (the first step of the kernel).
+2. Kernels on one core with preallocated outputs: ``_kernels.rates_kernel`` (status, hits,
+   topology, event charge, fit, fiducial planes, region: what the per-minute tally needs) and
+   ``_kernels.reconstruct_kernel`` (the same plus x, y, t, q per plane, θ, φ, χ², streamer flag),
+   timed interleaved (one round runs each variant once; best of ``--repeat`` rounds), as wall time
+   and as the thread's CPU time (``time.thread_time``: on a shared machine it leaves out the time
+   the thread waits for a core). ``--baseline FILE`` adds the ``reconstruct_kernel`` of an
+   older ``_kernels.py`` to the rounds. Also ``events.reconstruct_events`` and
+   ``events.reconstruct_rates`` (validation + allocation + kernel), the event-status pass alone,
+   and the memory-bandwidth limit: bandwidth of ``np.copyto`` on one core / bytes per event read
+   and written.
 3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
    publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_one`` (kernel +
    per-minute tally) → ``merge_tallies`` → ``minute_records``; time per stage; the Arrow read of
@@ -20,12 +26,14 @@
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
     python bench/bench_reconstruct.py --stream-only         # only 4., before/after in one run
+    python bench/bench_reconstruct.py --kernel-only --baseline old_kernels.py   # only 2.
     python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -35,6 +43,7 @@ from collections.abc import Callable
 from datetime import date
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import numba as nb
 import numpy as np
@@ -53,10 +62,12 @@ from services.reconstruct.calibration import Calibration, calibrate
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
     _TOPOLOGY_OF_MASK,
+    EventRates,
     EventResult,
     _empty,
     kernel_params,
     reconstruct_events,
+    reconstruct_rates,
 )
 from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
@@ -152,9 +163,13 @@ def tiled(array: np.ndarray, n: int) -> np.ndarray:
 
 
 def kernel_call(
-    channels: np.ndarray, cal: Calibration, config: ReconstructionConfig
+    channels: np.ndarray,
+    cal: Calibration,
+    config: ReconstructionConfig,
+    module: ModuleType = k,
 ) -> Callable[[], None]:
-    """The bare kernel on preallocated outputs."""
+    """The full kernel of ``module`` (this ``_kernels`` or an older one) on preallocated
+    outputs."""
     out = _empty(len(channels))
     args = (
         channels,
@@ -168,19 +183,68 @@ def kernel_call(
         _TOPOLOGY_OF_MASK,
         *(getattr(out, name) for name in EventResult.__dataclass_fields__),
     )
-    return lambda: k.reconstruct_kernel(*args)
+    return lambda: module.reconstruct_kernel(*args)
+
+
+def rates_call(
+    channels: np.ndarray, cal: Calibration, config: ReconstructionConfig
+) -> Callable[[], None]:
+    """The rates kernel on preallocated outputs."""
+    out = reconstruct_rates(channels[:1], cal, Z_MM, config)  # output dtypes
+    arrays = [
+        np.empty((len(channels), *a.shape[1:]), a.dtype)
+        for a in (getattr(out, name) for name in EventRates.__dataclass_fields__)
+    ]
+    args = (
+        channels,
+        np.ascontiguousarray(cal.pedestal_ns),
+        np.ascontiguousarray(cal.tdif_offset_ns),
+        np.asarray(Z_MM),
+        STRIP_CENTRES_MM,
+        STRIP_WIDTHS_MM,
+        kernel_params(config),
+        _TOPOLOGY_OF_MASK,
+        *arrays,
+    )
+    return lambda: k.rates_kernel(*args)
+
+
+def load_kernels(path: Path) -> ModuleType:
+    """An older ``_kernels.py`` (e.g. ``git show REV:services/reconstruct/_kernels.py``) as a
+    module of its own."""
+    spec = importlib.util.spec_from_file_location("baseline_kernels", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache finds the module of its functions by name
+    spec.loader.exec_module(module)
+    return module
 
 
 @nb.njit(cache=True)
 def _status_pass(channels: np.ndarray, params: np.ndarray, status: np.ndarray) -> None:
+    lo, hi = k._windows(params)
     for i in range(channels.shape[0]):
-        status[i] = k._event_status(channels[i], params)
+        status[i] = k._event_status(channels, i, lo, hi, params)
 
 
-def output_bytes_per_event() -> int:
-    """Bytes the kernel writes per event (all EventResult fields)."""
+def output_bytes_per_event(fields: type) -> int:
+    """Bytes a kernel writes per event (the fields of its result class)."""
     one = _empty(1)
-    return sum(getattr(one, name).nbytes for name in EventResult.__dataclass_fields__)
+    return sum(getattr(one, name).nbytes for name in fields.__dataclass_fields__)
+
+
+def interleaved(
+    calls: dict[str, Callable[[], object]], rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Best wall and best thread-CPU seconds of each call over rounds that run each once."""
+    best = {name: (np.inf, np.inf) for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            w0, c0 = time.perf_counter(), time.thread_time()
+            call()
+            wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
 
 
 def copy_bandwidth(n_bytes: int, repeat: int) -> float:
@@ -243,30 +307,42 @@ def traced_peak(payloads: list[bytes], cal: Calibration, config: ReconstructionC
 
 
 def bench_kernel(
-    block: np.ndarray, cal: Calibration, config: ReconstructionConfig, repeat: int
+    block: np.ndarray,
+    cal: Calibration,
+    config: ReconstructionConfig,
+    repeat: int,
+    baseline: ModuleType | None = None,
 ) -> None:
-    """Kernel speed on one core and the memory-bandwidth limit; printed."""
+    """Kernel speeds on one core and the memory-bandwidth limit; printed."""
     out = sys.stdout.write
     n = len(block)
-    bare = kernel_call(block, cal, config)
-    bare()  # compile / load from cache
-    t_bare = _best(bare, repeat)
-    t_wrap = _best(lambda: reconstruct_events(block, cal, Z_MM, config), repeat)
-    status = np.empty(n, np.int8)
     params = kernel_params(config)
-    _status_pass(block[:10], params, status[:10])
-    t_status = _best(lambda: _status_pass(block, params, status), repeat)
+    status = np.empty(n, np.int8)
+    calls: dict[str, Callable[[], object]] = {}
+    if baseline is not None:
+        calls["reconstruct_kernel (baseline)"] = kernel_call(block, cal, config, baseline)
+    calls["reconstruct_kernel"] = kernel_call(block, cal, config)
+    calls["rates_kernel"] = rates_call(block, cal, config)
+    calls["reconstruct_events (+ alloc)"] = partial(reconstruct_events, block, cal, Z_MM, config)
+    calls["reconstruct_rates (+ alloc)"] = partial(reconstruct_rates, block, cal, Z_MM, config)
+    calls["status pass alone"] = partial(_status_pass, block, params, status)
+    for call in calls.values():  # compile / load from the cache
+        call()
+    best = interleaved(calls, repeat)
     read_b = block.shape[1] * block.itemsize
-    write_b = output_bytes_per_event()
     bandwidth = copy_bandwidth(block.nbytes, repeat)
-    limit = bandwidth / (read_b + write_b)
-    out(f"kernel, {n} events, one core (best of {repeat}):\n")
-    out(f"  bare kernel           {n / t_bare / 1e6:8.2f} M events/s\n")
-    out(f"  reconstruct_events    {n / t_wrap / 1e6:8.2f} M events/s\n")
-    out(f"  status pass alone     {n / t_status / 1e6:8.2f} M events/s\n")
-    out(f"  bytes/event           {read_b} read + {write_b} written\n")
+    out(f"kernels, {n} events, one core, interleaved, best of {repeat} rounds:\n")
+    out(f"  {'':30s} {'wall':>14s} {'thread CPU':>14s}\n")
+    for name, (wall, cpu) in best.items():
+        out(f"  {name:30s} {n / wall / 1e6:7.2f} M ev/s {n / cpu / 1e6:7.2f} M ev/s")
+        out(f"  ({cpu * 1e9 / n:5.1f} ns/event CPU)\n")
     out(f"  np.copyto bandwidth   {bandwidth / 1e9:8.2f} GB/s (read + write)\n")
-    out(f"  bandwidth limit       {limit / 1e6:8.2f} M events/s\n")
+    for name, fields in (("reconstruct_kernel", EventResult), ("rates_kernel", EventRates)):
+        write_b = output_bytes_per_event(fields)
+        limit = bandwidth / (read_b + write_b)
+        share = n / best[name][0] / limit
+        out(f"  {name}: {read_b} bytes read + {write_b} written per event; bandwidth limit ")
+        out(f"{limit / 1e6:.1f} M events/s; wall speed = {share * 100:.0f} % of it\n")
 
 
 def _ipc(table: pa.Table, codec: str | None) -> bytes:
@@ -315,12 +391,22 @@ def main() -> None:
     parser.add_argument(
         "--stream-only", action="store_true", help="only the station stream (skip kernel, path)"
     )
+    parser.add_argument("--kernel-only", action="store_true", help="only the kernels")
+    parser.add_argument(
+        "--baseline", type=Path, help="an older _kernels.py whose reconstruct_kernel is compared"
+    )
     args = parser.parse_args()
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
 
     time_s, line, channels, messages = simulated_events(args.rate, args.chunk)
     config = load_network().station(0).reconstruction
+    if args.kernel_only:
+        cal = calibrate(0, time_s, channels, Z_MM, config)
+        baseline = load_kernels(args.baseline) if args.baseline else None
+        bench_kernel(tiled(channels, args.events), cal, config, args.repeat, baseline)
+        out(f"load average after: {os.getloadavg()}\n")
+        return
     if not args.stream_only:
         other_parts(args, time_s, line, channels, config)
     # station stream, as the service runs it (one pass each: the calibrations dominate); first
@@ -356,7 +442,8 @@ def other_parts(
     out(f"simulated coincidence events: {len(time_s)} (one station-day at {args.rate} Hz)\n")
 
     # kernel
-    bench_kernel(tiled(channels, args.events), cal, config, args.repeat)
+    baseline = load_kernels(args.baseline) if args.baseline else None
+    bench_kernel(tiled(channels, args.events), cal, config, args.repeat, baseline)
 
     # chunk path: consecutive day events tiled with their times shifted by a day per copy
     n = args.path_events

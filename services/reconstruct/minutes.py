@@ -26,7 +26,7 @@ import numpy as np
 
 from schemas.columns import PLANES, REGIONS, TOPOLOGIES
 from services.common.stations import ReconstructionConfig
-from services.reconstruct.events import EventResult
+from services.reconstruct.events import EventRates, EventResult
 
 __all__ = ["MinuteTally", "merge_tallies", "minute_records", "outlier_seconds", "tally_file"]
 
@@ -120,7 +120,7 @@ def _count2(row: np.ndarray, column: np.ndarray, rows: int, columns: int) -> np.
 
 def tally_file(
     time_s: np.ndarray,
-    events: EventResult,
+    events: EventResult | EventRates,
     start_s: int,
     end_s: int,
     config: ReconstructionConfig,
@@ -131,8 +131,8 @@ def tally_file(
     ----------
     time_s : ndarray of int64, shape (n,)
         Event times. [s since epoch, UTC]
-    events : EventResult
-        The reconstructed events (same order).
+    events : EventResult or EventRates
+        The reconstructed events (same order); ``reconstruct_rates`` gives all the tally reads.
     start_s, end_s : int
         Acquisition interval of the file, end exclusive. [s since epoch, UTC]
     config : ReconstructionConfig
