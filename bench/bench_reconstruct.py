@@ -13,13 +13,14 @@
    one chunk written with zstd, lz4 (the wire format) and no compression; and the peak of traced
    allocations (tracemalloc) for 1x and 4x the events at one chunk size.
 4. Station stream: the day's files as ingest's chunk messages (both trigger types) through
-   ``StationStream.add``, as the service runs them: file assembly, the per-file calibration from
-   the station's pool, reconstruction, tally and minute records; the calibration's share. Run
-   twice: recalibrating every file (the behaviour before ``calibration_refresh_events``), then
-   with the station's ``calibration_refresh_events``.
+   ``StationStream.add``, as the service runs them: chunk decoding, file assembly, the per-file
+   calibration from the station's pool, reconstruction, tally and minute records; time per stage.
+   With ``--baseline REV``, the ``StationStream`` of that git revision (its calibration, minutes,
+   pipeline and stream modules) runs interleaved with this tree's, ``--stream-repeat`` times each,
+   so that a loaded machine affects both alike.
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
-    python bench/bench_reconstruct.py --stream-only         # only 4., before/after in one run
+    python bench/bench_reconstruct.py --stream-only --baseline main   # only 4., main vs this tree
     python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
 """
 
@@ -49,7 +50,7 @@ from services.ingest.dat_parser import parse_dat
 from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct import _kernels as k
 from services.reconstruct import pipeline
-from services.reconstruct.calibration import Calibration, calibrate
+from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
     _TOPOLOGY_OF_MASK,
@@ -112,37 +113,86 @@ def simulated_events(
     return time_s, line, channels, messages
 
 
+_BASELINE_MODULES = ("calibration", "minutes", "pipeline", "stream")
+
+
+def baseline_stream_class(ref: str) -> type:
+    """``StationStream`` of the git revision ``ref``: its calibration, minutes, pipeline and stream
+    modules loaded from ``git show`` under other names (the kernel and events of this tree), so
+    that the old and the new path run interleaved in one process."""
+    import importlib.util
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    package = "bench_baseline_reconstruct"
+    (tmp / package).mkdir()
+    (tmp / package / "__init__.py").write_text("")
+    for name in _BASELINE_MODULES:
+        text = subprocess.run(
+            ["git", "show", f"{ref}:services/reconstruct/{name}.py"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for other in _BASELINE_MODULES:
+            text = text.replace(f"services.reconstruct.{other}", f"{package}.{other}")
+        (tmp / package / f"{name}.py").write_text(text)
+    sys.path.insert(0, str(tmp))
+    spec = importlib.util.find_spec(f"{package}.stream")
+    assert spec is not None
+    module = importlib.import_module(f"{package}.stream")
+    return module.StationStream  # type: ignore[no-any-return]
+
+
 def station_stream(
-    messages: list[Outgoing], config: ReconstructionConfig
-) -> tuple[int, float, int]:
-    """The messages through one StationStream: (minute records, seconds in calibrate, calls)."""
-    spent = [0.0]
-    calls = [0]
+    messages: list[Outgoing], config: ReconstructionConfig, stream_class: type = StationStream
+) -> tuple[int, dict[str, float]]:
+    """The messages through one StationStream: (minute records, seconds per stage).
 
-    def timed_calibrate(
-        station: int,
-        time_s: np.ndarray,
-        channels: np.ndarray,
-        z_mm: tuple[float, float, float, float] | np.ndarray,
-        config: ReconstructionConfig,
-    ) -> Calibration:
-        t0 = time.perf_counter()
-        result = calibrate(station, time_s, channels, z_mm, config)
-        spent[0] += time.perf_counter() - t0
-        calls[0] += 1
-        return result
+    Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: assembly, calibration,
+    kernel, tally, records); for this tree's stream also ``calibrate`` (the file's pool part,
+    T_sum equations and the pool's solution), ``kernel`` (``reconstruct_events`` outside the
+    calibration) and ``tally`` (``tally_file``).
+    """
+    spent = dict.fromkeys(("decode", "add", "calibrate", "kernel", "tally"), 0.0)
+    timed = stream_class is StationStream
+    patches: list[tuple[object, str, Callable[..., object]]] = []
 
-    stream = StationStream(0, lambda _: Z_MM, config)
+    def timer(owner: object, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            result = original(*args, **kwargs)
+            elapsed = time.perf_counter() - t0
+            spent[stage] += elapsed
+            return result
+
+        patches.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    if timed:
+        timer(pipeline, "file_part", "calibrate")
+        timer(pipeline, "tsum_equations", "calibrate")
+        timer(CalibrationPool, "calibration", "calibrate")
+        timer(pipeline, "reconstruct_events", "kernel")
+        timer(pipeline, "tally_file", "tally")
+    stream = stream_class(0, lambda _: Z_MM, config)
     records = 0
-    original = pipeline.calibrate
-    pipeline.calibrate = timed_calibrate  # only to time the calibration's share
     try:
         for message in messages:
+            t0 = time.perf_counter()
             chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
+            t1 = time.perf_counter()
             records += len(stream.add(chunk).rows)
+            spent["decode"] += t1 - t0
+            spent["add"] += time.perf_counter() - t1
     finally:
-        pipeline.calibrate = original
-    return records, spent[0], calls[0]
+        for owner, name, original in reversed(patches):
+            setattr(owner, name, original)
+    return records, spent
 
 
 def tiled(array: np.ndarray, n: int) -> np.ndarray:
@@ -315,6 +365,10 @@ def main() -> None:
     parser.add_argument(
         "--stream-only", action="store_true", help="only the station stream (skip kernel, path)"
     )
+    parser.add_argument(
+        "--baseline", default="", help="git revision whose StationStream runs interleaved with ours"
+    )
+    parser.add_argument("--stream-repeat", type=int, default=2, help="station stream runs each")
     args = parser.parse_args()
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
@@ -323,23 +377,32 @@ def main() -> None:
     config = load_network().station(0).reconstruction
     if not args.stream_only:
         other_parts(args, time_s, line, channels, config)
-    # station stream, as the service runs it (one pass each: the calibrations dominate); first
-    # recalibrating every file (calibration_refresh_events=1, the behaviour before the refresh
-    # setting), then with the station's setting
+    # station stream, as the service runs it, this tree against --baseline, interleaved
     events = sum(envelope_from_headers(m.headers).event_count for m in messages)
-    every_file = config.model_copy(update={"calibration_refresh_events": 1})
     out(f"station stream, the day's {len(messages)} chunk messages ({events} events, 24 files):\n")
-    for label, cfg in (("every file", every_file), ("station setting", config)):
-        t0 = time.perf_counter()
-        records, t_cal, calls = station_stream(messages, cfg)
-        elapsed = time.perf_counter() - t0
-        out(f"  refresh {cfg.calibration_refresh_events} events ({label}):\n")
-        out(f"    chunks -> minute records     {events / elapsed / 1e6:8.3f} M events/s")
-        out(f" ({records} records, {elapsed:.1f} s)\n")
-        out(f"    calibrate ({calls} calls)       {t_cal / elapsed * 100:5.1f} % ({t_cal:.1f} s)\n")
+    variants: list[tuple[str, type]] = [("this tree", StationStream)]
+    if args.baseline:
+        variants.insert(0, (f"baseline {args.baseline}", baseline_stream_class(args.baseline)))
+    station_stream(messages[:40], config)  # warm-up: kernels loaded, first calls done
+    best: dict[str, float] = {}
+    for run in range(args.stream_repeat):
+        for label, stream_class in variants:
+            t0 = time.perf_counter()
+            records, spent = station_stream(messages, config, stream_class)
+            elapsed = time.perf_counter() - t0
+            best[label] = min(best.get(label, np.inf), elapsed)
+            out(f"  run {run + 1}, {label}: {events / elapsed / 1e6:6.3f} M events/s")
+            out(f" ({records} records, {elapsed:.2f} s, load {os.getloadavg()[0]:.1f})\n")
+            for stage, seconds in spent.items():
+                if seconds:
+                    out(f"      {stage:10s} {seconds / elapsed * 100:5.1f} %")
+                    out(f" {seconds * 1e9 / events:7.1f} ns/event\n")
+    if len(variants) == 2:
+        (old, t_old), (new, t_new) = ((label, best[label]) for label, _ in variants)
         out(
-            f"    without calibrate            {events / (elapsed - t_cal) / 1e6:8.3f} M events/s\n"
+            f"  best: {old} {events / t_old / 1e6:.3f}, {new} {events / t_new / 1e6:.3f} M events/s"
         )
+        out(f" (x{t_old / t_new:.2f})\n")
     out(f"load average after: {os.getloadavg()}\n")
 
 

@@ -18,7 +18,12 @@ import numpy as np
 from schemas.dat_format import TRIGGER_COINCIDENCE, parse_dat_filename
 from services.common.stations import ReconstructionConfig
 from services.ingest.dat_parser import DatParseResult
-from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
+from services.reconstruct.calibration import (
+    Calibration,
+    CalibrationPool,
+    file_part,
+    tsum_equations,
+)
 from services.reconstruct.events import EventResult, reconstruct_events
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records, tally_file
 
@@ -157,22 +162,26 @@ def calibrate_and_reconstruct(
     (``source_file`` is the file it was computed for).
     """
     physics = file.trigger_type == TRIGGER_COINCIDENCE
-    pool.add(file.time_s[physics], file.channels[physics], key=file.name)
+    channels = file.channels[physics]
+    pool.add(file_part(file.time_s[physics], channels, config, key=file.name))
     z_mm = z_of_time(file.start_s)
     calibration = pool.current
     if calibration is None or pool.needs_calibration(z_mm):
-        time_s, channels = pool.arrays()
         calibration = replace(
-            calibrate(station, time_s, channels, z_mm, config),
-            pool_files=pool.files,
-            source_file=file.name,
+            pool.calibration(station, channels, z_mm, file.name), source_file=file.name
         )
         pool.calibrated(calibration)
         log.info(
             "file calibrated",
-            extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},
+            extra={"file": file.name, "version": calibration.version, "pool": pool.events},
         )
-    return reconstruct_one(file, calibration, z_mm, config)
+    result = reconstruct_one(file, calibration, z_mm, config)
+    if not pool.has_equations(file.name):
+        # a file that reused a calibration: its T_sum equations from its own reconstruction
+        pool.add_equations(
+            file.name, tsum_equations(result.events, z_mm, calibration.tsum_offset_ns)
+        )
+    return result
 
 
 def rates_rows(station: int, results: Iterable[FileResult]) -> list[dict[str, Any]]:
