@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from services.common.stations import ReconstructionConfig
+from services.reconstruct._calibration_kernels import gather_channels
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +147,6 @@ def _tail_size(q: float, max_events: int) -> int:
     return math.floor(q * (max_events - 1)) + 2
 
 
-def _lowest(values: np.ndarray, k: int) -> np.ndarray:
-    """The k lowest values (all if fewer), sorted."""
-    if values.size > k:
-        values = np.partition(values, k - 1)[:k]
-    return np.sort(values)
-
-
 def _lerp(a: float, b: float, t: float) -> float:
     """Linear interpolation as ``np.quantile`` does it (so the results are the same floats)."""
     diff = b - a
@@ -161,13 +155,13 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
     """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
-    its lowest values (``lows``, sorted) and, for q > 0.5, its highest (``highs``, descending)."""
+    its lowest values (``lows``) and, for q > 0.5, its highest (``highs``)."""
     position = q * (n - 1)
     i = math.floor(position)
     j = min(i + 1, n - 1)
     if q <= 0.5:
         merged = np.concatenate(lows)
-        a, b = np.partition(merged, (i, j))[[i, j]] if j < merged.size else np.sort(merged)[[i, j]]
+        a, b = np.partition(merged, (i, j))[[i, j]]
     else:
         merged = -np.concatenate(highs)  # ascending order of the negated values: rank from the top
         top_i, top_j = n - 1 - i, n - 1 - j
@@ -210,11 +204,11 @@ class FilePart:
     charge_count : int64 (4, 4, 2)
         Valid non-zero charges per channel.
     charge_low : list of 32 float64 arrays
-        The lowest charges per channel (plane, strip, side, C order), sorted. [ns]
+        The lowest charges per channel (plane, strip, side, C order). [ns]
     tdif_count : int64 (4, 4)
         Events with both times and charges of the strip written.
     tdif_low, tdif_high : list of 16 float64 arrays
-        The lowest (ascending) and highest (descending) T_dif values per strip. [ns]
+        The lowest and highest T_dif values per strip (plane, strip, C order). [ns]
     """
 
     key: str | None
@@ -228,13 +222,43 @@ class FilePart:
     tdif_high: list[np.ndarray]
 
 
-def _column_blocks(channels: np.ndarray) -> np.ndarray:
-    """(n, 64) file order → (plane 1-4, quantity T_F T_B Q_F Q_B, strip 1-4, n).
+def _lowest(values: np.ndarray, k: int) -> np.ndarray:
+    """The k lowest values (all if fewer), in no particular order (a copy)."""
+    if values.size > k:
+        return np.partition(values, k - 1)[:k]
+    return values.copy()
 
-    Transposed once so that each channel's n values are contiguous: the per-channel masks and
-    tails below then run on contiguous memory instead of a stride of 64 values.
-    """
-    return np.ascontiguousarray(channels.T).reshape(4, 4, 4, -1)[::-1]
+
+def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k_low lowest and the k_high highest values (all if fewer), in one partition."""
+    n = values.size
+    if n <= k_low + k_high:
+        every = values.copy()
+        return every, every
+    values = np.partition(values, (k_low - 1, n - k_high))
+    return values[:k_low].copy(), values[n - k_high :].copy()
+
+
+def _gather_reference(
+    time_s: np.ndarray, channels: np.ndarray, config: ReconstructionConfig
+) -> tuple[list[np.ndarray], list[np.ndarray], int, int, int]:
+    """Plain-numpy specification of ``_calibration_kernels.gather_channels``: per charge channel
+    its valid non-zero values, per strip its T_dif values (rows with a NaN or inf left out), the
+    usable rows and their first and last time."""
+    usable = np.isfinite(channels).all(axis=1)
+    channels, time_s = channels[usable], time_s[usable]
+    blocks = channels.T.reshape(4, 4, 4, -1)[::-1]  # plane 1-4, quantity, strip, event
+    lo, hi = config.charge_valid_ns
+    charges, tdif = [], []
+    for p in range(4):
+        for s in range(4):
+            tf, tb, qf, qb = (blocks[p, i, s] for i in range(4))
+            for q in (qf, qb):
+                charges.append(q[(q != 0) & (q >= lo) & (q <= hi)])
+            hit = (tf != 0) & (tb != 0) & (qf != 0) & (qb != 0)
+            tdif.append(0.5 * (tb[hit] - tf[hit]))
+    n = len(time_s)
+    return charges, tdif, n, int(time_s.min()) if n else 0, int(time_s.max()) if n else 0
 
 
 def file_part(
@@ -256,48 +280,36 @@ def file_part(
     key : str, optional
         The file name.
     """
-    channels = np.asarray(channels, np.float64)
-    if channels.ndim != 2 or channels.shape[1] != 64 or len(time_s) != channels.shape[0]:
+    channels = np.ascontiguousarray(channels, np.float64)
+    time_s = np.ascontiguousarray(time_s, np.int64)
+    if channels.ndim != 2 or channels.shape[1] != 64 or time_s.shape != (channels.shape[0],):
         raise ValueError(f"channels must be (n, 64) with n times, got {channels.shape}")
-    usable = np.isfinite(channels).all(axis=1)
-    if not usable.all():
-        channels, time_s = channels[usable], np.asarray(time_s)[usable]
-    n = int(channels.shape[0])
-    blocks = _column_blocks(channels)
+    n = channels.shape[0]
+    charges, tdif = np.empty((32, n)), np.empty((16, n))
+    charge_count, tdif_count = np.empty(32, np.int64), np.empty(16, np.int64)
+    span = np.empty(2, np.int64)
+    lo, hi = config.charge_valid_ns
+    usable = gather_channels(
+        time_s, channels, lo, hi, charges, charge_count, tdif, tdif_count, span
+    )
     # a pool never holds more than max(max_events, the newest file) events (CalibrationPool.add)
-    most = max(config.calibration_max_events, n)
+    most = max(config.calibration_max_events, usable)
     k_charge = _tail_size(config.pedestal_quantile, most)
     q_lo, q_hi = config.tdif_plateau_quantiles
     k_low, k_high = _tail_size(q_lo, most), _tail_size(1.0 - q_hi, most)
-    lo, hi = config.charge_valid_ns
-    charge_count = np.zeros((4, 4, 2), np.int64)
-    charge_low: list[np.ndarray] = []
-    tdif_count = np.zeros((4, 4), np.int64)
-    tdif_low: list[np.ndarray] = []
-    tdif_high: list[np.ndarray] = []
-    for p in range(4):
-        for s in range(4):
-            for side in range(2):
-                values = blocks[p, 2 + side, s]
-                values = values[(values != 0) & (values >= lo) & (values <= hi)]
-                charge_count[p, s, side] = values.size
-                charge_low.append(_lowest(values, k_charge))
-            tf, tb = blocks[p, 0, s], blocks[p, 1, s]
-            qf, qb = blocks[p, 2, s], blocks[p, 3, s]
-            hit = (tf != 0) & (tb != 0) & (qf != 0) & (qb != 0)
-            tdif = 0.5 * (tb[hit] - tf[hit])
-            tdif_count[p, s] = tdif.size
-            tdif_low.append(_lowest(tdif, k_low))
-            tdif_high.append(-_lowest(-tdif, k_high))
-    times = np.asarray(time_s)
+    tdif_low, tdif_high = [], []
+    for c in range(16):
+        low, high = _tails(tdif[c, : tdif_count[c]], k_low, k_high)
+        tdif_low.append(low)
+        tdif_high.append(high)
     return FilePart(
         key,
-        n,
-        int(times.min()) if n else 0,
-        int(times.max()) if n else 0,
-        charge_count,
-        charge_low,
-        tdif_count,
+        usable,
+        int(span[0]),
+        int(span[1]),
+        charge_count.reshape(4, 4, 2),
+        [_lowest(charges[c, : charge_count[c]], k_charge) for c in range(32)],
+        tdif_count.reshape(4, 4),
         tdif_low,
         tdif_high,
     )

@@ -33,6 +33,7 @@ __all__ = [
     "FileEvents",
     "FileResult",
     "calibrate_and_reconstruct",
+    "coincidence",
     "rates_rows",
     "reconstruct_files",
     "reconstruct_one",
@@ -55,7 +56,8 @@ class FileEvents:
     time_s : int64 (n,)
         Event times. [s since epoch, UTC]
     trigger_type : int8 (n,)
-        1 coincidence, 2 self-trigger.
+        1 coincidence, 2 self-trigger. Events are in file order, or in file order within each
+        trigger type (coincidence first) as ``StationStream`` assembles them.
     line : int32 (n,)
         Line numbers in the file.
     channels : float64 (n, 64)
@@ -107,7 +109,7 @@ def reconstruct_one(
     config: ReconstructionConfig,
 ) -> FileResult:
     """Reconstruct one file's coincidence events with a given calibration and tally them."""
-    physics = file.trigger_type == TRIGGER_COINCIDENCE
+    physics = coincidence(file)
     time_s = file.time_s[physics]
     events = reconstruct_events(file.channels[physics], calibration, z_mm, config)
     tally = tally_file(time_s, events, file.start_s, file.end_s, config)
@@ -119,8 +121,16 @@ def reconstruct_one(
         file.line[physics],
         events,
         tally,
-        int(np.count_nonzero(~physics)),
+        len(file.time_s) - len(time_s),
     )
+
+
+def coincidence(file: FileEvents) -> slice | np.ndarray:
+    """Index of the file's coincidence events: a slice (views, no copy) when they come first, as
+    ``StationStream`` assembles files, else a boolean mask."""
+    physics = file.trigger_type == TRIGGER_COINCIDENCE
+    n = int(np.count_nonzero(physics))
+    return slice(0, n) if physics[:n].all() else physics
 
 
 def reconstruct_files(
@@ -161,7 +171,7 @@ def calibrate_and_reconstruct(
     (``calibration_refresh_events``); a reused calibration keeps its version and its record
     (``source_file`` is the file it was computed for).
     """
-    physics = file.trigger_type == TRIGGER_COINCIDENCE
+    physics = coincidence(file)
     channels = file.channels[physics]
     pool.add(file_part(file.time_s[physics], channels, config, key=file.name))
     z_mm = z_of_time(file.start_s)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from services.common.stations import ReconstructionConfig
-from services.reconstruct.calibration import CalibrationPool, file_part
+from services.reconstruct._calibration_kernels import gather_channels
+from services.reconstruct.calibration import CalibrationPool, _gather_reference, file_part
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +62,29 @@ def test_pool_of_parts_gives_the_exact_quantiles_of_its_events() -> None:
         assert np.array_equal(pedestal, exact_pedestal)
         assert np.array_equal(tdif, exact_tdif)
     assert pool.files == ("f3", "f4", "f5")  # with f2 the pool would hold 6400 > 6000 events
+
+
+def test_gather_kernel_equals_numpy_reference() -> None:
+    """The numba gather of the pool's per-file part against its numpy specification, with rows
+    holding NaN or inf (left out) and charges outside the valid window."""
+    rng = np.random.default_rng(9)
+    config = ReconstructionConfig()
+    channels = _channels(rng, 3000)
+    channels[rng.random(channels.shape) < 0.01] = 1500.0  # out of the charge window (and times)
+    channels[[5, 77], [3, 60]] = [np.nan, np.inf]
+    time_s = rng.integers(1_700_000_000, 1_700_003_600, 3000)
+    time_s[5] = 1  # the first time belongs to a dropped row
+    n = len(time_s)
+    charges, tdif = np.empty((32, n)), np.empty((16, n))
+    charge_count, tdif_count, span = (np.empty(k, np.int64) for k in (32, 16, 2))
+    lo, hi = config.charge_valid_ns
+    usable = gather_channels(
+        time_s, channels, lo, hi, charges, charge_count, tdif, tdif_count, span
+    )
+    ref_charges, ref_tdif, ref_usable, first, last = _gather_reference(time_s, channels, config)
+    assert (usable, int(span[0]), int(span[1])) == (ref_usable, first, last)
+    assert usable == 2998 and first > 1  # the two rows with NaN / inf are left out
+    for c in range(32):
+        assert np.array_equal(charges[c, : charge_count[c]], ref_charges[c])
+    for s in range(16):
+        assert np.array_equal(tdif[s, : tdif_count[s]], ref_tdif[s])
