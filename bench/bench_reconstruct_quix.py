@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from confluent_kafka import Consumer
 from quixstreams import Application
@@ -39,7 +40,7 @@ from services.reconstruct.stream import chunk_from_message
 _IDLE_S = 5.0  #: a run ends after this long without a message [s]
 
 
-def plain(bootstrap: str) -> tuple[int, int, float]:
+def plain(bootstrap: str, topic: str) -> tuple[int, int, float]:
     """(chunks, events, seconds from the first to the last chunk), read_committed consumer."""
     consumer = Consumer(
         {
@@ -51,7 +52,7 @@ def plain(bootstrap: str) -> tuple[int, int, float]:
             "enable.partition.eof": True,
         }
     )
-    consumer.subscribe([EVENTS_RAW.name])
+    consumer.subscribe([topic])
     chunks = events = 0
     first = last = time.perf_counter()
     while time.perf_counter() - last < _IDLE_S + 10 * (chunks == 0):  # the group join first
@@ -68,7 +69,7 @@ def plain(bootstrap: str) -> tuple[int, int, float]:
     return chunks, events, last - first
 
 
-def quix(bootstrap: str, stateful: bool) -> tuple[int, int, float]:
+def quix(bootstrap: str, topic_name: str, stateful: bool) -> tuple[int, int, float]:
     """(chunks, events, seconds from the first to the last chunk), Quix exactly-once app."""
     counts = {"chunks": 0, "events": 0}
     stamps = {"first": 0.0, "last": 0.0}
@@ -82,7 +83,7 @@ def quix(bootstrap: str, stateful: bool) -> tuple[int, int, float]:
         rocksdb_options=RocksDBOptions(dumps=pickle.dumps, loads=pickle.loads),
         loglevel=None,
     )
-    topic = app.topic(EVENTS_RAW.name, key_deserializer="str", value_deserializer="bytes")
+    topic = app.topic(topic_name, key_deserializer="str", value_deserializer="bytes")
 
     def decode(value: bytes, _key: Any, _ts: int, headers: Any) -> Any:
         envelope = envelope_from_headers(headers)
@@ -109,22 +110,54 @@ def quix(bootstrap: str, stateful: bool) -> tuple[int, int, float]:
     if stateful:
         frame = frame.apply(keep, stateful=True, metadata=True)
     app.run(timeout=_IDLE_S, collect=False)
-    return counts["chunks"], counts["events"], stamps["last"] - stamps["first"]
+    # the last checkpoint (changelog flush, transaction commit) happens after the idle wait
+    closing = time.perf_counter() - stamps["last"] - _IDLE_S
+    return counts["chunks"], counts["events"], stamps["last"] - stamps["first"] + max(closing, 0)
+
+
+def fill(bootstrap: str, topic: str) -> None:
+    """A fresh ``topic`` (the raw topic's partitions) holding one simulated 8 Hz station-day."""
+    from bench_reconstruct import simulated_events
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from schemas.topics import station_key
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([topic])
+    time.sleep(2)
+    new = NewTopic(topic, EVENTS_RAW.partitions, 1, config={"max.message.bytes": "8388608"})
+    admin.create_topics([new])[topic].result(30)
+    messages = simulated_events(8.0, 2048)[3]
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 8388608})
+    for m in messages:
+        producer.produce(topic, m.value, station_key(0), headers=m.headers)
+        producer.poll(0)
+    producer.flush(60)
+    sys.stdout.write(f"filled {topic} with {len(messages)} chunks\n")
 
 
 def main() -> None:
     """Run the three readings, interleaved ``--repeat`` times, and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default=os.environ.get("MINGO_KAFKA_BOOTSTRAP", ""))
+    parser.add_argument("--topic", default=EVENTS_RAW.name, help="raw event topic to read")
+    parser.add_argument(
+        "--fill",
+        action="store_true",
+        help="first fill --topic with bench_reconstruct.py's simulated 8 Hz station-day chunks",
+    )
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
+    if args.fill:
+        fill(args.bootstrap, args.topic)
     for run in range(args.repeat):
         for label, reader in (
-            ("plain", lambda: plain(args.bootstrap)),
-            ("quix", lambda: quix(args.bootstrap, False)),
-            ("quix-state", lambda: quix(args.bootstrap, True)),
+            ("plain", lambda: plain(args.bootstrap, args.topic)),
+            ("quix", lambda: quix(args.bootstrap, args.topic, False)),
+            ("quix-state", lambda: quix(args.bootstrap, args.topic, True)),
         ):
             chunks, events, seconds = reader()
             out(f"run {run + 1} {label:10s} {chunks} chunks, {events} events in {seconds:.2f} s:")
