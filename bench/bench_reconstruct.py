@@ -152,11 +152,13 @@ def station_stream(
     """The messages through one StationStream: (minute records, seconds per stage).
 
     Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: assembly, calibration,
-    kernel, tally, records); for this tree's stream also ``calibrate`` (the file's pool part,
-    T_sum equations and the pool's solution), ``kernel`` (``reconstruct_events`` outside the
-    calibration) and ``tally`` (``tally_file``).
+    kernel, tally, records); for this tree's stream also, within ``add``, the calibration's
+    ``part`` (``file_part``), ``equations`` (``tsum_equations`` of a file that reused a
+    calibration) and ``solve`` (``CalibrationPool.calibration``: merge, trial reconstruction,
+    T_sum solution), ``kernel`` (``reconstruct_events`` of the final reconstruction) and
+    ``tally`` (``tally_file``).
     """
-    spent = dict.fromkeys(("decode", "add", "calibrate", "kernel", "tally"), 0.0)
+    spent = dict.fromkeys(("decode", "add", "part", "equations", "solve", "kernel", "tally"), 0.0)
     timed = stream_class is StationStream
     patches: list[tuple[object, str, Callable[..., object]]] = []
 
@@ -174,9 +176,9 @@ def station_stream(
         setattr(owner, name, wrapper)
 
     if timed:
-        timer(pipeline, "file_part", "calibrate")
-        timer(pipeline, "tsum_equations", "calibrate")
-        timer(CalibrationPool, "calibration", "calibrate")
+        timer(pipeline, "file_part", "part")
+        timer(pipeline, "tsum_equations", "equations")
+        timer(CalibrationPool, "calibration", "solve")
         timer(pipeline, "reconstruct_events", "kernel")
         timer(pipeline, "tally_file", "tally")
     stream = stream_class(0, lambda _: Z_MM, config)

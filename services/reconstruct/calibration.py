@@ -33,11 +33,16 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.common.stations import ReconstructionConfig
 from services.reconstruct._calibration_kernels import gather_channels
+from services.reconstruct.geometry import C_MM_NS
+
+if TYPE_CHECKING:  # events imports this module
+    from services.reconstruct.events import EventResult
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +365,7 @@ def _pair_system(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> tuple[np.nd
 
 
 def tsum_equations(
-    events: object,
+    events: EventResult,
     z_mm: tuple[float, float, float, float] | np.ndarray,
     tsum_offset_ns: np.ndarray,
 ) -> TsumEquations:
@@ -380,14 +385,12 @@ def tsum_equations(
     tsum_offset_ns : ndarray (4, 4)
         T_sum offsets the events were reconstructed with. [ns]
     """
-    from services.reconstruct.geometry import C_MM_NS
-
     ev = events
-    good = (ev.mask == 15) & (ev.chi2 < 4.0 * 4)  # type: ignore[attr-defined]
-    strip = ev.strip[good].astype(np.int64)  # type: ignore[attr-defined]
+    good = (ev.mask == 15) & (ev.chi2 < 4.0 * 4)
+    strip = ev.strip[good].astype(np.int64)
     z = np.asarray(z_mm, np.float64)
-    secant = np.sqrt(1.0 + np.tan(np.radians(ev.theta[good])) ** 2)  # type: ignore[attr-defined]
-    raw_t = ev.t[good] + np.asarray(tsum_offset_ns)[np.arange(4)[None, :], strip]  # type: ignore[attr-defined]
+    secant = np.sqrt(1.0 + np.tan(np.radians(ev.theta[good])) ** 2)
+    raw_t = ev.t[good] + np.asarray(tsum_offset_ns)[np.arange(4)[None, :], strip]
     residual = raw_t - (z - z[0])[None, :] * secant[:, None] / C_MM_NS
     index = np.arange(4)[None, :] * 4 + strip  # unknown of each hit
     a = np.concatenate([index[:, p] for p, _ in _PAIRS])
