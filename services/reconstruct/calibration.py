@@ -160,17 +160,20 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
     """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
-    its lowest values (``lows``) and, for q > 0.5, its highest (``highs``)."""
+    its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
+    ascending). The value of rank r of the pool is among the r + 1 lowest of every file, so only
+    those prefixes are merged."""
     position = q * (n - 1)
     i = math.floor(position)
     j = min(i + 1, n - 1)
     if q <= 0.5:
-        merged = np.concatenate(lows)
+        merged = np.concatenate([low[: j + 1] for low in lows])
         a, b = np.partition(merged, (i, j))[[i, j]]
     else:
-        merged = -np.concatenate(highs)  # ascending order of the negated values: rank from the top
-        top_i, top_j = n - 1 - i, n - 1 - j
-        b, a = -np.partition(merged, (top_j, top_i))[[top_j, top_i]]
+        top_i, top_j = n - 1 - i, n - 1 - j  # ranks from the top
+        merged = np.concatenate([high[high.size - top_i - 1 :] for high in highs])
+        m = merged.size
+        b, a = np.partition(merged, (m - 1 - top_j, m - 1 - top_i))[[m - 1 - top_j, m - 1 - top_i]]
     return _lerp(float(a), float(b), position - i)
 
 
@@ -209,11 +212,12 @@ class FilePart:
     charge_count : int64 (4, 4, 2)
         Valid non-zero charges per channel.
     charge_low : list of 32 float64 arrays
-        The lowest charges per channel (plane, strip, side, C order). [ns]
+        The lowest charges per channel (plane, strip, side, C order), ascending. [ns]
     tdif_count : int64 (4, 4)
         Events with both times and charges of the strip written.
     tdif_low, tdif_high : list of 16 float64 arrays
-        The lowest and highest T_dif values per strip (plane, strip, C order). [ns]
+        The lowest and highest T_dif values per strip (plane, strip, C order), ascending (one
+        array for both when the file has no more values than the two tails). [ns]
     """
 
     key: str | None
@@ -228,20 +232,20 @@ class FilePart:
 
 
 def _lowest(values: np.ndarray, k: int) -> np.ndarray:
-    """The k lowest values (all if fewer), in no particular order (a copy)."""
+    """The k lowest values (all if fewer), ascending (a copy)."""
     if values.size > k:
-        return np.partition(values, k - 1)[:k]
-    return values.copy()
+        values = np.partition(values, k - 1)[:k]
+    return np.sort(values)
 
 
 def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k_low lowest and the k_high highest values (all if fewer), in one partition."""
+    """The k_low lowest and the k_high highest values (all if fewer), each ascending."""
     n = values.size
     if n <= k_low + k_high:
-        every = values.copy()
+        every = np.sort(values)
         return every, every
     values = np.partition(values, (k_low - 1, n - k_high))
-    return values[:k_low].copy(), values[n - k_high :].copy()
+    return np.sort(values[:k_low]), np.sort(values[n - k_high :])
 
 
 def _gather_reference(
@@ -523,18 +527,7 @@ class CalibrationPool:
         first = min((p.first_time_s for p in parts), default=0)
         last = max((p.last_time_s for p in parts), default=0)
         made = make_calibration(station, pedestal, tdif, tsum, self.events, first, last, z_mm)
-        return Calibration(
-            made.station,
-            made.version,
-            made.pedestal_ns,
-            made.tdif_offset_ns,
-            made.tsum_offset_ns,
-            made.events,
-            made.first_time_s,
-            made.last_time_s,
-            made.z_mm,
-            self.files,
-        )
+        return replace(made, pool_files=self.files)
 
 
 def calibrate(
