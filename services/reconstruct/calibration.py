@@ -1,10 +1,10 @@
 """Calibration constants of one station from a pool of its raw events (DOMAIN.md §5.1).
 
-Pure numpy: a station's :class:`CalibrationPool` holds, per pooled file, a small
-:class:`FilePart` (what the file contributes to each constant), and :meth:`CalibrationPool.solve`
-merges the parts into a :class:`Calibration`, a versioned record that every minute says it was
-computed with. A calibration so costs one pass over the new file plus a merge of the parts,
-not a pass over the whole pool (bench/README.md, "Calibration from per-file parts").
+A station's :class:`CalibrationPool` holds, per pooled file, a small :class:`FilePart` (what the
+file contributes to each constant), and :meth:`CalibrationPool.calibration` merges the parts into
+a :class:`Calibration`, a versioned record that every minute says it was computed with. A
+calibration so costs one pass over the new file plus a merge of the parts, not a pass over the
+whole pool (bench/README.md, "Calibration from per-file parts").
 
 * Charge pedestal per channel: the lower edge of the channel's time-over-threshold distribution
   (quantile ``pedestal_quantile`` of its non-zero values). A written charge always lies above the
@@ -171,7 +171,7 @@ def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q
         a, b = np.partition(merged, (i, j))[[i, j]]
     else:
         top_i, top_j = n - 1 - i, n - 1 - j  # ranks from the top
-        merged = np.concatenate([high[high.size - top_i - 1 :] for high in highs])
+        merged = np.concatenate([high[max(high.size - top_i - 1, 0) :] for high in highs])
         m = merged.size
         b, a = np.partition(merged, (m - 1 - top_j, m - 1 - top_i))[[m - 1 - top_j, m - 1 - top_i]]
     return _lerp(float(a), float(b), position - i)
