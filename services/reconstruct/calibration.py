@@ -480,6 +480,28 @@ class CalibrationPool:
             self._equations[key] = equations
 
     @property
+    def parts(self) -> tuple[FilePart, ...]:
+        """The pooled parts, oldest first."""
+        return tuple(self._parts)
+
+    def equations(self, key: str) -> TsumEquations | None:
+        """The T_sum equations of the pooled file ``key``, if it has them."""
+        return self._equations.get(key)
+
+    def restore(
+        self,
+        parts: list[FilePart],
+        equations: dict[str, TsumEquations],
+        current: Calibration | None,
+        added_since_current: int,
+    ) -> None:
+        """Set the pool to a stored state (the service's state store)."""
+        self._parts = deque(parts)
+        self._equations = {key: value for key, value in equations.items()}
+        self.current = current
+        self.added_since_current = added_since_current
+
+    @property
     def files(self) -> tuple[str, ...]:
         """Keys (source files) of the pooled parts, oldest first."""
         return tuple(p.key for p in self._parts if p.key is not None)

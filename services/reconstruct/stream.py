@@ -122,6 +122,25 @@ class StationStream:
         """Files with chunks still missing."""
         return sorted(self._pending)
 
+    @property
+    def pending(self) -> dict[str, dict[int, Chunk]]:
+        """The chunks of files still arriving, by file and chunk index."""
+        return self._pending
+
+    @property
+    def tallies(self) -> dict[str, tuple[int, MinuteTally, str]]:
+        """Kept file tallies: file → (file start [s, UTC], tally, calibration version)."""
+        return self._files
+
+    def restore(
+        self, tallies: dict[str, tuple[int, MinuteTally, str]], pending: dict[str, list[Chunk]]
+    ) -> None:
+        """Set the kept tallies and pending chunks to a stored state (see ``pool.restore``)."""
+        self._files = dict(tallies)
+        self._pending = {
+            name: {c.envelope.chunk_index: c for c in chunks} for name, chunks in pending.items()
+        }
+
     def add(self, chunk: Chunk) -> StreamOutput:
         """Take one chunk; once its file is complete, the file's minute records and calibration.
 
