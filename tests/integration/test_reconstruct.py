@@ -151,12 +151,20 @@ def _assert_calibrations_published(
 
 
 def _run_bounded(
-    kafka: KafkaSettings, instance: str, group: str, calibration_dir: Path
+    kafka: KafkaSettings,
+    instance: str,
+    group: str,
+    calibration_dir: Path,
+    state_dir: Path | None = None,
 ) -> tuple[int, float]:
     """Run the service until idle: (records published, seconds)."""
     started = time.monotonic()
     options = ReconstructOptions(
-        instance=instance, group_id=group, heartbeat_s=2, calibration_dir=calibration_dir
+        instance=instance,
+        group_id=group,
+        heartbeat_s=2,
+        calibration_dir=calibration_dir,
+        state_dir=state_dir,
     )
     bounds = RunBounds(stop_when_idle=True)
     published = run_reconstruct(load_network(), kafka, options, StopFlag(), bounds)
@@ -216,6 +224,7 @@ def test_sigkill_and_restart_give_the_same_records(
         "MINGO_RECONSTRUCT_BATCH_MESSAGES": "1",  # a transaction per chunk: many commit points
         "MINGO_HEARTBEAT_S": "2",
         "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(tmp_path),
+        "MINGO_RECONSTRUCT_STATE_DIR": str(tmp_path / "state-killed"),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.reconstruct"],
@@ -238,7 +247,9 @@ def test_sigkill_and_restart_give_the_same_records(
     _, at_kill = _latest(rates_topic)
     assert at_kill < len(ingested.expected), "killed too late: nothing left to do"
 
-    published, _ = _run_bounded(rates_topic, instance, group, tmp_path)  # same instance, group
+    # same instance and group, a fresh state folder (another host): the state comes back from
+    # the changelog topic
+    published, _ = _run_bounded(rates_topic, instance, group, tmp_path, tmp_path / "state-new")
     latest, count = _latest(rates_topic)
     _assert_equal(latest, ingested.expected)
     _assert_calibrations_published(rates_topic, latest, tmp_path)
