@@ -5,14 +5,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
+from schemas.topics import TopicSpec
+from services.common.kafka import create_topics, make_admin
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 
-__all__ = ["QuietApplication", "connection_config", "run_application"]
+__all__ = ["QuietApplication", "connection_config", "exactly_once_application", "run_application"]
 
 
 class QuietApplication(Application):
@@ -33,6 +37,38 @@ def connection_config(kafka: KafkaSettings) -> ConnectionConfig:
         sasl_username=kafka.sasl_username,
         sasl_password=kafka.sasl_password,
         ssl_ca_location=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None,
+    )
+
+
+def exactly_once_application(
+    kafka: KafkaSettings,
+    topics: list[TopicSpec],
+    group_id: str,
+    transactional_id: str,
+    commit_interval_s: float,
+    state_dir: Path,
+    producer_config: dict[str, Any] | None = None,
+    **options: Any,
+) -> QuietApplication:
+    """An exactly-once Quix application of a consumer group, reading from the earliest offset.
+
+    ``topics`` (inputs and outputs) are created first if missing, with explicit partitions and
+    configs: tansu reports only explicit configs, and Quix needs them. ``transactional_id`` must
+    be stable across restarts of an instance, so that a restart fences its killed predecessor;
+    ``options`` go to ``Application`` (e.g. ``commit_every``).
+    """
+    create_topics(make_admin(kafka), topics)
+    return QuietApplication(
+        broker_address=connection_config(kafka),
+        consumer_group=group_id,
+        auto_offset_reset="earliest",
+        processing_guarantee="exactly-once",
+        commit_interval=commit_interval_s,
+        state_dir=state_dir,
+        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+        producer_extra_config={"transactional.id": transactional_id} | (producer_config or {}),
+        loglevel=None,
+        **options,
     )
 
 

@@ -30,9 +30,9 @@ from quixstreams.state.rocksdb import RocksDBOptions
 
 from schemas.models import MinuteRates, StationLogbook
 from schemas.topics import CALIBRATION, EVENTS_RAW, LOGBOOK, RATES_MINUTE, STATUS
-from services.common.kafka import create_topics, make_admin, make_producer, read_all
+from services.common.kafka import make_producer, read_all
 from services.common.logbook import LogbookEntry, z_positions_at
-from services.common.quix import QuietApplication, connection_config, run_application
+from services.common.quix import QuietApplication, exactly_once_application, run_application
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import Network, ReconstructionConfig
@@ -174,25 +174,18 @@ def build_application(
     kafka: KafkaSettings, options: ReconstructOptions, worker: Reconstructor
 ) -> QuietApplication:
     """The Quix application: raw chunks, the stateful step, the two outputs."""
-    # explicit partitions and configs: tansu reports only explicit configs, Quix needs them
-    create_topics(make_admin(kafka), [EVENTS_RAW, RATES_MINUTE, CALIBRATION, STATUS])
     large = 8 * 1024 * 1024  # a stored chunk or calibration part may approach 1 MB
-    app = QuietApplication(
-        broker_address=connection_config(kafka),
-        consumer_group=options.group_id,
-        auto_offset_reset="earliest",
-        processing_guarantee="exactly-once",
-        commit_interval=options.commit_interval_s,
+    app = exactly_once_application(
+        kafka,
+        [EVENTS_RAW, RATES_MINUTE, CALIBRATION, STATUS],
+        options.group_id,
+        transactional_id(options.instance),
+        options.commit_interval_s,
+        options.local_state_dir(),
+        producer_config={"message.max.bytes": large},
         commit_every=options.batch_messages,
-        state_dir=options.local_state_dir(),
         # values are bytes the service encodes itself (.npy, JSON; never pickles)
         rocksdb_options=RocksDBOptions(dumps=_same, loads=_same),
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
-        producer_extra_config={
-            "transactional.id": transactional_id(options.instance),
-            "message.max.bytes": large,
-        },
-        loglevel=None,
     )
     raw = app.topic(EVENTS_RAW.name, key_deserializer="bytes", value_deserializer="bytes")
     rates = app.topic(RATES_MINUTE.name, key_serializer="bytes", value_serializer="bytes")

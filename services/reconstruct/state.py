@@ -134,14 +134,8 @@ def _chunk_key(name: str, index: int) -> bytes:
 class StoredStation:
     """One station's stream, kept in a key-value state and mirrored in memory.
 
-    Parameters
-    ----------
-    station : int
-        Station id.
-    z_of_time : callable
-        Plane z positions [mm] in force at a time [s since epoch, UTC] (the logbook).
-    config : ReconstructionConfig
-        The station's reconstruction settings.
+    The parameters are those of :class:`StationStream` (station id, logbook z positions by
+    time, the station's reconstruction settings).
     """
 
     def __init__(self, station: int, z_of_time: ZOfTime, config: ReconstructionConfig) -> None:

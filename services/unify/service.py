@@ -30,8 +30,8 @@ from quixstreams.dataframe import StreamingDataFrame
 from schemas.models import Era5Hour, LogReading, MinuteRates
 from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, STATUS, UNIFIED_MINUTE
 from services.common.coefficients import apply_record, latest_record
-from services.common.kafka import create_topics, make_admin, make_producer
-from services.common.quix import QuietApplication, connection_config, run_application
+from services.common.kafka import make_producer
+from services.common.quix import QuietApplication, exactly_once_application, run_application
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import Network, Station
@@ -176,19 +176,13 @@ def build_application(
     kafka: KafkaSettings, options: UnifyOptions, unifier: Unifier
 ) -> QuietApplication:
     """The Quix application: the three inputs concatenated, the stateful step, the output."""
-    # explicit partitions and configs: tansu reports only explicit configs, Quix needs them
-    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE, STATUS]
-    create_topics(make_admin(kafka), specs)
-    app = QuietApplication(
-        broker_address=connection_config(kafka),
-        consumer_group=options.group_id,
-        auto_offset_reset="earliest",
-        processing_guarantee="exactly-once",
-        commit_interval=options.commit_interval_s,
-        state_dir=options.local_state_dir(),
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
-        producer_extra_config={"transactional.id": transactional_id(options.instance)},
-        loglevel=None,
+    app = exactly_once_application(
+        kafka,
+        [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE, STATUS],
+        options.group_id,
+        transactional_id(options.instance),
+        options.commit_interval_s,
+        options.local_state_dir(),
     )
     frame: StreamingDataFrame | None = None
     for name in _INPUTS:

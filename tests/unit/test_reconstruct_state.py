@@ -41,8 +41,12 @@ class DictState:
 
 def test_stream_rebuilt_from_state_gives_the_same_records(tmp_path: Path) -> None:
     truth = simulate(tmp_path, (0,), 0.5)
-    config = load_network().station(0).reconstruction.model_copy(
-        update={"calibration_max_events": 4000, "calibration_refresh_events": 2500}
+    config = (
+        load_network()
+        .station(0)
+        .reconstruction.model_copy(
+            update={"calibration_max_events": 4000, "calibration_refresh_events": 2500}
+        )
     )
     messages = [m for path in _files(tmp_path, truth) for m in _messages(path)]
     memory, stored, state = (
