@@ -17,7 +17,8 @@
    calibration from the station's pool, reconstruction, tally and minute records; time per stage.
    With ``--baseline REV``, the ``StationStream`` of that git revision (its calibration, minutes,
    pipeline and stream modules) runs interleaved with this tree's, ``--stream-repeat`` times each,
-   so that a loaded machine affects both alike.
+   so that a loaded machine affects both alike; then this tree's ``StoredStation`` (the service's
+   state encoding) on a dict state, with the bytes it writes (what the changelog carries).
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
     python bench/bench_reconstruct.py --stream-only --baseline main   # only 4., main vs this tree
@@ -62,6 +63,7 @@ from services.reconstruct.events import (
 from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
 from services.reconstruct.pipeline import FileEvents, reconstruct_one
+from services.reconstruct.state import StoredStation
 from services.reconstruct.stream import StationStream, chunk_from_message
 from simulator.run import SimulationRequest, run_batch
 
@@ -195,6 +197,35 @@ def station_stream(
         for owner, name, original in reversed(patches):
             setattr(owner, name, original)
     return records, spent
+
+
+class DictState:
+    """Quix's State get/set/delete on a dict (the service's encoding, without RocksDB)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.written = 0  #: bytes set, as the changelog would carry them
+
+    def get(self, key: bytes, default: object = None) -> object:
+        return self.data.get(key, default)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+        self.written += len(key) + len(value)
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+
+def stored_stream(messages: list[Outgoing], config: ReconstructionConfig) -> tuple[int, int]:
+    """The messages through the service's ``StoredStation`` on a dict state: (records, bytes
+    written to the state)."""
+    stored = StoredStation(0, lambda _: Z_MM, config)
+    state = DictState()
+    records = 0
+    for message in messages:
+        records += len(stored.add(state, message.headers, message.value).rows)
+    return records, state.written
 
 
 def tiled(array: np.ndarray, n: int) -> np.ndarray:
@@ -399,6 +430,13 @@ def main() -> None:
                 if seconds:
                     out(f"      {stage:10s} {seconds / elapsed * 100:5.1f} %")
                     out(f" {seconds * 1e9 / events:7.1f} ns/event\n")
+        t0 = time.perf_counter()
+        records, written = stored_stream(messages, config)
+        elapsed = time.perf_counter() - t0
+        best["stored"] = min(best.get("stored", np.inf), elapsed)
+        out(f"  run {run + 1}, this tree, StoredStation on a dict state: ")
+        out(f"{events / elapsed / 1e6:6.3f} M events/s ({records} records, {elapsed:.2f} s, ")
+        out(f"{written / events:.0f} state bytes/event, load {os.getloadavg()[0]:.1f})\n")
     if len(variants) == 2:
         (old, t_old), (new, t_new) = ((label, best[label]) for label, _ in variants)
         out(
