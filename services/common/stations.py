@@ -133,7 +133,9 @@ class ReconstructionConfig(_Frozen):
         20_000, ge=100, description="Events needed in the pool before a calibration. [events]"
     )
     calibration_max_events: int = Field(
-        200_000, ge=100, description="Most recent events kept in the pool. [events]"
+        200_000,
+        ge=100,
+        description="The pool holds the newest whole files up to this many events. [events]",
     )
     calibration_max_age_s: float = Field(
         86_400.0, gt=0, description="Pooled events older than this are forgotten. [s]"

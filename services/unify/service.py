@@ -22,16 +22,13 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from quixstreams import Application, message_context
+from quixstreams import message_context
 from quixstreams.dataframe import StreamingDataFrame
-from quixstreams.kafka.configuration import ConnectionConfig
 
 from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates
 from schemas.topics import (
@@ -43,7 +40,8 @@ from schemas.topics import (
     UNIFIED_MINUTE,
 )
 from services.common.coefficients import latest_record
-from services.common.kafka import create_topics, make_admin, make_producer
+from services.common.kafka import make_producer
+from services.common.quix import QuietApplication, exactly_once_application, run_application
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import Network, Station
@@ -187,47 +185,21 @@ class Unifier:
         )
 
 
-class _Application(Application):
-    """A Quix application that leaves signals to the service (they set its StopFlag)."""
-
-    def _setup_signal_handlers(self) -> None:
-        # Quix installs SIGINT/SIGTERM handlers, which fails outside the main thread; the
-        # service's own handlers (installed by __main__) set the StopFlag that stops the app.
-        return
-
-
-def _connection(kafka: KafkaSettings) -> ConnectionConfig:
-    return ConnectionConfig(
-        bootstrap_servers=kafka.bootstrap,
-        security_protocol=kafka.security_protocol,
-        sasl_mechanism=kafka.sasl_mechanism,
-        sasl_username=kafka.sasl_username,
-        sasl_password=kafka.sasl_password,
-        ssl_ca_location=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None,
-    )
-
-
 def _tag(topic: str, value: bytes | None) -> tuple[str, bytes | None]:
     return topic, value
 
 
 def build_application(
     kafka: KafkaSettings, options: UnifyOptions, unifier: Unifier
-) -> _Application:
+) -> QuietApplication:
     """The Quix application: the inputs concatenated, the stateful step, the output."""
-    # explicit partitions and configs: tansu reports only explicit configs, Quix needs them
-    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, COEFFICIENTS, UNIFIED_MINUTE, STATUS]
-    create_topics(make_admin(kafka), specs)
-    app = _Application(
-        broker_address=_connection(kafka),
-        consumer_group=options.group_id,
-        auto_offset_reset="earliest",
-        processing_guarantee="exactly-once",
-        commit_interval=options.commit_interval_s,
-        state_dir=options.local_state_dir(),
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
-        producer_extra_config={"transactional.id": transactional_id(options.instance)},
-        loglevel=None,
+    app = exactly_once_application(
+        kafka,
+        [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, COEFFICIENTS, UNIFIED_MINUTE, STATUS],
+        options.group_id,
+        transactional_id(options.instance),
+        options.commit_interval_s,
+        options.local_state_dir(),
     )
     frame: StreamingDataFrame | None = None
     for name in _INPUTS:
@@ -256,34 +228,18 @@ def run_unify(
     unifier = Unifier(network, options)
     app = build_application(kafka, options, unifier)
     heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
-    finished = threading.Event()
-
-    def watch() -> None:
-        """Stop the app on a stop request or a bound; send heartbeats meanwhile."""
-        started = time.monotonic()
-        last_beat = float("-inf")
-        while not finished.is_set():
-            now = time.monotonic()
-            if (
-                stop.is_set
-                or (bounds.max_seconds is not None and now - started >= bounds.max_seconds)
-                or (bounds.max_steps is not None and unifier.records_in >= bounds.max_steps)
-            ):
-                app.stop()
-                return
-            if now - last_beat >= options.heartbeat_s:
-                heartbeat.beat(f"{unifier.rows_out} rows published")
-                last_beat = now
-            finished.wait(0.2)
-
-    watcher = threading.Thread(target=watch, name="unify-watch", daemon=True)
     log.info("unify starting", extra={"group": options.group_id, "instance": options.instance})
-    watcher.start()
     try:
-        app.run(timeout=options.idle_timeout_s if bounds.stop_when_idle else 0.0, collect=False)
+        run_application(
+            app,
+            stop,
+            bounds,
+            options.idle_timeout_s,
+            lambda: unifier.records_in,
+            lambda: heartbeat.beat(f"{unifier.rows_out} rows published"),
+            options.heartbeat_s,
+        )
     finally:
-        finished.set()
-        watcher.join()
         heartbeat.stopped(
             f"unify stopped after {unifier.records_in} records in, {unifier.rows_out} rows out"
         )
