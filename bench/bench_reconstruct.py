@@ -3,29 +3,39 @@
 1. Data: one station-day of ``mingo simulate`` (8 Hz by default), parsed with the ingest parser;
    the coincidence events, tiled to ``--events`` rows, are reconstructed with the calibration of
    the whole day (what ``reconstruct_files`` computes for the day's last file).
-2. Kernel: ``_kernels.reconstruct_kernel`` (hits + topology + fit + regions) on one core with
-   preallocated outputs, and ``events.reconstruct_events`` (validation + allocation + kernel);
-   compared with the memory-bandwidth limit: bytes per event read and written / the bandwidth of
-   ``np.copyto`` on one core; and the event-status pass alone (the first step of the kernel).
+2. Kernels on one core with preallocated outputs: ``_kernels.rates_kernel`` (status, hits,
+   topology, event charge, fit, fiducial planes, region: what the per-minute tally needs) and
+   ``_kernels.reconstruct_kernel`` (the same plus x, y, t, q per plane, θ, φ, χ², streamer flag),
+   timed interleaved (one round runs each variant once; best of ``--repeat`` rounds), as wall time
+   and as the thread's CPU time (``time.thread_time``: on a shared machine it leaves out the time
+   the thread waits for a core). ``--kernel-baseline FILE`` adds the ``reconstruct_kernel`` of an
+   older ``_kernels.py`` to the rounds. Also ``events.reconstruct_events`` and
+   ``events.reconstruct_rates`` (validation + allocation + kernel), the event-status pass alone,
+   and the memory-bandwidth limit: bandwidth of ``np.copyto`` on one core / bytes per event read
+   and written.
 3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
    publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_one`` (kernel +
    per-minute tally) → ``merge_tallies`` → ``minute_records``; time per stage; the Arrow read of
    one chunk written with zstd, lz4 (the wire format) and no compression; and the peak of traced
    allocations (tracemalloc) for 1x and 4x the events at one chunk size.
 4. Station stream: the day's files as ingest's chunk messages (both trigger types) through
-   ``StationStream.add``, as the service runs them: file assembly, the per-file calibration from
-   the station's pool, reconstruction, tally and minute records; the calibration's share. Run
-   twice: recalibrating every file (the behaviour before ``calibration_refresh_events``), then
-   with the station's ``calibration_refresh_events``.
+   ``StationStream.add``, as the service runs them: chunk decoding, file assembly, the per-file
+   calibration from the station's pool, reconstruction, tally and minute records; time per stage.
+   With ``--baseline REV``, the ``StationStream`` of that git revision (its calibration, minutes,
+   pipeline and stream modules) runs interleaved with this tree's, ``--stream-repeat`` times each,
+   so that a loaded machine affects both alike; then this tree's ``StoredStation`` (the service's
+   state encoding) on a dict state, with the bytes it writes (what the changelog carries).
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
-    python bench/bench_reconstruct.py --stream-only         # only 4., before/after in one run
+    python bench/bench_reconstruct.py --stream-only --baseline main   # only 4., main vs this tree
+    python bench/bench_reconstruct.py --kernel-only --kernel-baseline old_kernels.py   # only 2.
     python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -35,6 +45,7 @@ from collections.abc import Callable
 from datetime import date
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import numba as nb
 import numpy as np
@@ -49,18 +60,21 @@ from services.ingest.dat_parser import parse_dat
 from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct import _kernels as k
 from services.reconstruct import pipeline
-from services.reconstruct.calibration import Calibration, calibrate
+from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
     _TOPOLOGY_OF_MASK,
+    EventRates,
     EventResult,
     _empty,
     kernel_params,
     reconstruct_events,
+    reconstruct_rates,
 )
 from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
 from services.reconstruct.pipeline import FileEvents, reconstruct_one
+from services.reconstruct.state import StoredStation
 from services.reconstruct.stream import StationStream, chunk_from_message
 from simulator.run import SimulationRequest, run_batch
 
@@ -112,37 +126,117 @@ def simulated_events(
     return time_s, line, channels, messages
 
 
+_BASELINE_MODULES = ("calibration", "minutes", "pipeline", "stream")
+
+
+def baseline_stream_class(ref: str) -> type:
+    """``StationStream`` of the git revision ``ref``: its calibration, minutes, pipeline and stream
+    modules loaded from ``git show`` under other names (the kernel and events of this tree), so
+    that the old and the new path run interleaved in one process."""
+    import importlib.util
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    package = "bench_baseline_reconstruct"
+    (tmp / package).mkdir()
+    (tmp / package / "__init__.py").write_text("")
+    for name in _BASELINE_MODULES:
+        text = subprocess.run(
+            ["git", "show", f"{ref}:services/reconstruct/{name}.py"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for other in _BASELINE_MODULES:
+            text = text.replace(f"services.reconstruct.{other}", f"{package}.{other}")
+        (tmp / package / f"{name}.py").write_text(text)
+    sys.path.insert(0, str(tmp))
+    spec = importlib.util.find_spec(f"{package}.stream")
+    assert spec is not None
+    module = importlib.import_module(f"{package}.stream")
+    return module.StationStream  # type: ignore[no-any-return]
+
+
 def station_stream(
-    messages: list[Outgoing], config: ReconstructionConfig
-) -> tuple[int, float, int]:
-    """The messages through one StationStream: (minute records, seconds in calibrate, calls)."""
-    spent = [0.0]
-    calls = [0]
+    messages: list[Outgoing], config: ReconstructionConfig, stream_class: type = StationStream
+) -> tuple[int, dict[str, float]]:
+    """The messages through one StationStream: (minute records, seconds per stage).
 
-    def timed_calibrate(
-        station: int,
-        time_s: np.ndarray,
-        channels: np.ndarray,
-        z_mm: tuple[float, float, float, float] | np.ndarray,
-        config: ReconstructionConfig,
-    ) -> Calibration:
-        t0 = time.perf_counter()
-        result = calibrate(station, time_s, channels, z_mm, config)
-        spent[0] += time.perf_counter() - t0
-        calls[0] += 1
-        return result
+    Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: assembly, calibration,
+    kernel, tally, records); for this tree's stream also, within ``add``, the calibration's
+    ``part`` (``file_part``), ``equations`` (``tsum_equations`` of a file that reused a
+    calibration) and ``solve`` (``CalibrationPool.calibration``: merge, trial reconstruction,
+    T_sum solution), ``kernel`` (``reconstruct_events`` of the final reconstruction) and
+    ``tally`` (``tally_file``).
+    """
+    spent = dict.fromkeys(("decode", "add", "part", "equations", "solve", "kernel", "tally"), 0.0)
+    timed = stream_class is StationStream
+    patches: list[tuple[object, str, Callable[..., object]]] = []
 
-    stream = StationStream(0, lambda _: Z_MM, config)
+    def timer(owner: object, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            result = original(*args, **kwargs)
+            elapsed = time.perf_counter() - t0
+            spent[stage] += elapsed
+            return result
+
+        patches.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    if timed:
+        timer(pipeline, "file_part", "part")
+        timer(pipeline, "tsum_equations", "equations")
+        timer(CalibrationPool, "calibration", "solve")
+        timer(pipeline, "reconstruct_events", "kernel")
+        timer(pipeline, "tally_file", "tally")
+    stream = stream_class(0, lambda _: Z_MM, config)
     records = 0
-    original = pipeline.calibrate
-    pipeline.calibrate = timed_calibrate  # only to time the calibration's share
     try:
         for message in messages:
+            t0 = time.perf_counter()
             chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
+            t1 = time.perf_counter()
             records += len(stream.add(chunk).rows)
+            spent["decode"] += t1 - t0
+            spent["add"] += time.perf_counter() - t1
     finally:
-        pipeline.calibrate = original
-    return records, spent[0], calls[0]
+        for owner, name, original in reversed(patches):
+            setattr(owner, name, original)
+    return records, spent
+
+
+class DictState:
+    """Quix's State get/set/delete on a dict (the service's encoding, without RocksDB)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.written = 0  #: bytes set, as the changelog would carry them
+
+    def get(self, key: bytes, default: object = None) -> object:
+        return self.data.get(key, default)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+        self.written += len(key) + len(value)
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+
+def stored_stream(messages: list[Outgoing], config: ReconstructionConfig) -> tuple[int, int]:
+    """The messages through the service's ``StoredStation`` on a dict state: (records, bytes
+    written to the state)."""
+    stored = StoredStation(0, lambda _: Z_MM, config)
+    state = DictState()
+    records = 0
+    for message in messages:
+        records += len(stored.add(state, message.headers, message.value).rows)
+    return records, state.written
 
 
 def tiled(array: np.ndarray, n: int) -> np.ndarray:
@@ -152,9 +246,13 @@ def tiled(array: np.ndarray, n: int) -> np.ndarray:
 
 
 def kernel_call(
-    channels: np.ndarray, cal: Calibration, config: ReconstructionConfig
+    channels: np.ndarray,
+    cal: Calibration,
+    config: ReconstructionConfig,
+    module: ModuleType = k,
 ) -> Callable[[], None]:
-    """The bare kernel on preallocated outputs."""
+    """The full kernel of ``module`` (this ``_kernels`` or an older one) on preallocated
+    outputs."""
     out = _empty(len(channels))
     args = (
         channels,
@@ -168,19 +266,68 @@ def kernel_call(
         _TOPOLOGY_OF_MASK,
         *(getattr(out, name) for name in EventResult.__dataclass_fields__),
     )
-    return lambda: k.reconstruct_kernel(*args)
+    return lambda: module.reconstruct_kernel(*args)
+
+
+def rates_call(
+    channels: np.ndarray, cal: Calibration, config: ReconstructionConfig
+) -> Callable[[], None]:
+    """The rates kernel on preallocated outputs."""
+    out = reconstruct_rates(channels[:1], cal, Z_MM, config)  # output dtypes
+    arrays = [
+        np.empty((len(channels), *a.shape[1:]), a.dtype)
+        for a in (getattr(out, name) for name in EventRates.__dataclass_fields__)
+    ]
+    args = (
+        channels,
+        np.ascontiguousarray(cal.pedestal_ns),
+        np.ascontiguousarray(cal.tdif_offset_ns),
+        np.asarray(Z_MM),
+        STRIP_CENTRES_MM,
+        STRIP_WIDTHS_MM,
+        kernel_params(config),
+        _TOPOLOGY_OF_MASK,
+        *arrays,
+    )
+    return lambda: k.rates_kernel(*args)
+
+
+def load_kernels(path: Path) -> ModuleType:
+    """An older ``_kernels.py`` (e.g. ``git show REV:services/reconstruct/_kernels.py``) as a
+    module of its own."""
+    spec = importlib.util.spec_from_file_location("baseline_kernels", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache finds the module of its functions by name
+    spec.loader.exec_module(module)
+    return module
 
 
 @nb.njit(cache=True)
 def _status_pass(channels: np.ndarray, params: np.ndarray, status: np.ndarray) -> None:
+    lo, hi = k._windows(params)
     for i in range(channels.shape[0]):
-        status[i] = k._event_status(channels[i], params)
+        status[i] = k._event_status(channels, i, lo, hi, params)
 
 
-def output_bytes_per_event() -> int:
-    """Bytes the kernel writes per event (all EventResult fields)."""
+def output_bytes_per_event(fields: type) -> int:
+    """Bytes a kernel writes per event (the fields of its result class)."""
     one = _empty(1)
-    return sum(getattr(one, name).nbytes for name in EventResult.__dataclass_fields__)
+    return sum(getattr(one, name).nbytes for name in fields.__dataclass_fields__)
+
+
+def interleaved(
+    calls: dict[str, Callable[[], object]], rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Best wall and best thread-CPU seconds of each call over rounds that run each once."""
+    best = {name: (np.inf, np.inf) for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            w0, c0 = time.perf_counter(), time.thread_time()
+            call()
+            wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
 
 
 def copy_bandwidth(n_bytes: int, repeat: int) -> float:
@@ -243,30 +390,42 @@ def traced_peak(payloads: list[bytes], cal: Calibration, config: ReconstructionC
 
 
 def bench_kernel(
-    block: np.ndarray, cal: Calibration, config: ReconstructionConfig, repeat: int
+    block: np.ndarray,
+    cal: Calibration,
+    config: ReconstructionConfig,
+    repeat: int,
+    baseline: ModuleType | None = None,
 ) -> None:
-    """Kernel speed on one core and the memory-bandwidth limit; printed."""
+    """Kernel speeds on one core and the memory-bandwidth limit; printed."""
     out = sys.stdout.write
     n = len(block)
-    bare = kernel_call(block, cal, config)
-    bare()  # compile / load from cache
-    t_bare = _best(bare, repeat)
-    t_wrap = _best(lambda: reconstruct_events(block, cal, Z_MM, config), repeat)
-    status = np.empty(n, np.int8)
     params = kernel_params(config)
-    _status_pass(block[:10], params, status[:10])
-    t_status = _best(lambda: _status_pass(block, params, status), repeat)
+    status = np.empty(n, np.int8)
+    calls: dict[str, Callable[[], object]] = {}
+    if baseline is not None:
+        calls["reconstruct_kernel (baseline)"] = kernel_call(block, cal, config, baseline)
+    calls["reconstruct_kernel"] = kernel_call(block, cal, config)
+    calls["rates_kernel"] = rates_call(block, cal, config)
+    calls["reconstruct_events (+ alloc)"] = partial(reconstruct_events, block, cal, Z_MM, config)
+    calls["reconstruct_rates (+ alloc)"] = partial(reconstruct_rates, block, cal, Z_MM, config)
+    calls["status pass alone"] = partial(_status_pass, block, params, status)
+    for call in calls.values():  # compile / load from the cache
+        call()
+    best = interleaved(calls, repeat)
     read_b = block.shape[1] * block.itemsize
-    write_b = output_bytes_per_event()
     bandwidth = copy_bandwidth(block.nbytes, repeat)
-    limit = bandwidth / (read_b + write_b)
-    out(f"kernel, {n} events, one core (best of {repeat}):\n")
-    out(f"  bare kernel           {n / t_bare / 1e6:8.2f} M events/s\n")
-    out(f"  reconstruct_events    {n / t_wrap / 1e6:8.2f} M events/s\n")
-    out(f"  status pass alone     {n / t_status / 1e6:8.2f} M events/s\n")
-    out(f"  bytes/event           {read_b} read + {write_b} written\n")
+    out(f"kernels, {n} events, one core, interleaved, best of {repeat} rounds:\n")
+    out(f"  {'':30s} {'wall':>14s} {'thread CPU':>14s}\n")
+    for name, (wall, cpu) in best.items():
+        out(f"  {name:30s} {n / wall / 1e6:7.2f} M ev/s {n / cpu / 1e6:7.2f} M ev/s")
+        out(f"  ({cpu * 1e9 / n:5.1f} ns/event CPU)\n")
     out(f"  np.copyto bandwidth   {bandwidth / 1e9:8.2f} GB/s (read + write)\n")
-    out(f"  bandwidth limit       {limit / 1e6:8.2f} M events/s\n")
+    for name, fields in (("reconstruct_kernel", EventResult), ("rates_kernel", EventRates)):
+        write_b = output_bytes_per_event(fields)
+        limit = bandwidth / (read_b + write_b)
+        share = n / best[name][0] / limit
+        out(f"  {name}: {read_b} bytes read + {write_b} written per event; bandwidth limit ")
+        out(f"{limit / 1e6:.1f} M events/s; wall speed = {share * 100:.0f} % of it\n")
 
 
 def _ipc(table: pa.Table, codec: str | None) -> bytes:
@@ -315,31 +474,63 @@ def main() -> None:
     parser.add_argument(
         "--stream-only", action="store_true", help="only the station stream (skip kernel, path)"
     )
+    parser.add_argument("--kernel-only", action="store_true", help="only the kernels")
+    parser.add_argument(
+        "--kernel-baseline",
+        type=Path,
+        help="an older _kernels.py whose reconstruct_kernel is compared",
+    )
+    parser.add_argument(
+        "--baseline", default="", help="git revision whose StationStream runs interleaved with ours"
+    )
+    parser.add_argument("--stream-repeat", type=int, default=2, help="station stream runs each")
     args = parser.parse_args()
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
 
     time_s, line, channels, messages = simulated_events(args.rate, args.chunk)
     config = load_network().station(0).reconstruction
+    if args.kernel_only:
+        cal = calibrate(0, time_s, channels, Z_MM, config)
+        baseline = load_kernels(args.kernel_baseline) if args.kernel_baseline else None
+        bench_kernel(tiled(channels, args.events), cal, config, args.repeat, baseline)
+        out(f"load average after: {os.getloadavg()}\n")
+        return
     if not args.stream_only:
         other_parts(args, time_s, line, channels, config)
-    # station stream, as the service runs it (one pass each: the calibrations dominate); first
-    # recalibrating every file (calibration_refresh_events=1, the behaviour before the refresh
-    # setting), then with the station's setting
+    # station stream, as the service runs it, this tree against --baseline, interleaved
     events = sum(envelope_from_headers(m.headers).event_count for m in messages)
-    every_file = config.model_copy(update={"calibration_refresh_events": 1})
     out(f"station stream, the day's {len(messages)} chunk messages ({events} events, 24 files):\n")
-    for label, cfg in (("every file", every_file), ("station setting", config)):
+    variants: list[tuple[str, type]] = [("this tree", StationStream)]
+    if args.baseline:
+        variants.insert(0, (f"baseline {args.baseline}", baseline_stream_class(args.baseline)))
+    station_stream(messages[:40], config)  # warm-up: kernels loaded, first calls done
+    best: dict[str, float] = {}
+    for run in range(args.stream_repeat):
+        for label, stream_class in variants:
+            t0 = time.perf_counter()
+            records, spent = station_stream(messages, config, stream_class)
+            elapsed = time.perf_counter() - t0
+            best[label] = min(best.get(label, np.inf), elapsed)
+            out(f"  run {run + 1}, {label}: {events / elapsed / 1e6:6.3f} M events/s")
+            out(f" ({records} records, {elapsed:.2f} s, load {os.getloadavg()[0]:.1f})\n")
+            for stage, seconds in spent.items():
+                if seconds:
+                    out(f"      {stage:10s} {seconds / elapsed * 100:5.1f} %")
+                    out(f" {seconds * 1e9 / events:7.1f} ns/event\n")
         t0 = time.perf_counter()
-        records, t_cal, calls = station_stream(messages, cfg)
+        records, written = stored_stream(messages, config)
         elapsed = time.perf_counter() - t0
-        out(f"  refresh {cfg.calibration_refresh_events} events ({label}):\n")
-        out(f"    chunks -> minute records     {events / elapsed / 1e6:8.3f} M events/s")
-        out(f" ({records} records, {elapsed:.1f} s)\n")
-        out(f"    calibrate ({calls} calls)       {t_cal / elapsed * 100:5.1f} % ({t_cal:.1f} s)\n")
+        best["stored"] = min(best.get("stored", np.inf), elapsed)
+        out(f"  run {run + 1}, this tree, StoredStation on a dict state: ")
+        out(f"{events / elapsed / 1e6:6.3f} M events/s ({records} records, {elapsed:.2f} s, ")
+        out(f"{written / events:.0f} state bytes/event, load {os.getloadavg()[0]:.1f})\n")
+    if len(variants) == 2:
+        (old, t_old), (new, t_new) = ((label, best[label]) for label, _ in variants)
         out(
-            f"    without calibrate            {events / (elapsed - t_cal) / 1e6:8.3f} M events/s\n"
+            f"  best: {old} {events / t_old / 1e6:.3f}, {new} {events / t_new / 1e6:.3f} M events/s"
         )
+        out(f" (x{t_old / t_new:.2f})\n")
     out(f"load average after: {os.getloadavg()}\n")
 
 
@@ -356,7 +547,8 @@ def other_parts(
     out(f"simulated coincidence events: {len(time_s)} (one station-day at {args.rate} Hz)\n")
 
     # kernel
-    bench_kernel(tiled(channels, args.events), cal, config, args.repeat)
+    baseline = load_kernels(args.kernel_baseline) if args.kernel_baseline else None
+    bench_kernel(tiled(channels, args.events), cal, config, args.repeat, baseline)
 
     # chunk path: consecutive day events tiled with their times shifted by a day per copy
     n = args.path_events

@@ -88,7 +88,7 @@ class PipelineConfig:
     heartbeat_s : float
         Status heartbeat interval. [s]
     state_dir : Path or None
-        Local state of the services (unify's store, reconstruct's calibrations); None =
+        Local state of the services (unify's and reconstruct's stores, calibrations); None =
         ``state/`` beside ``log_dir``.
     extra_env : mapping
         More ``MINGO_*`` variables (they win over the ones derived here).
@@ -108,7 +108,7 @@ class PipelineConfig:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def local_state(self) -> Path:
-        """Folder of the services' local state (unify's store, reconstruct's calibrations)."""
+        """Folder of the services' local state (unify's and reconstruct's stores, calibrations)."""
         return self.state_dir or self.log_dir.parent / "state"
 
     def group(self, service: str) -> str:
@@ -133,6 +133,7 @@ class PipelineConfig:
             "MINGO_ERA5_POLL_INTERVAL_S": str(self.poll_interval_s),
             "MINGO_UNIFY_GROUP_ID": self.group("unify"),
             "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(self.local_state() / "calibrations"),
+            "MINGO_RECONSTRUCT_STATE_DIR": str(self.local_state() / "reconstruct"),
             "MINGO_UNIFY_STATE_DIR": str(self.local_state() / "unify"),
             "MINGO_SINK_GROUP": self.group("sink"),
             "MINGO_SINK_OUT_DIR": str(self.out_dir),

@@ -78,6 +78,14 @@ def _parse_stations(value: str) -> list[int]:
     type=click.FloatRange(0, 0.5, max_open=True),
     help="Fraction of damaged event lines; > 0 also injects file, archive and log damage.",
 )
+@click.option(
+    "--scenario",
+    "scenario_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML file of injected events (Forbush decrease, barometer step, HV trip, gas flow "
+    "failure, data gap; simulator/README.md).",
+)
 @click.option("--live", is_flag=True, help="Write files as (scaled) time passes, for demos.")
 @click.option(
     "--speed",
@@ -107,6 +115,7 @@ def simulate(
     beta: float | None,
     alpha_t: float | None,
     damage: float,
+    scenario_file: Path | None,
     live: bool,
     speed: float,
     network_file: Path | None,
@@ -116,12 +125,14 @@ def simulate(
     """Simulate stations: hourly .dat files, daily archives, slow-control logs, logbook, ERA5
     NetCDF files and the truth (truth.json), under OUT."""
     from simulator.run import OutputDirectoryError, SimulationRequest, run_batch
+    from simulator.scenario import ScenarioError, load_scenario
 
     _tune_malloc()
     try:
         network = load_network(network_file or DEFAULT_NETWORK_FILE)
         selected = tuple(network.station(i) for i in _parse_stations(stations))
-    except (NetworkConfigError, KeyError) as exc:
+        scenario = load_scenario(scenario_file) if scenario_file is not None else None
+    except (NetworkConfigError, KeyError, ScenarioError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     try:
         request = SimulationRequest(
@@ -135,6 +146,7 @@ def simulate(
             alpha_t_pct_per_k=alpha_t,
             damage=damage,
             workers=workers,
+            scenario=scenario,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

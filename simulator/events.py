@@ -85,6 +85,27 @@ def file_window(seed: int, station: int, hour_s: int, dead_start_s: int = 0) -> 
     return FileWindow(station, hour_s, start + dead_start_s, start + dead_start_s, end)
 
 
+def cut_window(window: FileWindow, gaps: list[tuple[float, float]]) -> FileWindow:
+    """The file of ``window`` when the DAQ writes nothing in the ``[start, end)`` ``gaps`` [s].
+
+    A file running when a gap starts ends there; a file that would start inside a gap starts
+    (and is named) at its end; a file inside a gap has no acquisition (it holds only its header
+    line). A gap that begins and ends inside one file ends that file at the gap start: the DAQ
+    resumes with the next hourly file.
+    """
+    start, end, name = window.acq_start_s, window.acq_end_s, window.name_s
+    for g0, g1 in gaps:
+        if g1 <= start or g0 >= end:
+            continue
+        if g0 <= start:
+            if g1 >= end:
+                return FileWindow(window.station, window.hour_s, name, start, start)
+            start = name = int(np.ceil(g1))
+        else:
+            end = int(np.ceil(g0))
+    return FileWindow(window.station, window.hour_s, name, start, end)
+
+
 @dataclass
 class HourEvents:
     """Events of one file, in file order (by time), with their truth.
@@ -146,6 +167,8 @@ def simulate_hour(
     key = hour_index(window.hour_s)
     seconds = np.arange(window.acq_start_s, window.acq_end_s, dtype=np.int64)
     *_, factor = weather.at_seconds(seconds, sim.coefficients)
+    if sim.scenario:
+        factor = factor * sim.scenario.rate_factor(seconds)
 
     rng = rng_for(sim.seed, sim.id, Stream.TRIGGER, key)
     per_second = rng.poisson(sim.rate_candidates_hz * factor)

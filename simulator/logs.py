@@ -10,7 +10,8 @@ Values: the barometers read the true surface pressure plus a per-station offset 
 the outside sensor reads the 2 m temperature, the inside one is ~8 K warmer; HV is about 5.5 kV with
 sub-µA currents; the trigger counters of ``rates_`` are the simulated event counts of the 5 minutes
 before the line (Accepted = all accepted events, CM_j = events where the j-th trigger pair fired);
-gas flows about 1000 a.u.; disks fill slowly.
+gas flows about 1000 a.u.; disks fill slowly. A scenario (``simulator/scenario.py``) changes what
+the outside barometer, the HV supply and the flow meters read.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def _values(
 ) -> tuple[np.ndarray, list[str]]:
     n = times.size
     p, t2m, _, factor = weather.at_seconds(times, sim.coefficients)
+    factor = factor * sim.scenario.rate_factor(times)
     t_c = t2m - 273.15
     prefix = log_type.prefix
     if prefix in ("sensors_bus0_", "sensors_bus1_"):
@@ -176,6 +178,7 @@ def _values(
         if outside:
             temp, rh = t_ext, rh_ext
             baro = p + sim.barometer_offset_hpa + rng.normal(0, sim.barometer_noise_hpa, n)
+            baro = sim.scenario.reading("pressure_ext", times, baro)
         else:
             temp = (
                 t_ext
@@ -202,6 +205,11 @@ def _values(
         current_pos = 0.52 + 0.004 * (t_c - 10) + rng.normal(0, 0.01, n)
         hv_neg = 5.5 + rng.normal(0, 0.002, n)
         hv_pos = 5.5 + rng.normal(0, 0.002, n)
+        if sim.scenario:
+            current_neg = sim.scenario.reading("current_neg", times, current_neg)
+            current_pos = sim.scenario.reading("current_pos", times, current_pos)
+            hv_neg = sim.scenario.reading("hv_neg", times, hv_neg)
+            hv_pos = sim.scenario.reading("hv_pos", times, hv_pos)
         head = [
             np.ones(n),
             np.ones(n),
@@ -249,6 +257,7 @@ def _values(
             np.round(base[k] + 5 * np.sin(2 * np.pi * hours / 24 + k) + rng.normal(0, 3, n))
             for k in range(4)
         ]
+        cols = [sim.scenario.reading(f"flow_{k + 1}", times, c) for k, c in enumerate(cols)]
         return np.column_stack(cols), ["%d"] * 4
     if prefix == "Odroid_":
         days = times / 86400.0

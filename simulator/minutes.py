@@ -9,6 +9,12 @@ tracks through :func:`simulator.detector.detector_response`, counting triggered 
 events by true θ and φ), each region's count Poisson-distributed. The result has the columns of the
 unified table (``schemas.models.UnifiedMinute``) that the fit and the detectors read.
 
+:func:`slow_control_minutes` adds the slow-control columns (HV, currents, gas flows read every 15
+minutes and interpolated to the minutes as unify does; plane efficiencies). The station's scenario
+(``sim.scenario``, :mod:`simulator.scenario`) is applied as in the event simulator: its rate factor
+multiplies the expected counts, its barometer, HV and flow faults change the readings, its data
+gaps remove the minutes, and (here only) its efficiency drops change the efficiencies.
+
 What it does not model: reconstruction (the true angles stand for the reconstructed ones), the
 self-trigger run, damaged files, partial minutes at file boundaries.
 """
@@ -83,7 +89,8 @@ class MinuteSeries:
         ``temperature_ext`` [°C], ERA5 fields (``era5_surface_pressure_hpa``, ``era5_t_eff_k``,
         ``era5_temp_ground_c``, ``era5_temp_100hpa_c``, ``era5_height_100hpa_m``).
     expected_total_hz : ndarray
-        Expected total (3/4-plane) rate of each minute, after any extra modulation. [Hz]
+        Expected total (3/4-plane) rate of each minute (of ``frame``), after the scenario's
+        modulation. [Hz]
     """
 
     frame: pd.DataFrame
@@ -96,7 +103,6 @@ def simulate_minutes(
     minutes: int,
     seed: int,
     fractions: np.ndarray | None = None,
-    extra_factor: np.ndarray | None = None,
 ) -> MinuteSeries:
     """Poisson minute counts of one station from the simulator's rate model.
 
@@ -114,9 +120,6 @@ def simulate_minutes(
         statistical replicas share one weather).
     fractions : ndarray, optional
         :func:`region_fractions` (computed when not given; pass it to reuse it).
-    extra_factor : ndarray, optional
-        Multiplies the expected rate per minute (injected disturbances such as a Forbush
-        decrease). [1]
     """
     if start_s % 60:
         raise ValueError("start_s must be on a minute boundary")
@@ -127,8 +130,7 @@ def simulate_minutes(
     hours = np.arange(first_hour, int(middles[-1]) + 7200, 3600, dtype=np.int64)
     weather = sim.weather.hourly(hours, sim.coefficients)
     p, t2m, teff, factor = weather.at_seconds(middles, sim.coefficients)
-    if extra_factor is not None:
-        factor = factor * np.asarray(extra_factor, dtype=np.float64)
+    factor = factor * sim.scenario.rate_factor(middles)
     i100 = weather.level(100.0)
     t100 = np.interp(middles, weather.time_s, weather.t_levels_k[:, i100])
     h100 = np.interp(middles, weather.time_s, weather.z_levels_m2s2[:, i100]) / G0_M_S2
@@ -146,8 +148,10 @@ def simulate_minutes(
     total = counts.sum(axis=1)
     columns["rate_total_hz"] = total / 60.0
     columns["rate_total_err_hz"] = np.sqrt(total) / 60.0
-    columns["pressure_ext"] = (
-        p + sim.barometer_offset_hpa + rng.normal(0.0, sim.barometer_noise_hpa, minutes)
+    columns["pressure_ext"] = sim.scenario.reading(
+        "pressure_ext",
+        middles,
+        p + sim.barometer_offset_hpa + rng.normal(0.0, sim.barometer_noise_hpa, minutes),
     )
     columns["temperature_ext"] = t2m - 273.15 + 0.3
     columns["era5_surface_pressure_hpa"] = p
@@ -155,4 +159,60 @@ def simulate_minutes(
     columns["era5_temp_ground_c"] = t2m - 273.15
     columns["era5_temp_100hpa_c"] = t100 - 273.15
     columns["era5_height_100hpa_m"] = h100
-    return MinuteSeries(pd.DataFrame(columns), expected.sum(axis=1) / 60.0)
+    kept = ~sim.scenario.in_gap(middles)
+    frame = pd.DataFrame(columns)[kept].reset_index(drop=True)
+    return MinuteSeries(frame, expected.sum(axis=1)[kept] / 60.0)
+
+
+#: Cadence of the simulated slow-control readings (HV and flow logs). [s]
+READING_S = 900
+#: Plane efficiencies (3-of-4 ratios) of the minute generator. [1]
+PLANE_EFFICIENCY = (0.93, 0.94, 0.92, 0.95)
+
+
+def slow_control_minutes(sim: StationSim, start_s: int, minutes: int, seed: int) -> pd.DataFrame:
+    """HV, currents, gas flows and plane efficiencies of each minute, with the scenario's faults.
+
+    HV (about 5.5 kV, both polarities as magnitudes, as the ``hv0_`` log writes them), currents
+    (about 0.5 µA) and flows (about 1000 a.u.) are read every :data:`READING_S` seconds, changed
+    by the scenario at the reading times and interpolated linearly to the minute middles (as
+    unify interpolates log readings). Efficiencies are 3-of-4 ratios from about 800 four-plane
+    events a minute (binomial).
+
+    Parameters
+    ----------
+    sim : StationSim
+        The station and its scenario.
+    start_s : int
+        First minute, on a minute boundary. [s since epoch, UTC]
+    minutes : int
+        Number of minutes.
+    seed : int
+        Seed of the reading noise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``time`` (minute start, UTC), ``hv_neg``, ``hv_pos`` [kV], ``current_neg``,
+        ``current_pos`` [µA], ``flow_1..4`` [a.u.], ``eff_1..4`` [1]; minutes in data gaps left out.
+    """
+    rng = np.random.default_rng([seed, sim.id, 77])
+    readings_s = np.arange(start_s - READING_S, start_s + 60 * minutes + 2 * READING_S, READING_S)
+    n = readings_s.size
+    values = {
+        "hv_neg": 5.5 + rng.normal(0, 0.002, n),
+        "hv_pos": 5.5 + rng.normal(0, 0.002, n),
+        "current_neg": 0.45 + rng.normal(0, 0.01, n),
+        "current_pos": 0.52 + rng.normal(0, 0.01, n),
+        **{f"flow_{k}": 1000 + rng.normal(0, 3, n) for k in (1, 2, 3, 4)},
+    }
+    starts = start_s + 60 * np.arange(minutes, dtype=np.int64)
+    middles = starts + 30
+    columns: dict[str, object] = {"time": pd.to_datetime(starts, unit="s", utc=True)}
+    for name, v in values.items():
+        columns[name] = np.interp(middles, readings_s, sim.scenario.reading(name, readings_s, v))
+    for plane, eff in enumerate(PLANE_EFFICIENCY, start=1):
+        expected = sim.scenario.efficiency(plane, middles, eff)
+        columns[f"eff_{plane}"] = rng.binomial(800, expected) / 800
+    kept = ~sim.scenario.in_gap(middles)
+    return pd.DataFrame(columns)[kept].reset_index(drop=True)

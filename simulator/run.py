@@ -16,6 +16,7 @@ logs and the truth in order, so the output is byte-identical whatever the number
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from simulator.era5 import write_era5_day
 from simulator.events import (
     FileWindow,
     HourEvents,
+    cut_window,
     file_offset_s,
     file_window,
     hour_index,
@@ -56,6 +58,7 @@ from simulator.events import (
 )
 from simulator.formatting import format_event_lines
 from simulator.logs import DayCounts, LogFile, generate_day_logs
+from simulator.scenario import Scenario
 from simulator.seeds import Stream, rng_for
 from simulator.station import StationSim, build_station_sim
 from simulator.weather import WeatherHourly
@@ -99,6 +102,8 @@ class SimulationRequest:
         Threads; 0 means the number of CPUs.
     acceptance_samples : int
         Candidates of the acceptance pre-pass.
+    scenario : Scenario, optional
+        Injected events (simulator/scenario.py).
     """
 
     out: Path
@@ -112,6 +117,7 @@ class SimulationRequest:
     damage: float = 0.0
     workers: int = 0
     acceptance_samples: int = 400_000
+    scenario: Scenario | None = None
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -125,6 +131,9 @@ class SimulationRequest:
         ids = [s.id for s in self.stations]
         if len(set(ids)) != len(ids):
             raise ValueError(f"each station can be simulated once, got {ids}")
+        if self.scenario is not None:
+            for station in ids:
+                self.scenario.for_station(station).event_level_check()
 
     @property
     def start_s(self) -> int:
@@ -190,10 +199,11 @@ def plan_station(sim: StationSim, request: SimulationRequest) -> StationPlan:
     empty_hour = start + last_day * 86400 + EMPTY_FILE_HOUR * 3600
     tasks = []
     empty: FileWindow | None = None
+    gaps = sim.scenario.gaps()
     for h in range(start, end, 3600):
         day_index = (h - start) // 86400
         dead = EMPTY_FILE_DEAD_S if damage and h == empty_hour else 0
-        window = file_window(sim.seed, sim.id, h, dead_start_s=dead)
+        window = cut_window(file_window(sim.seed, sim.id, h, dead_start_s=dead), gaps)
         if dead:
             original = file_window(sim.seed, sim.id, h)
             empty = FileWindow(
@@ -386,7 +396,22 @@ def empty_station_truth(plan: StationPlan, request: SimulationRequest) -> dict[s
         "era5_files": [],
         "logbook": f"{plan.sim.dirname}/logbook.csv",
         "weather_hourly": f"truth/{plan.sim.dirname}/weather_hourly.csv",
+        **({"scenario": scenario_truth(plan)} if plan.sim.scenario else {}),
     }
+
+
+def scenario_truth(plan: StationPlan) -> dict[str, Any]:
+    """The station's injected events and the spans without acquisition they leave (between
+    consecutive files; ISO UTC, end exclusive)."""
+    windows = sorted(
+        (t.window for t in plan.tasks if t.window.live_s > 0), key=lambda w: w.acq_start_s
+    )
+    gaps = [
+        [iso(a.acq_end_s), iso(b.acq_start_s)]
+        for a, b in itertools.pairwise(windows)
+        if b.acq_start_s > a.acq_end_s
+    ]
+    return {"events": plan.sim.scenario.to_truth(), "acquisition_gaps": gaps}
 
 
 def finish_totals(entry: dict[str, Any]) -> None:
@@ -435,6 +460,7 @@ def build_sims(request: SimulationRequest) -> list[StationSim]:
             request.beta_pct_per_hpa,
             request.alpha_t_pct_per_k,
             acceptance_samples=request.acceptance_samples,
+            scenario=request.scenario,
         )
 
     workers = min(len(request.stations), request.workers or os.cpu_count() or 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from services.common.stations import Station
 from simulator.detector import detector_response, fired_pairs
 from simulator.model import DEFAULT_Z_MM, DetectorModel, Geometry, draw_detector_model
 from simulator.muons import candidate_fraction, generation_half_width_mm, sample_candidates
+from simulator.scenario import Scenario, StationScenario
 from simulator.seeds import Stream, rng_for
 from simulator.weather import AtmosphereCoefficients, WeatherModel
 
@@ -57,6 +58,12 @@ class StationSim:
     barometer_noise_hpa: float
     internal_barometer_offset_hpa: float
     self_trigger: SelfTrigger
+    #: injected events (simulator/scenario.py); empty: none
+    scenario: StationScenario = field(default_factory=StationScenario)
+
+    def with_scenario(self, scenario: Scenario) -> StationSim:
+        """The same station with ``scenario``'s events (cheap: nothing is recomputed)."""
+        return replace(self, scenario=scenario.for_station(self.id))
 
     @property
     def id(self) -> int:
@@ -123,6 +130,8 @@ class StationSim:
             },
             "detector": self.detector.to_dict(),
             "weather_model": self.weather.to_dict(),
+            # only with a scenario, so that runs without one keep their parameter hash
+            **({"scenario": self.scenario.to_truth()} if self.scenario else {}),
         }
 
     def param_hash(self) -> str:
@@ -162,6 +171,7 @@ def build_station_sim(
     alpha_t_pct_per_k: float | None = None,
     z_mm: tuple[float, float, float, float] = DEFAULT_Z_MM,
     acceptance_samples: int = 400_000,
+    scenario: Scenario | None = None,
 ) -> StationSim:
     """Derive a station's simulation from its configuration and the run's seed.
 
@@ -179,6 +189,8 @@ def build_station_sim(
         Plane positions. [mm]
     acceptance_samples : int
         Candidates of the acceptance pre-pass.
+    scenario : Scenario, optional
+        Injected events (those of this station are kept).
     """
     if station.latitude is None or station.longitude is None:
         raise ValueError(f"station {station.id} needs latitude and longitude to be simulated")
@@ -218,4 +230,5 @@ def build_station_sim(
         barometer_noise_hpa=0.05,
         internal_barometer_offset_hpa=round(float(rng.uniform(-1.5, 1.5)), 3),
         self_trigger=SelfTrigger(),
+        scenario=(scenario or Scenario()).for_station(station.id),
     )

@@ -36,13 +36,14 @@ there, depth = the deepest combined relative deviation over the event.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from schemas.models import Alert, AlertKind
+from services.common.stations import AlertThresholds
 
 #: Unified columns the detectors read.
 DETECTOR_COLUMNS: tuple[str, ...] = (
@@ -69,11 +70,16 @@ DETECTOR_COLUMNS: tuple[str, ...] = (
 )
 MINUTE = pd.Timedelta(minutes=1)
 Severity = Literal["info", "warning", "critical"]
+_DEFAULT_BANDS = AlertThresholds()
 
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """Thresholds of the detectors (see the module docstring). Units in the names."""
+    """Thresholds of the detectors (see the module docstring). Units in the names.
+
+    The HV, current and flow limits are per station (``config/stations.yaml``, ``alerts:``);
+    :meth:`for_station` puts a station's into these settings.
+    """
 
     baseline_h: float = 24.0
     rate_window_min: int = 180
@@ -81,10 +87,10 @@ class AlertSettings:
     rate_sustain_min: int = 30
     baro_max_dev_hpa: float = 2.0
     baro_sustain_min: int = 30
-    hv_band_kv: tuple[float, float] = (5.0, 6.0)
-    current_band_ua: tuple[float, float] = (0.05, 3.0)
+    hv_band_kv: tuple[float, float] = _DEFAULT_BANDS.hv_band_kv
+    current_band_ua: tuple[float, float] = _DEFAULT_BANDS.current_band_ua
     hv_sustain_min: int = 5
-    flow_alarm: float = 500.0
+    flow_alarm: float = _DEFAULT_BANDS.flow_alarm
     flow_sustain_min: int = 10
     eff_window_min: int = 60
     eff_max_drop: float = 0.05
@@ -95,6 +101,15 @@ class AlertSettings:
     forbush_station_sigma: float = 2.0
     forbush_sustain_min: int = 30
     forbush_min_stations: int = 2
+
+    def for_station(self, thresholds: AlertThresholds) -> AlertSettings:
+        """These settings with a station's configured bands and flow alarm."""
+        return replace(
+            self,
+            hv_band_kv=thresholds.hv_band_kv,
+            current_band_ua=thresholds.current_band_ua,
+            flow_alarm=thresholds.flow_alarm,
+        )
 
 
 def minute_grid(frame: pd.DataFrame) -> pd.DataFrame:

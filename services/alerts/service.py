@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -35,6 +35,7 @@ from services.alerts.detectors import (
 from services.common.kafka import make_consumer, make_producer
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import KafkaSettings
+from services.common.stations import AlertThresholds
 from services.sink.influx import InfluxWriter
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,13 @@ class AlertsOptions:
     poll_timeout_s: float = 1.0
     wall_clock: bool = True
     detectors: AlertSettings = field(default_factory=AlertSettings)
+    #: per-station bands and flow alarm (``config/stations.yaml``); others get ``detectors``'
+    thresholds: Mapping[int, AlertThresholds] = field(default_factory=dict)
+
+    def detectors_for(self, station: int) -> AlertSettings:
+        """The detector settings of one station."""
+        configured = self.thresholds.get(station)
+        return self.detectors if configured is None else self.detectors.for_station(configured)
 
 
 def alert_key(alert: Alert) -> bytes:
@@ -101,7 +109,7 @@ class AlertsState:
         found: list[Alert] = []
         for station in sorted(self.buffers if self.options.wall_clock else stations):
             frame = self.buffers[station].drop(columns=["revision"])
-            found += detect_station(station, frame, self.options.detectors, now)
+            found += detect_station(station, frame, self.options.detectors_for(station), now)
         frames = {s: b.drop(columns=["revision"]) for s, b in self.buffers.items()}
         found += detect_forbush(frames, self.options.detectors)
         # re-emitted when its end changes (an ongoing alert's growing evidence is not news)

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from schemas.topics import ALERTS, UNIFIED_MINUTE
 from services.alerts.service import AlertsOptions
+from services.common.stations import load_network
 from services.sink.settings import SinkSettings
 
 
@@ -21,11 +22,13 @@ class AlertsSettings(SinkSettings):
     )
 
     def alerts_options(self) -> AlertsOptions:
-        """The service options these settings describe."""
+        """The service options these settings describe (per-station bands from the network)."""
+        network = load_network(self.network_file)
         return AlertsOptions(
             group_id=self.alerts_group,
             unified_topic=self.alerts_unified_topic,
             alerts_topic=self.alerts_topic,
             buffer_h=self.alerts_buffer_h,
             wall_clock=self.alerts_wall_clock,
+            thresholds={s.id: s.alerts for s in network.stations},
         )

@@ -3,7 +3,9 @@
 Records live in ``DIR/mingo0<S>/coefficients_v<NNNN>.json`` (one file per version, never
 rewritten); ``mingo fit --write`` makes them (``services/fit``), ``mingo process --coefficients``
 applies a station's newest: it replaces the configured β (any method) and α_T (``teff`` method
-only, since the corrections use T_eff).
+only, since the corrections use T_eff). The streaming unify applies the newest of the folder's
+(``MINGO_UNIFY_COEFFICIENTS_DIR``) and the records on ``mingo.coefficients.v1``
+(``mingo fit --write --publish``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from pathlib import Path
 
 from schemas.models import Coefficients
-from services.common.stations import Station
+from services.common.stations import AtmosphereCoefficients, Station
 
 _NAME = re.compile(r"^coefficients_v(\d{4,})\.json$")
 
@@ -69,6 +71,14 @@ def apply_record(station: Station, record: Coefficients) -> Station:
     """The station with the record's total-rate coefficients in its ``atmosphere``."""
     if record.station != station.id:
         raise ValueError(f"record of station {record.station} applied to station {station.id}")
+    return station.model_copy(update={"atmosphere": atmosphere_with(station.atmosphere, record)})
+
+
+def atmosphere_with(
+    atmosphere: AtmosphereCoefficients, record: Coefficients
+) -> AtmosphereCoefficients:
+    """``atmosphere`` with the record's total-rate β and P0, and α_T and T_eff,ref when the
+    record's method is ``teff`` (the corrections use T_eff)."""
     total = record.fits[0]
     update: dict[str, float] = {
         "beta_pct_per_hpa": total.beta_pct_per_hpa,
@@ -86,5 +96,4 @@ def apply_record(station: Station, record: Coefficients) -> Station:
             "alpha_t_err_pct_per_k": total.alpha_t_err_pct_per_k,
             "teff_ref_k": record.teff_ref_k,
         }
-    atmosphere = station.atmosphere.model_copy(update=update)
-    return station.model_copy(update={"atmosphere": atmosphere})
+    return atmosphere.model_copy(update=update)

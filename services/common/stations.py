@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.common.yamlfile import load_yaml_model
 
 #: The network file shipped with the project.
 DEFAULT_NETWORK_FILE = Path(__file__).resolve().parents[2] / "config" / "stations.yaml"
@@ -30,6 +31,34 @@ class AtmosphereCoefficients(_Frozen):
     alpha_t_pct_per_k: float = Field(-0.28, description="Temperature coefficient α_T. [%/K]")
     alpha_t_err_pct_per_k: float = Field(0.05, description="Uncertainty of α_T. [%/K]")
     teff_ref_k: float = Field(220.0, description="Reference effective temperature. [K]")
+
+
+class AlertThresholds(_Frozen):
+    """Limits of the anomaly detectors (``services/alerts``) that depend on a station's hardware.
+
+    The statistical thresholds (σ, sustain times) are the same for every station and live in
+    ``services.alerts.detectors.AlertSettings``; these are the operating bands of the station.
+    """
+
+    hv_band_kv: tuple[float, float] = Field(
+        (5.0, 6.0), description="Band of |HV| (both polarities) outside which HV alarms. [kV]"
+    )
+    current_band_ua: tuple[float, float] = Field(
+        (0.05, 3.0), description="Band of each HV current outside which it alarms. [µA]"
+    )
+    flow_alarm: float = Field(
+        500.0, ge=0, description="A gas flow below this alarms. [arbitrary flow-meter units]"
+    )
+
+    @model_validator(mode="after")
+    def _ordered_bands(self) -> AlertThresholds:
+        for name in ("hv_band_kv", "current_band_ua"):
+            low, high = getattr(self, name)
+            if not low < high:
+                raise ValueError(
+                    f"{name}: the low limit must be below the high one, got {low, high}"
+                )
+        return self
 
 
 class StationSource(_Frozen):
@@ -104,7 +133,9 @@ class ReconstructionConfig(_Frozen):
         20_000, ge=100, description="Events needed in the pool before a calibration. [events]"
     )
     calibration_max_events: int = Field(
-        200_000, ge=100, description="Most recent events kept in the pool. [events]"
+        200_000,
+        ge=100,
+        description="The pool holds the newest whole files up to this many events. [events]",
     )
     calibration_max_age_s: float = Field(
         86_400.0, gt=0, description="Pooled events older than this are forgotten. [s]"
@@ -145,6 +176,7 @@ class Station(_Frozen):
     )
     atmosphere: AtmosphereCoefficients = AtmosphereCoefficients()
     reconstruction: ReconstructionConfig = ReconstructionConfig()
+    alerts: AlertThresholds = AlertThresholds()
     source: StationSource | None = None
 
 
@@ -195,16 +227,4 @@ def load_network(path: str | Path = DEFAULT_NETWORK_FILE) -> Network:
     NetworkConfigError
         Naming the file and what is wrong with it.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise NetworkConfigError(f"{path}: cannot read network file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise NetworkConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise NetworkConfigError(f"{path}: expected a mapping with a 'stations' list")
-    try:
-        return Network.model_validate(raw)
-    except ValidationError as exc:
-        raise NetworkConfigError(f"{path}: {exc}") from None
+    return load_yaml_model(path, Network, "network file", "a 'stations' list", NetworkConfigError)

@@ -130,9 +130,9 @@ def fit(
     if frame.empty:
         raise click.ClickException(f"no unified rows of station {station} in [{start}, {end})")
     if exclude_alerts:
-        from services.alerts.detectors import detect_station
+        from services.alerts.detectors import AlertSettings, detect_station
 
-        flagged = detect_station(station, frame)
+        flagged = detect_station(station, frame, AlertSettings().for_station(config.alerts))
         for alert in flagged:
             click.echo(f"excluded: {alert.kind} {alert.start:%Y-%m-%d %H:%M} {alert.message}")
         windows += alert_windows(flagged, pd.Timestamp(t1))

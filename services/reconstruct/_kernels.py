@@ -2,6 +2,12 @@
 
 The public wrappers validate dtypes and shapes; these functions trust their arguments. Every
 kernel has a plain-numpy reference in ``events.py`` that the tests compare against.
+
+Two kernels share the event status, the hit search and the track fit: ``reconstruct_kernel``
+writes every per-event quantity (``mingo reconstruct --events``, calibration), ``rates_kernel``
+only what the per-minute tally needs, and decides the angular region from the fitted slopes
+without atan/atan2 (see :func:`_region_of_slopes`). Rows are indexed as ``channels[i, c]``: a row
+view (``channels[i]``) costs two reference-count calls per event.
 """
 
 from __future__ import annotations
@@ -28,32 +34,49 @@ _N = 4  # planes, strips, quantities
 SLOPE_ZERO = 1e-9
 
 
+#: Relative distance of tan²θ or of the slopes to a region boundary within which
+#: :func:`_region_of_slopes` decides with θ and φ themselves. [1]
+REGION_GUARD = 1e-9
+_RAD = 180.0 / math.pi
+_BIG = float(np.finfo(np.float64).max)
+
+
 @nb.njit(cache=True, inline="always")
 def _column(plane: int, quantity: int, strip: int) -> int:
     # plane 0 = plane 1; the file holds plane 4 first (schemas.dat_format.PLANE_ORDER)
     return (3 - plane) * 16 + quantity * 4 + strip
 
 
+@nb.njit(cache=True)
+def _windows(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Valid interval of each of the 64 columns; infinite bounds become the largest finite
+    float, so that ±inf fails the fast status test like NaN does."""
+    lo = np.empty(64)
+    hi = np.empty(64)
+    for c in range(64):
+        is_time = c % 16 < 8  # per plane block: 8 times, then 8 charges
+        lo[c] = max(params[P_TMIN] if is_time else params[P_QMIN], -_BIG)
+        hi[c] = min(params[P_TMAX] if is_time else params[P_QMAX], _BIG)
+    return lo, hi
+
+
 @nb.njit(cache=True, inline="always")
-def _event_status(row: np.ndarray, params: np.ndarray) -> int:
-    # Fast path, one branch-free pass: within each plane's block of 16 columns the first 8 are
-    # times and the last 8 charges. A NaN fails both window comparisons, so any non-finite or
-    # out-of-window value sends the event to the exact scan, which decides the status.
-    t_lo, t_hi, q_lo, q_hi = params[P_TMIN], params[P_TMAX], params[P_QMIN], params[P_QMAX]
-    bad = False
+def _event_status(
+    channels: np.ndarray, i: int, lo: np.ndarray, hi: np.ndarray, params: np.ndarray
+) -> int:
+    # Fast path, one branch-free pass over the row that vectorises (stride-1 over the columns
+    # with per-column bounds): an event with a non-zero value and every value, zeros included,
+    # inside its window is OK. Anything else (NaN fails both comparisons; a window without 0
+    # fails on zeros) goes to the exact scan, which decides the status.
+    inside = True
     nonzero = False
-    for block in range(0, 64, 16):
-        for c in range(block, block + 8):
-            v = row[c]
-            nonzero |= v != 0.0
-            bad |= (v != 0.0) & ~((v >= t_lo) & (v <= t_hi))
-        for c in range(block + 8, block + 16):
-            v = row[c]
-            nonzero |= v != 0.0
-            bad |= (v != 0.0) & ~((v >= q_lo) & (v <= q_hi))
-    if nonzero and not bad:
+    for c in range(64):
+        v = channels[i, c]
+        nonzero |= v != 0.0
+        inside &= (v >= lo[c]) & (v <= hi[c])
+    if nonzero and inside:
         return OK
-    return _event_status_exact(row, params)
+    return _event_status_exact(channels[i], params)
 
 
 @nb.njit(cache=True)
@@ -77,6 +100,202 @@ def _event_status_exact(row: np.ndarray, params: np.ndarray) -> int:
                 if q >= 2 and (v < params[P_QMIN] or v > params[P_QMAX]):
                     return CHARGE_OUT_OF_WINDOW
     return OK
+
+
+@nb.njit(cache=True)
+def _strip_constants(
+    pedestal: np.ndarray,
+    tdif_offset: np.ndarray,
+    tsum_offset: np.ndarray,
+    strip_y: np.ndarray,
+    strip_w: np.ndarray,
+) -> np.ndarray:
+    """Per-strip constants, once per call: rows pedestal front, back, T_dif offset, T_sum
+    offset, y, σy, weight 1/σy²; column 4·plane + strip."""
+    out = np.empty((7, 16))
+    for p in range(_N):
+        for s in range(_N):
+            j = 4 * p + s
+            sig = strip_w[p, s] / math.sqrt(12.0)
+            out[0, j] = pedestal[p, s, 0]
+            out[1, j] = pedestal[p, s, 1]
+            out[2, j] = tdif_offset[p, s]
+            out[3, j] = tsum_offset[p, s]
+            out[4, j] = strip_y[p, s]
+            out[5, j] = sig
+            out[6, j] = 1.0 / (sig * sig)
+    return out
+
+
+@nb.njit(cache=True, inline="always")
+def _plane_hit(
+    channels: np.ndarray, i: int, p: int, const: np.ndarray, params: np.ndarray
+) -> tuple[int, float, float, float]:
+    """Hit strip of plane p (-1 if none), plane charge, calibrated T_dif and raw T_sum of the
+    hit strip."""
+    base = (3 - p) * 16
+    best = -1
+    best_q = -np.inf
+    plane_q = 0.0
+    b_tdif = 0.0
+    b_tsum = 0.0
+    for s in range(_N):
+        tf = channels[i, base + s]
+        tb = channels[i, base + 4 + s]
+        qf = channels[i, base + 8 + s]
+        qb = channels[i, base + 12 + s]
+        # '&' evaluates all four tests: one branch per strip instead of four
+        if (tf != 0.0) & (tb != 0.0) & (qf != 0.0) & (qb != 0.0):
+            j = 4 * p + s
+            qs = 0.5 * ((qf - const[0, j]) + (qb - const[1, j]))
+            tdif = 0.5 * (tb - tf) - const[2, j]
+            if (qs > params[P_QTHR]) & (abs(tdif) <= params[P_TDIF_CUT]):
+                plane_q += qs
+                # which strip has the most charge is a coin flip: selects, not a branch
+                better = qs > best_q
+                best = s if better else best
+                best_q = max(best_q, qs)
+                b_tdif = tdif if better else b_tdif
+                b_tsum = 0.5 * (tf + tb) if better else b_tsum
+    return best, plane_q, b_tdif, b_tsum
+
+
+@nb.njit(cache=True)
+def _setup(
+    params: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """Per call: column windows, plane z from plane 1 [mm], x weight [mm⁻²], and the scratch
+    of one event's hits (rows x, y, y weight, σy; column plane)."""
+    lo, hi = _windows(params)
+    return lo, hi, z - z[0], 1.0 / (params[P_SIGMA_X] * params[P_SIGMA_X]), np.empty((4, _N))
+
+
+@nb.njit(cache=True, inline="always")
+def _keep_hit(
+    hit: np.ndarray, p: int, best: int, b_tdif: float, const: np.ndarray, params: np.ndarray
+) -> int:
+    """Store plane p's hit in the scratch; its column in ``const``."""
+    j = 4 * p + best
+    hit[0, p] = b_tdif * params[P_SPEED]
+    hit[1, p] = const[4, j]
+    hit[2, p] = const[6, j]
+    hit[3, p] = const[5, j]
+    return j
+
+
+@nb.njit(cache=True, inline="always")
+def _fit(m: int, hit: np.ndarray, zr: np.ndarray, wx: float) -> tuple[float, float, float, float]:
+    """Weighted straight lines x(z), y(z) through the hit planes of mask m: (x', x0, y', y0)."""
+    sw = 0.0
+    swz = 0.0
+    swzz = 0.0
+    swx = 0.0
+    swzx = 0.0
+    sv = 0.0
+    svz = 0.0
+    svzz = 0.0
+    svy = 0.0
+    svzy = 0.0
+    for p in range(_N):
+        if (m >> p) & 1:
+            zp = zr[p]
+            sw += wx
+            swz += wx * zp
+            swzz += wx * zp * zp
+            swx += wx * hit[0, p]
+            swzx += wx * zp * hit[0, p]
+            wy = hit[2, p]
+            sv += wy
+            svz += wy * zp
+            svzz += wy * zp * zp
+            svy += wy * hit[1, p]
+            svzy += wy * zp * hit[1, p]
+    dx = sw * swzz - swz * swz
+    sx = (sw * swzx - swz * swx) / dx
+    ax = (swzz * swx - swz * swzx) / dx
+    dy = sv * svzz - svz * svz
+    sy = (sv * svzy - svz * svy) / dy
+    ay = (svzz * svy - svz * svzy) / dy
+    # hits in strips at one y give a y slope that is 0 up to rounding; its sign would put
+    # the track on either side of the φ = 0°/180° sector boundary at random
+    if abs(sy) < SLOPE_ZERO:
+        sy = 0.0
+    if abs(sx) < SLOPE_ZERO:
+        sx = 0.0
+    return sx, ax, sy, ay
+
+
+@nb.njit(cache=True, inline="always")
+def _fiducial(
+    sx: float, ax: float, sy: float, ay: float, zr: np.ndarray, params: np.ndarray
+) -> int:
+    f = 0
+    for p in range(_N):
+        zp = zr[p]
+        inside = (abs(ax + sx * zp) < params[P_FID_X]) & (abs(ay + sy * zp) < params[P_FID_Y])
+        f |= inside << p
+    return f
+
+
+@nb.njit(cache=True, inline="always")
+def _region_of_angles(th: float, ph: float, th_hi: float, th_lo: float) -> int:
+    """The definition: index into ``REGIONS`` from θ and φ [deg]."""
+    if th < th_hi:
+        return 0
+    if th < th_lo:
+        return 1 + min(int((ph + 180.0) / 45.0), 7)
+    return 9 + min(int((ph + 180.0) / 90.0), 3)
+
+
+@nb.njit(cache=True)
+def tan2_limit(theta_deg: float) -> float:
+    """tan² of a zenith limit in (0°, 90°); -1 outside, which makes every event take the
+    θ/φ path of :func:`_region_of_slopes`."""
+    if 0.0 < theta_deg < 90.0:
+        tn = math.tan(theta_deg * (math.pi / 180.0))
+        return tn * tn
+    return -1.0
+
+
+@nb.njit(cache=True, inline="always")
+def _region_of_slopes(
+    sx: float, sy: float, t2_hi: float, t2_lo: float, th_hi: float, th_lo: float
+) -> int:
+    """:func:`_region_of_angles` of θ = atan(√(x'² + y'²)), φ = atan2(y', x') without atan.
+
+    θ < limit ⇔ x'² + y'² < tan²(limit); the 45° sectors of φ follow from the signs of x', y'
+    and from |y'| < |x'|, the 90° sectors from the signs. Within ``REGION_GUARD`` (relative) of
+    a boundary (tan²θ near a limit, a slope 0, |x'| = |y'|), and for limits outside (0°, 90°),
+    the region is computed from θ and φ themselves, so the result equals the definition
+    exactly, boundary conventions (φ = 180° in the last sector, ...) included.
+    """
+    g = REGION_GUARD
+    t2 = sx * sx + sy * sy
+    ax = abs(sx)
+    ay = abs(sy)
+    big = max(ax, ay)
+    near = (
+        (t2_hi < 0.0)
+        | (t2_lo < 0.0)
+        | (abs(t2 - t2_hi) <= g * t2_hi)
+        | (abs(t2 - t2_lo) <= g * t2_lo)
+        | (min(ax, ay) <= g * big)
+        | (abs(ax - ay) <= g * big)
+    )
+    if near:
+        th = math.atan(math.sqrt(t2)) * _RAD
+        ph = math.atan2(sy, sx) * _RAD
+        return _region_of_angles(th, ph, th_hi, th_lo)
+    if t2 < t2_hi:
+        return 0
+    # quadrant counted from φ = -180°: (-180, -90), (-90, 0), (0, 90), (90, 180)
+    upper = sy > 0.0
+    quadrant = 2 * upper + ((sx > 0.0) ^ upper)
+    if t2 >= t2_lo:
+        return 9 + quadrant
+    # within a quadrant the 45° half nearer the x axis is the first in φ for quadrants 0 and 2
+    nearer_x = ay < ax
+    return 1 + 2 * quadrant + (nearer_x ^ (quadrant % 2 == 0))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -106,44 +325,20 @@ def reconstruct_kernel(
     fiducial: np.ndarray,
     streamer: np.ndarray,
 ) -> None:
-    """Hits, topology, straight-line fit, angular region of every event (see events.py)."""
+    """Hits, topology, straight-line fit, θ, φ, χ², angular region of every event (events.py)."""
     n = channels.shape[0]
-    rad = 180.0 / math.pi
-    # per-(plane, strip) y resolution and its weight, and plane z from plane 1, computed once
-    sig_y = np.empty((_N, _N))
-    w_y = np.empty((_N, _N))
-    zr = np.empty(_N)
-    for p in range(_N):
-        zr[p] = z[p] - z[0]
-        for s in range(_N):
-            sig_y[p, s] = strip_w[p, s] / math.sqrt(12.0)
-            w_y[p, s] = 1.0 / (sig_y[p, s] * sig_y[p, s])
+    const = _strip_constants(pedestal, tdif_offset, tsum_offset, strip_y, strip_w)
+    lo, hi, zr, wx, hit = _setup(params, z)
     for i in range(n):
-        row = channels[i]
-        code = _event_status(row, params)
+        code = _event_status(channels, i, lo, hi, params)
         status[i] = code
         m = 0
         qe = 0.0
         is_streamer = 0
         for p in range(_N):
-            best = -1
-            best_q = -np.inf
-            plane_q = 0.0
-            for s in range(_N):
-                tf = row[_column(p, 0, s)]
-                tb = row[_column(p, 1, s)]
-                qf = row[_column(p, 2, s)]
-                qb = row[_column(p, 3, s)]
-                if code != OK or tf == 0.0 or tb == 0.0 or qf == 0.0 or qb == 0.0:
-                    continue
-                qs = 0.5 * ((qf - pedestal[p, s, 0]) + (qb - pedestal[p, s, 1]))
-                tdif = 0.5 * (tb - tf) - tdif_offset[p, s]
-                if qs <= params[P_QTHR] or abs(tdif) > params[P_TDIF_CUT]:
-                    continue
-                plane_q += qs
-                if qs > best_q:
-                    best_q = qs
-                    best = s
+            best, plane_q, b_tdif, b_tsum = -1, 0.0, 0.0, 0.0
+            if code == OK:
+                best, plane_q, b_tdif, b_tsum = _plane_hit(channels, i, p, const, params)
             strip[i, p] = best
             if best < 0:
                 x[i, p] = np.nan
@@ -151,11 +346,10 @@ def reconstruct_kernel(
                 t[i, p] = np.nan
                 q[i, p] = 0.0
                 continue
-            tf = row[_column(p, 0, best)]
-            tb = row[_column(p, 1, best)]
-            x[i, p] = (0.5 * (tb - tf) - tdif_offset[p, best]) * params[P_SPEED]
-            y[i, p] = strip_y[p, best]
-            t[i, p] = 0.5 * (tf + tb) - tsum_offset[p, best]
+            j = _keep_hit(hit, p, best, b_tdif, const, params)
+            x[i, p] = hit[0, p]
+            y[i, p] = hit[1, p]
+            t[i, p] = b_tsum - const[3, j]
             q[i, p] = plane_q
             qe += plane_q
             if plane_q > params[P_STREAMER]:
@@ -165,76 +359,79 @@ def reconstruct_kernel(
         q_event[i] = qe
         streamer[i] = is_streamer
         topology[i] = topology_of_mask[m]
-        # weighted straight-line fits x(z), y(z) through the hit planes
-        sw = 0.0
-        swz = 0.0
-        swzz = 0.0
-        swx = 0.0
-        swzx = 0.0
-        sv = 0.0
-        svz = 0.0
-        svzz = 0.0
-        svy = 0.0
-        svzy = 0.0
-        hits = 0
-        wx = 1.0 / (params[P_SIGMA_X] * params[P_SIGMA_X])
-        for p in range(_N):
-            if (m >> p) & 1:
-                hits += 1
-                zp = zr[p]
-                sw += wx
-                swz += wx * zp
-                swzz += wx * zp * zp
-                swx += wx * x[i, p]
-                swzx += wx * zp * x[i, p]
-                wy = w_y[p, strip[i, p]]
-                sv += wy
-                svz += wy * zp
-                svzz += wy * zp * zp
-                svy += wy * y[i, p]
-                svzy += wy * zp * y[i, p]
         fiducial[i] = 0
         region[i] = -1
+        hits = (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + (m >> 3)
         if hits < 2:
             theta[i] = np.nan
             phi[i] = np.nan
             chi2[i] = np.nan
             continue
-        dx = sw * swzz - swz * swz
-        sx = (sw * swzx - swz * swx) / dx
-        ax = (swzz * swx - swz * swzx) / dx
-        dy = sv * svzz - svz * svz
-        sy = (sv * svzy - svz * svy) / dy
-        ay = (svzz * svy - svz * svzy) / dy
-        # hits in strips at one y give a y slope that is 0 up to rounding; its sign would put
-        # the track on either side of the φ = 0°/180° sector boundary at random
-        if abs(sy) < SLOPE_ZERO:
-            sy = 0.0
-        if abs(sx) < SLOPE_ZERO:
-            sx = 0.0
+        sx, ax, sy, ay = _fit(m, hit, zr, wx)
         c2 = 0.0
         for p in range(_N):
             if (m >> p) & 1:
                 zp = zr[p]
-                rx = x[i, p] - ax - sx * zp
-                ry = (y[i, p] - ay - sy * zp) / sig_y[p, strip[i, p]]
+                rx = hit[0, p] - ax - sx * zp
+                ry = (hit[1, p] - ay - sy * zp) / hit[3, p]
                 c2 += rx * rx * wx + ry * ry
         chi2[i] = c2
-        th = math.atan(math.sqrt(sx * sx + sy * sy)) * rad
-        ph = math.atan2(sy, sx) * rad
+        th = math.atan(math.sqrt(sx * sx + sy * sy)) * _RAD
+        ph = math.atan2(sy, sx) * _RAD
         theta[i] = th
         phi[i] = ph
         if hits < 3:
             continue
-        f = 0
-        for p in range(_N):
-            zp = zr[p]
-            if abs(ax + sx * zp) < params[P_FID_X] and abs(ay + sy * zp) < params[P_FID_Y]:
-                f |= 1 << p
-        fiducial[i] = f
-        if th < params[P_THETA_HIGH]:
-            region[i] = 0
-        elif th < params[P_THETA_LOW]:
-            region[i] = 1 + min(int((ph + 180.0) / 45.0), 7)
-        else:
-            region[i] = 9 + min(int((ph + 180.0) / 90.0), 3)
+        fiducial[i] = _fiducial(sx, ax, sy, ay, zr, params)
+        region[i] = _region_of_angles(th, ph, params[P_THETA_HIGH], params[P_THETA_LOW])
+
+
+@nb.njit(cache=True, nogil=True)
+def rates_kernel(
+    channels: np.ndarray,
+    pedestal: np.ndarray,
+    tdif_offset: np.ndarray,
+    z: np.ndarray,
+    strip_y: np.ndarray,
+    strip_w: np.ndarray,
+    params: np.ndarray,
+    topology_of_mask: np.ndarray,
+    status: np.ndarray,
+    mask: np.ndarray,
+    q_event: np.ndarray,
+    topology: np.ndarray,
+    region: np.ndarray,
+    fiducial: np.ndarray,
+) -> None:
+    """What the per-minute tally needs of every event: status, hits, topology, charge, and for
+    3- and 4-plane events (those with a region) the track fit, fiducial planes and region."""
+    n = channels.shape[0]
+    no_tsum = np.zeros((_N, _N))  # T_sum is not needed for rates
+    const = _strip_constants(pedestal, tdif_offset, no_tsum, strip_y, strip_w)
+    lo, hi, zr, wx, hit = _setup(params, z)
+    th_hi = params[P_THETA_HIGH]
+    th_lo = params[P_THETA_LOW]
+    t2_hi = tan2_limit(th_hi)
+    t2_lo = tan2_limit(th_lo)
+    for i in range(n):
+        code = _event_status(channels, i, lo, hi, params)
+        status[i] = code
+        m = 0
+        qe = 0.0
+        if code == OK:
+            for p in range(_N):
+                best, plane_q, b_tdif, _ = _plane_hit(channels, i, p, const, params)
+                if best >= 0:
+                    _keep_hit(hit, p, best, b_tdif, const, params)
+                    qe += plane_q
+                    m |= 1 << p
+        mask[i] = m
+        q_event[i] = qe
+        topology[i] = topology_of_mask[m]
+        fiducial[i] = 0
+        region[i] = -1
+        if (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + (m >> 3) < 3:
+            continue
+        sx, ax, sy, ay = _fit(m, hit, zr, wx)
+        fiducial[i] = _fiducial(sx, ax, sy, ay, zr, params)
+        region[i] = _region_of_slopes(sx, sy, t2_hi, t2_lo, th_hi, th_lo)

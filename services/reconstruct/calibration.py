@@ -1,7 +1,10 @@
 """Calibration constants of one station from a pool of its raw events (DOMAIN.md §5.1).
 
-Pure numpy: :func:`calibrate` turns pooled coincidence events into a :class:`Calibration`, a
-versioned record that every minute says it was computed with.
+A station's :class:`CalibrationPool` holds, per pooled file, a small :class:`FilePart` (what the
+file contributes to each constant), and :meth:`CalibrationPool.calibration` merges the parts into
+a :class:`Calibration`, a versioned record that every minute says it was computed with. A
+calibration so costs one pass over the new file plus a merge of the parts, not a pass over the
+whole pool (bench/README.md, "Calibration from per-file parts").
 
 * Charge pedestal per channel: the lower edge of the channel's time-over-threshold distribution
   (quantile ``pedestal_quantile`` of its non-zero values). A written charge always lies above the
@@ -12,25 +15,53 @@ versioned record that every minute says it was computed with.
 * T_sum offset per strip: least squares over the time differences between the planes of 4-plane
   tracks (after the time of flight along the fitted track at c); only differences matter, so the
   offsets are relative (gauge: their sum is 0).
+
+The quantiles are exact, not binned: a quantile q of N pooled values is an interpolation between
+the order statistics of rank ⌊q(N - 1)⌋ and the next, and both are among the
+⌊q(M - 1)⌋ + 2 lowest values of every file when the pool never holds more than M events.
+Each part therefore keeps only that many lowest (or highest) values per channel, and the pool
+keeps whole files, at most ``calibration_max_events`` events (the newest file always). The
+T_sum normal equations add up: each part keeps its own 16 x 16 system (pairs of the file's
+tracks whose residual from the file's own first solution is below 1 ns).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.common.stations import ReconstructionConfig
+from services.reconstruct._calibration_kernels import gather_channels
+from services.reconstruct.geometry import C_MM_NS
+
+if TYPE_CHECKING:  # events imports this module
+    from services.reconstruct.events import EventResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Calibration", "CalibrationPool", "calibrate", "identity_calibration"]
+__all__ = [
+    "Calibration",
+    "CalibrationPool",
+    "FilePart",
+    "TsumEquations",
+    "calibrate",
+    "file_part",
+    "identity_calibration",
+    "tsum_equations",
+]
 
 #: Fewest values for a per-channel constant; fewer gives the median of the other channels.
 _MIN_VALUES = 50
+#: A pair of planes whose residual from the first T_sum solution exceeds this is dropped. [ns]
+_TSUM_CUT_NS = 1.0
+_PAIRS = [(p, q) for p in range(4) for q in range(p + 1, 4)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,13 +145,183 @@ def identity_calibration(station: int) -> Calibration:
     return Calibration(station, f"{station}-none", np.zeros((4, 4, 2)), zero, zero, 0, 0, 0)
 
 
-def _column_blocks(channels: np.ndarray) -> np.ndarray:
-    """(n, 64) file order → (plane 1-4, quantity T_F T_B Q_F Q_B, strip 1-4, n).
+# -- exact quantiles from per-file tails --------------------------------------------------------
+def _tail_size(q: float, max_events: int) -> int:
+    """Order statistics a file keeps from one end so that quantile q of a pool of at most
+    ``max_events`` values is exact: ranks ⌊q(N - 1)⌋ and the next, for every N ≤ max_events."""
+    return math.floor(q * (max_events - 1)) + 2
 
-    Transposed once so that each channel's n values are contiguous: the per-channel masks and
-    quantiles below then run on contiguous memory instead of a stride of 64 values.
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """Linear interpolation as ``np.quantile`` does it (so the results are the same floats)."""
+    diff = b - a
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+
+
+def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
+    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
+    its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
+    ascending). The value of rank r of the pool is among the r + 1 lowest of every file, so only
+    those prefixes are merged."""
+    position = q * (n - 1)
+    i = math.floor(position)
+    j = min(i + 1, n - 1)
+    if q <= 0.5:
+        merged = np.concatenate([low[: j + 1] for low in lows])
+        a, b = np.partition(merged, (i, j))[[i, j]]
+    else:
+        top_i, top_j = n - 1 - i, n - 1 - j  # ranks from the top
+        merged = np.concatenate([high[max(high.size - top_i - 1, 0) :] for high in highs])
+        m = merged.size
+        b, a = np.partition(merged, (m - 1 - top_j, m - 1 - top_i))[[m - 1 - top_j, m - 1 - top_i]]
+    return _lerp(float(a), float(b), position - i)
+
+
+# -- what one file contributes ------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class TsumEquations:
+    """Normal equations of the T_sum offsets from one file's 4-plane tracks (additive).
+
+    Attributes
+    ----------
+    normal : ndarray (16, 16)
+        Σ over kept pairs of the design products, without the gauge term.
+    rhs : ndarray (16,)
+        Σ over kept pairs of the design row times the time difference. [ns]
+    tracks : int
+        4-plane tracks that entered.
     """
-    return np.ascontiguousarray(channels.T).reshape(4, 4, 4, -1)[::-1]
+
+    normal: np.ndarray
+    rhs: np.ndarray
+    tracks: int
+
+
+@dataclass(frozen=True, eq=False)
+class FilePart:
+    """One file's contribution to the calibration pool: exact tails and counts, additive.
+
+    Attributes
+    ----------
+    key : str or None
+        The file name (a file is pooled once).
+    events : int
+        Finite coincidence events of the file.
+    first_time_s, last_time_s : int
+        Time span of those events. [s since epoch, UTC]
+    charge_count : int64 (4, 4, 2)
+        Valid non-zero charges per channel.
+    charge_low : list of 32 float64 arrays
+        The lowest charges per channel (plane, strip, side, C order), ascending. [ns]
+    tdif_count : int64 (4, 4)
+        Events with both times and charges of the strip written.
+    tdif_low, tdif_high : list of 16 float64 arrays
+        The lowest and highest T_dif values per strip (plane, strip, C order), ascending (one
+        array for both when the file has no more values than the two tails). [ns]
+    """
+
+    key: str | None
+    events: int
+    first_time_s: int
+    last_time_s: int
+    charge_count: np.ndarray
+    charge_low: list[np.ndarray]
+    tdif_count: np.ndarray
+    tdif_low: list[np.ndarray]
+    tdif_high: list[np.ndarray]
+
+
+def _lowest(values: np.ndarray, k: int) -> np.ndarray:
+    """The k lowest values (all if fewer), ascending (a copy)."""
+    if values.size > k:
+        values = np.partition(values, k - 1)[:k]
+    return np.sort(values)
+
+
+def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k_low lowest and the k_high highest values (all if fewer), each ascending."""
+    n = values.size
+    if n <= k_low + k_high:
+        every = np.sort(values)
+        return every, every
+    values = np.partition(values, (k_low - 1, n - k_high))
+    return np.sort(values[:k_low]), np.sort(values[n - k_high :])
+
+
+def _gather_reference(
+    time_s: np.ndarray, channels: np.ndarray, config: ReconstructionConfig
+) -> tuple[list[np.ndarray], list[np.ndarray], int, int, int]:
+    """Plain-numpy specification of ``_calibration_kernels.gather_channels``: per charge channel
+    its valid non-zero values, per strip its T_dif values (rows with a NaN or inf left out), the
+    usable rows and their first and last time."""
+    usable = np.isfinite(channels).all(axis=1)
+    channels, time_s = channels[usable], time_s[usable]
+    blocks = channels.T.reshape(4, 4, 4, -1)[::-1]  # plane 1-4, quantity, strip, event
+    lo, hi = config.charge_valid_ns
+    charges, tdif = [], []
+    for p in range(4):
+        for s in range(4):
+            tf, tb, qf, qb = (blocks[p, i, s] for i in range(4))
+            for q in (qf, qb):
+                charges.append(q[(q != 0) & (q >= lo) & (q <= hi)])
+            hit = (tf != 0) & (tb != 0) & (qf != 0) & (qb != 0)
+            tdif.append(0.5 * (tb[hit] - tf[hit]))
+    n = len(time_s)
+    return charges, tdif, n, int(time_s.min()) if n else 0, int(time_s.max()) if n else 0
+
+
+def file_part(
+    time_s: np.ndarray,
+    channels: np.ndarray,
+    config: ReconstructionConfig,
+    key: str | None = None,
+) -> FilePart:
+    """What one file's coincidence events contribute to the pool (rows with a NaN are left out).
+
+    Parameters
+    ----------
+    time_s : ndarray of int64, shape (n,)
+        Event times. [s since epoch, UTC]
+    channels : ndarray of float64, shape (n, 64)
+        Raw channel values in file order (plane 4 first). [ns]
+    config : ReconstructionConfig
+        Quantiles, windows and ``calibration_max_events`` (which sets the tail sizes).
+    key : str, optional
+        The file name.
+    """
+    channels = np.ascontiguousarray(channels, np.float64)
+    time_s = np.ascontiguousarray(time_s, np.int64)
+    if channels.ndim != 2 or channels.shape[1] != 64 or time_s.shape != (channels.shape[0],):
+        raise ValueError(f"channels must be (n, 64) with n times, got {channels.shape}")
+    n = channels.shape[0]
+    charges, tdif = np.empty((32, n)), np.empty((16, n))
+    charge_count, tdif_count = np.empty(32, np.int64), np.empty(16, np.int64)
+    span = np.empty(2, np.int64)
+    lo, hi = config.charge_valid_ns
+    usable = gather_channels(
+        time_s, channels, lo, hi, charges, charge_count, tdif, tdif_count, span
+    )
+    # a pool never holds more than max(max_events, the newest file) events (CalibrationPool.add)
+    most = max(config.calibration_max_events, usable)
+    k_charge = _tail_size(config.pedestal_quantile, most)
+    q_lo, q_hi = config.tdif_plateau_quantiles
+    k_low, k_high = _tail_size(q_lo, most), _tail_size(1.0 - q_hi, most)
+    tdif_low, tdif_high = [], []
+    for c in range(16):
+        low, high = _tails(tdif[c, : tdif_count[c]], k_low, k_high)
+        tdif_low.append(low)
+        tdif_high.append(high)
+    return FilePart(
+        key,
+        usable,
+        int(span[0]),
+        int(span[1]),
+        charge_count.reshape(4, 4, 2),
+        [_lowest(charges[c, : charge_count[c]], k_charge) for c in range(32)],
+        tdif_count.reshape(4, 4),
+        tdif_low,
+        tdif_high,
+    )
 
 
 def _fill(values: np.ndarray) -> np.ndarray:
@@ -130,74 +331,225 @@ def _fill(values: np.ndarray) -> np.ndarray:
     return np.where(good, values, fill)
 
 
-def _pedestals(blocks: np.ndarray, config: ReconstructionConfig) -> np.ndarray:
-    pedestal = np.full((4, 4, 2), np.nan)
-    lo, hi = config.charge_valid_ns
-    for p in range(4):
-        for s in range(4):
-            for side in range(2):
-                values = blocks[p, 2 + side, s]
-                values = values[(values != 0) & (values >= lo) & (values <= hi)]
-                if values.size >= _MIN_VALUES:
-                    pedestal[p, s, side] = np.quantile(values, config.pedestal_quantile)
-    return _fill(pedestal)
+def _pedestals(parts: Sequence[FilePart], config: ReconstructionConfig) -> np.ndarray:
+    counts = sum(part.charge_count for part in parts)
+    pedestal = np.full(32, np.nan)
+    for c, n in enumerate(np.ravel(counts)):
+        if n >= _MIN_VALUES:
+            lows = [part.charge_low[c] for part in parts]
+            pedestal[c] = _quantile(lows, [], int(n), config.pedestal_quantile)
+    return _fill(pedestal.reshape(4, 4, 2))
 
 
-def _tdif_offsets(blocks: np.ndarray, config: ReconstructionConfig) -> np.ndarray:
-    offsets = np.full((4, 4), np.nan)
+def _tdif_offsets(parts: Sequence[FilePart], config: ReconstructionConfig) -> np.ndarray:
+    counts = sum(part.tdif_count for part in parts)
     q_lo, q_hi = config.tdif_plateau_quantiles
-    for p in range(4):
-        for s in range(4):
-            tf, tb = blocks[p, 0, s], blocks[p, 1, s]
-            qf, qb = blocks[p, 2, s], blocks[p, 3, s]
-            hit = (tf != 0) & (tb != 0) & (qf != 0) & (qb != 0)
-            if np.count_nonzero(hit) >= _MIN_VALUES:
-                tdif = 0.5 * (tb[hit] - tf[hit])
-                offsets[p, s] = 0.5 * (np.quantile(tdif, q_lo) + np.quantile(tdif, q_hi))
-    return _fill(offsets)
+    offsets = np.full(16, np.nan)
+    for c, n in enumerate(np.ravel(counts)):
+        if n >= _MIN_VALUES:
+            lows = [part.tdif_low[c] for part in parts]
+            highs = [part.tdif_high[c] for part in parts]
+            offsets[c] = 0.5 * (
+                _quantile(lows, highs, int(n), q_lo) + _quantile(lows, highs, int(n), q_hi)
+            )
+    return _fill(offsets.reshape(4, 4))
 
 
-def _tsum_offsets(
-    channels: np.ndarray,
-    pedestal: np.ndarray,
-    tdif: np.ndarray,
-    z_mm: np.ndarray,
-    config: ReconstructionConfig,
-    station: int,
-) -> np.ndarray:
-    """Least-squares strip offsets from the time differences of plane pairs in 4-plane tracks.
+def _solve(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The 16 offsets of normal equations, with the gauge Σ o = 0 (all-ones term)."""
+    return np.linalg.lstsq(normal + 1.0, rhs, rcond=None)[0]
 
-    Each pair (p, q) of a track gives (t_p - tof_p) - (t_q - tof_q) = o[p, s_p] - o[q, s_q] plus
-    noise; the 16 offsets solve the normal equations with the gauge Σ o = 0. A second pass
-    drops pairs whose residual exceeds 1 ns (noise hits, streamers' late times).
+
+def _pair_system(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    normal = np.diag(np.bincount(a, minlength=16) + np.bincount(b, minlength=16)).astype(float)
+    ab = np.bincount(a * 16 + b, minlength=256).reshape(16, 16)
+    normal -= ab + ab.T
+    rhs = np.bincount(a, value, 16) - np.bincount(b, value, 16)
+    return normal, rhs
+
+
+def tsum_equations(
+    events: EventResult,
+    z_mm: tuple[float, float, float, float] | np.ndarray,
+    tsum_offset_ns: np.ndarray,
+) -> TsumEquations:
+    """T_sum normal equations of one file's reconstructed events.
+
+    Each pair (p, q) of planes of a 4-plane track (χ²/ndf < 4) gives (t_p - tof_p) - (t_q -
+    tof_q) = o[p, s_p] - o[q, s_q] plus noise, with t the raw T_sum (the calibrated one plus the
+    offsets the events were reconstructed with). Pairs whose residual from the file's own
+    solution exceeds 1 ns (noise hits, streamers' late times) are dropped.
+
+    Parameters
+    ----------
+    events : EventResult
+        The file's reconstructed coincidence events.
+    z_mm : sequence of 4 float
+        Plane z positions the events were reconstructed with. [mm]
+    tsum_offset_ns : ndarray (4, 4)
+        T_sum offsets the events were reconstructed with. [ns]
     """
-    from services.reconstruct.events import reconstruct_events  # events imports this module
-    from services.reconstruct.geometry import C_MM_NS
-
-    trial = make_calibration(station, pedestal, tdif, np.zeros((4, 4)), 0, 0, 0)
-    ev = reconstruct_events(channels, trial, z_mm, config)
-    good = (ev.mask == 15) & (ev.chi2 < 4.0 * 4)  # 4 planes, χ² per dof < 4 (ndf = 4)
-    if np.count_nonzero(good) < _MIN_VALUES:
-        log.warning("too few 4-plane tracks for T_sum offsets", extra={"station": station})
-        return np.zeros((4, 4))
+    ev = events
+    good = (ev.mask == 15) & (ev.chi2 < 4.0 * 4)
+    strip = ev.strip[good].astype(np.int64)
+    z = np.asarray(z_mm, np.float64)
     secant = np.sqrt(1.0 + np.tan(np.radians(ev.theta[good])) ** 2)
-    residual = ev.t[good] - (z_mm - z_mm[0])[None, :] * secant[:, None] / C_MM_NS
-    index = np.arange(4)[None, :] * 4 + ev.strip[good].astype(np.int64)  # unknown of each hit
-    pairs = [(p, q) for p in range(4) for q in range(p + 1, 4)]
-    a = np.concatenate([index[:, p] for p, _ in pairs])
-    b = np.concatenate([index[:, q] for _, q in pairs])
-    value = np.concatenate([residual[:, p] - residual[:, q] for p, q in pairs])
-    keep = np.ones(value.size, bool)
-    offsets = np.zeros(16)
-    for _ in range(2):
-        normal = np.ones((16, 16))  # gauge term: Σ o = 0
-        ab = np.bincount((a * 16 + b)[keep], minlength=256).reshape(16, 16)
-        normal += np.diag(np.bincount(a[keep], minlength=16) + np.bincount(b[keep], minlength=16))
-        normal -= ab + ab.T
-        rhs = np.bincount(a[keep], value[keep], 16) - np.bincount(b[keep], value[keep], 16)
-        offsets = np.linalg.lstsq(normal, rhs, rcond=None)[0]
-        keep = np.abs(value - (offsets[a] - offsets[b])) < 1.0
-    return offsets.reshape(4, 4)
+    raw_t = ev.t[good] + np.asarray(tsum_offset_ns)[np.arange(4)[None, :], strip]
+    residual = raw_t - (z - z[0])[None, :] * secant[:, None] / C_MM_NS
+    index = np.arange(4)[None, :] * 4 + strip  # unknown of each hit
+    a = np.concatenate([index[:, p] for p, _ in _PAIRS])
+    b = np.concatenate([index[:, q] for _, q in _PAIRS])
+    value = np.concatenate([residual[:, p] - residual[:, q] for p, q in _PAIRS])
+    normal, rhs = _pair_system(a, b, value)
+    offsets = _solve(normal, rhs)
+    keep = np.abs(value - (offsets[a] - offsets[b])) < _TSUM_CUT_NS
+    normal, rhs = _pair_system(a[keep], b[keep], value[keep])
+    return TsumEquations(normal, rhs, int(np.count_nonzero(good)))
+
+
+class CalibrationPool:
+    """The parts of one station's recent files, bounded by count and age (DOMAIN.md §5.1).
+
+    Whole files are pooled: the newest files whose events add up to at most
+    ``calibration_max_events`` (the newest file always, however large), and none whose last event
+    is older than ``calibration_max_age_s`` before the newest event.
+
+    Parameters
+    ----------
+    config : ReconstructionConfig
+        ``calibration_max_events`` and ``calibration_max_age_s`` bound the pool.
+    """
+
+    def __init__(self, config: ReconstructionConfig) -> None:
+        self.config = config
+        self._parts: deque[FilePart] = deque()
+        self._equations: dict[str | None, TsumEquations] = {}
+        #: The calibration last computed from this pool, and the events added since.
+        self.current: Calibration | None = None
+        self.added_since_current = 0
+
+    def needs_calibration(self, z_mm: tuple[float, float, float, float]) -> bool:
+        """Whether the next file must recalibrate rather than reuse :attr:`current`.
+
+        It must when there is no calibration yet, when the plane z differ from the current
+        one's (the T_sum fit depends on them), while the current one had fewer than
+        ``calibration_refresh_events`` events (a filling pool), and once the pool has gained
+        ``calibration_refresh_events`` events since. Depends only on the events and files
+        added, so a replay gives the same calibrations.
+        """
+        refresh = self.config.calibration_refresh_events
+        current = self.current
+        return (
+            current is None
+            or current.z_mm != _z4(z_mm)
+            or current.events < refresh
+            or self.added_since_current >= refresh
+        )
+
+    def calibrated(self, calibration: Calibration) -> None:
+        """Record ``calibration`` as computed from the pool as it is now."""
+        self.current = calibration
+        self.added_since_current = 0
+
+    def add(self, part: FilePart) -> None:
+        """Pool a file's part and forget the files that fall out.
+
+        A part whose ``key`` (the source file) is still in the pool is not added again: a
+        replayed file leaves the pool as it was.
+        """
+        if part.events and (part.key is None or part.key not in self.files):
+            self._parts.append(part)
+            self.added_since_current += part.events
+        newest = max((p.last_time_s for p in self._parts), default=0)
+        limit = newest - self.config.calibration_max_age_s
+        while self._parts and self._parts[0].last_time_s < limit:
+            self._drop_oldest()
+        while len(self._parts) > 1 and self.events > self.config.calibration_max_events:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        self._equations.pop(self._parts.popleft().key, None)
+
+    def has_equations(self, key: str | None) -> bool:
+        """Whether the pooled file ``key`` has its T_sum equations."""
+        return key in self._equations
+
+    def add_equations(self, key: str | None, equations: TsumEquations) -> None:
+        """The T_sum equations of the pooled file ``key`` (ignored if not pooled or already in)."""
+        if key not in self._equations and any(p.key == key for p in self._parts):
+            self._equations[key] = equations
+
+    @property
+    def parts(self) -> tuple[FilePart, ...]:
+        """The pooled parts, oldest first."""
+        return tuple(self._parts)
+
+    def equations(self, key: str) -> TsumEquations | None:
+        """The T_sum equations of the pooled file ``key``, if it has them."""
+        return self._equations.get(key)
+
+    def restore(
+        self,
+        parts: list[FilePart],
+        equations: dict[str, TsumEquations],
+        current: Calibration | None,
+        added_since_current: int,
+    ) -> None:
+        """Set the pool to a stored state (the service's state store)."""
+        self._parts = deque(parts)
+        self._equations = {key: value for key, value in equations.items()}
+        self.current = current
+        self.added_since_current = added_since_current
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Keys (source files) of the pooled parts, oldest first."""
+        return tuple(p.key for p in self._parts if p.key is not None)
+
+    @property
+    def events(self) -> int:
+        """Events in the pool."""
+        return sum(p.events for p in self._parts)
+
+    def pedestals_tdif(self) -> tuple[np.ndarray, np.ndarray]:
+        """Charge pedestals (4, 4, 2) and T_dif offsets (4, 4) of the pooled files. [ns]"""
+        parts = list(self._parts)
+        return _pedestals(parts, self.config), _tdif_offsets(parts, self.config)
+
+    def tsum_offsets(self, station: int) -> np.ndarray:
+        """T_sum offsets (4, 4) from the summed equations of the pooled files. [ns]"""
+        equations = list(self._equations.values())
+        if sum(e.tracks for e in equations) < _MIN_VALUES:
+            log.warning("too few 4-plane tracks for T_sum offsets", extra={"station": station})
+            return np.zeros((4, 4))
+        normal = sum((e.normal for e in equations), np.zeros((16, 16)))
+        rhs = sum((e.rhs for e in equations), np.zeros(16))
+        return _solve(normal, rhs).reshape(4, 4)
+
+    def calibration(
+        self,
+        station: int,
+        channels: np.ndarray,
+        z_mm: tuple[float, float, float, float],
+        key: str | None,
+    ) -> Calibration:
+        """Calibrate from the pool; the newest file ``key`` (raw coincidence ``channels``) gets its
+        T_sum equations from a trial reconstruction (these pedestals and T_dif offsets, no T_sum
+        offsets) if it has none yet."""
+        from services.reconstruct.events import reconstruct_events  # events imports this module
+
+        pedestal, tdif = self.pedestals_tdif()
+        if key in self.files and not self.has_equations(key):
+            zero = np.zeros((4, 4))
+            trial = make_calibration(station, pedestal, tdif, zero, 0, 0, 0)
+            events = reconstruct_events(channels, trial, z_mm, self.config)
+            self.add_equations(key, tsum_equations(events, z_mm, zero))
+        tsum = self.tsum_offsets(station)
+        parts = list(self._parts)
+        first = min((p.first_time_s for p in parts), default=0)
+        last = max((p.last_time_s for p in parts), default=0)
+        made = make_calibration(station, pedestal, tdif, tsum, self.events, first, last, z_mm)
+        return replace(made, pool_files=self.files)
 
 
 def calibrate(
@@ -207,7 +559,7 @@ def calibrate(
     z_mm: tuple[float, float, float, float] | np.ndarray,
     config: ReconstructionConfig,
 ) -> Calibration:
-    """Calibration constants from pooled coincidence events of one station.
+    """Calibration constants from the coincidence events of one station (a pool of one part).
 
     Parameters
     ----------
@@ -226,104 +578,6 @@ def calibrate(
     -------
     Calibration
     """
-    channels = np.ascontiguousarray(channels, np.float64)
-    if channels.ndim != 2 or channels.shape[1] != 64 or len(time_s) != channels.shape[0]:
-        raise ValueError(f"channels must be (n, 64) with n times, got {channels.shape}")
-    usable = np.isfinite(channels).all(axis=1)
-    channels = channels[usable]
-    blocks = _column_blocks(channels)
-    pedestal = _pedestals(blocks, config)
-    tdif = _tdif_offsets(blocks, config)
-    z = np.asarray(z_mm, np.float64)
-    tsum = _tsum_offsets(channels, pedestal, tdif, z, config, station)
-    times = np.asarray(time_s)[usable]
-    first = int(times.min()) if times.size else 0
-    last = int(times.max()) if times.size else 0
-    return make_calibration(
-        station, pedestal, tdif, tsum, int(channels.shape[0]), first, last, _z4(z)
-    )
-
-
-class CalibrationPool:
-    """Recent coincidence events of one station, bounded by count and age (DOMAIN.md §5.1).
-
-    Parameters
-    ----------
-    config : ReconstructionConfig
-        ``calibration_max_events`` and ``calibration_max_age_s`` bound the pool.
-    """
-
-    def __init__(self, config: ReconstructionConfig) -> None:
-        self.config = config
-        self._parts: deque[tuple[np.ndarray, np.ndarray]] = deque()
-        self._keys: deque[str | None] = deque()
-        #: The calibration last computed from this pool, and the events added since.
-        self.current: Calibration | None = None
-        self.added_since_current = 0
-
-    def needs_calibration(self, z_mm: tuple[float, float, float, float]) -> bool:
-        """Whether the next file must recalibrate rather than reuse :attr:`current`.
-
-        It must when there is no calibration yet, when the plane z differ from the current
-        one's (the T_sum fit depends on them), while the current one had fewer than
-        ``calibration_refresh_events`` events (a filling pool, cheap to calibrate), and once
-        the pool has gained ``calibration_refresh_events`` events since. Why: recalibrating every
-        file on the whole pool cost 86-90 % of the service's time (bench/README.md); this makes
-        the calibration cost proportional to the new events. Depends only on the events and
-        files added, so a replay gives the same calibrations.
-        """
-        refresh = self.config.calibration_refresh_events
-        current = self.current
-        return (
-            current is None
-            or current.z_mm != _z4(z_mm)
-            or current.events < refresh
-            or self.added_since_current >= refresh
-        )
-
-    def calibrated(self, calibration: Calibration) -> None:
-        """Record ``calibration`` as computed from the pool as it is now."""
-        self.current = calibration
-        self.added_since_current = 0
-
-    def add(self, time_s: np.ndarray, channels: np.ndarray, key: str | None = None) -> None:
-        """Add events (times [s, UTC], raw (n, 64) channels) and forget what falls out.
-
-        A ``key`` (the source file) still in the pool is not added again: a replayed file
-        leaves the pool as it was.
-        """
-        if len(time_s) and (key is None or key not in self._keys):
-            self._parts.append((np.asarray(time_s, np.int64), np.asarray(channels, np.float64)))
-            self._keys.append(key)
-            self.added_since_current += len(time_s)
-        newest = max((int(t.max()) for t, _ in self._parts), default=0)
-        limit = newest - self.config.calibration_max_age_s
-        while self._parts and int(self._parts[0][0].max()) < limit:
-            self._drop_oldest()
-        while len(self._parts) > 1 and self.events - len(self._parts[0][0]) >= (
-            self.config.calibration_max_events
-        ):
-            self._drop_oldest()
-
-    def _drop_oldest(self) -> None:
-        self._parts.popleft()
-        self._keys.popleft()
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        """Keys (source files) of the pooled parts, oldest first."""
-        return tuple(k for k in self._keys if k is not None)
-
-    @property
-    def events(self) -> int:
-        """Events in the pool."""
-        return sum(len(t) for t, _ in self._parts)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The pooled times and channels, the most recent ``calibration_max_events``."""
-        if not self._parts:
-            return np.zeros(0, np.int64), np.zeros((0, 64))
-        cap = self.config.calibration_max_events
-        time_s = np.concatenate([t for t, _ in self._parts])[-cap:]
-        channels = np.concatenate([c for _, c in self._parts])[-cap:]
-        return time_s, channels
+    pool = CalibrationPool(config)  # the newest file is always pooled, however large
+    pool.add(file_part(time_s, channels, config, key="events"))
+    return replace(pool.calibration(station, channels, _z4(z_mm), "events"), pool_files=())

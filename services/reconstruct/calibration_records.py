@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,19 +62,7 @@ def from_record(record: CalibrationRecord) -> Calibration:
         raise ValueError(
             f"calibration {record.version}: the constants hash to {made.version}, not its version"
         )
-    return Calibration(
-        made.station,
-        made.version,
-        made.pedestal_ns,
-        made.tdif_offset_ns,
-        made.tsum_offset_ns,
-        made.events,
-        made.first_time_s,
-        made.last_time_s,
-        made.z_mm,
-        tuple(record.pool_files),
-        record.source_file,
-    )
+    return replace(made, pool_files=tuple(record.pool_files), source_file=record.source_file)
 
 
 def calibration_path(directory: Path, station: int, version: str) -> Path:

@@ -12,6 +12,12 @@ weighted least-squares line x(z), y(z) through the hit planes (σx from config, 
 width/√12); θ = atan(√(x'² + y'²)), φ = atan2(y', x'), z increasing from plane 1 to plane 4.
 Slopes below ``SLOPE_ZERO`` are set to 0: a track whose hits are all in strips at one y has
 y' = 0 exactly (φ = 0° or 180°), not a rounding-noise sign that picks a φ sector at random.
+
+:func:`reconstruct_rates` is the rates path: the same status, hits, topology, event charge, fit,
+fiducial planes and region, but only those (:class:`EventRates`, what
+``minutes.tally_file`` reads), the fit only for 3- and 4-plane events (the others have no
+region), and the region from the slopes without atan/atan2; it equals the corresponding fields
+of :func:`reconstruct_events` exactly (``_kernels._region_of_slopes``).
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 
 __all__ = [
     "EVENT_STATUS",
+    "EventRates",
     "EventResult",
     "kernel_params",
     "reconstruct_events",
     "reconstruct_events_reference",
+    "reconstruct_rates",
+    "reconstruct_rates_reference",
     "topology_of_mask",
 ]
 
@@ -106,6 +115,33 @@ class EventResult:
     region: np.ndarray
     fiducial: np.ndarray
     streamer: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.status.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class EventRates:
+    """What the per-minute tally needs of each event; the fields mean what they mean in
+    :class:`EventResult`.
+
+    Attributes
+    ----------
+    status : int8 (n,)
+    mask : uint8 (n,)
+    q_event : float64 (n,)
+        [ns]
+    topology : int8 (n,)
+    region : int8 (n,)
+    fiducial : uint8 (n,)
+    """
+
+    status: np.ndarray
+    mask: np.ndarray
+    q_event: np.ndarray
+    topology: np.ndarray
+    region: np.ndarray
+    fiducial: np.ndarray
 
     def __len__(self) -> int:
         return int(self.status.shape[0])
@@ -213,6 +249,53 @@ def reconstruct_events(
         out.streamer,
     )
     return out
+
+
+def reconstruct_rates(
+    channels: np.ndarray,
+    calibration: Calibration,
+    z_mm: tuple[float, float, float, float] | np.ndarray,
+    config: ReconstructionConfig,
+) -> EventRates:
+    """Reconstruct what the per-minute tally needs, with the numba rates kernel.
+
+    Same parameters as :func:`reconstruct_events`; the result equals the corresponding fields
+    of :func:`reconstruct_events` (never raises on bad event values either).
+    """
+    channels, z = _validated(channels, z_mm)
+    n = channels.shape[0]
+    out = EventRates(
+        status=np.empty(n, np.int8),
+        mask=np.empty(n, np.uint8),
+        q_event=np.empty(n),
+        topology=np.empty(n, np.int8),
+        region=np.empty(n, np.int8),
+        fiducial=np.empty(n, np.uint8),
+    )
+    k.rates_kernel(
+        channels,
+        np.ascontiguousarray(calibration.pedestal_ns, np.float64),
+        np.ascontiguousarray(calibration.tdif_offset_ns, np.float64),
+        z,
+        STRIP_CENTRES_MM,
+        STRIP_WIDTHS_MM,
+        kernel_params(config),
+        _TOPOLOGY_OF_MASK,
+        *(getattr(out, name) for name in EventRates.__dataclass_fields__),
+    )
+    return out
+
+
+def reconstruct_rates_reference(
+    channels: np.ndarray,
+    calibration: Calibration,
+    z_mm: tuple[float, float, float, float] | np.ndarray,
+    config: ReconstructionConfig,
+) -> EventRates:
+    """Plain-numpy reference of :func:`reconstruct_rates`: those fields of
+    :func:`reconstruct_events_reference` (θ and φ from arctan/arctan2, the definition)."""
+    full = reconstruct_events_reference(channels, calibration, z_mm, config)
+    return EventRates(**{name: getattr(full, name) for name in EventRates.__dataclass_fields__})
 
 
 def _status_reference(channels: np.ndarray, config: ReconstructionConfig) -> np.ndarray:

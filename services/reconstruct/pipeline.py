@@ -18,7 +18,12 @@ import numpy as np
 from schemas.dat_format import TRIGGER_COINCIDENCE, parse_dat_filename
 from services.common.stations import ReconstructionConfig
 from services.ingest.dat_parser import DatParseResult
-from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
+from services.reconstruct.calibration import (
+    Calibration,
+    CalibrationPool,
+    file_part,
+    tsum_equations,
+)
 from services.reconstruct.events import EventResult, reconstruct_events
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records, tally_file
 
@@ -28,6 +33,7 @@ __all__ = [
     "FileEvents",
     "FileResult",
     "calibrate_and_reconstruct",
+    "coincidence",
     "rates_rows",
     "reconstruct_files",
     "reconstruct_one",
@@ -50,7 +56,8 @@ class FileEvents:
     time_s : int64 (n,)
         Event times. [s since epoch, UTC]
     trigger_type : int8 (n,)
-        1 coincidence, 2 self-trigger.
+        1 coincidence, 2 self-trigger. Events are in file order, or in file order within each
+        trigger type (coincidence first) as ``StationStream`` assembles them.
     line : int32 (n,)
         Line numbers in the file.
     channels : float64 (n, 64)
@@ -102,7 +109,7 @@ def reconstruct_one(
     config: ReconstructionConfig,
 ) -> FileResult:
     """Reconstruct one file's coincidence events with a given calibration and tally them."""
-    physics = file.trigger_type == TRIGGER_COINCIDENCE
+    physics = coincidence(file)
     time_s = file.time_s[physics]
     events = reconstruct_events(file.channels[physics], calibration, z_mm, config)
     tally = tally_file(time_s, events, file.start_s, file.end_s, config)
@@ -114,8 +121,16 @@ def reconstruct_one(
         file.line[physics],
         events,
         tally,
-        int(np.count_nonzero(~physics)),
+        len(file.time_s) - len(time_s),
     )
+
+
+def coincidence(file: FileEvents) -> slice | np.ndarray:
+    """Index of the file's coincidence events: a slice (views, no copy) when they come first, as
+    ``StationStream`` assembles files, else a boolean mask."""
+    physics = file.trigger_type == TRIGGER_COINCIDENCE
+    n = int(np.count_nonzero(physics))
+    return slice(0, n) if physics[:n].all() else physics
 
 
 def reconstruct_files(
@@ -156,23 +171,27 @@ def calibrate_and_reconstruct(
     (``calibration_refresh_events``); a reused calibration keeps its version and its record
     (``source_file`` is the file it was computed for).
     """
-    physics = file.trigger_type == TRIGGER_COINCIDENCE
-    pool.add(file.time_s[physics], file.channels[physics], key=file.name)
+    physics = coincidence(file)
+    channels = file.channels[physics]
+    pool.add(file_part(file.time_s[physics], channels, config, key=file.name))
     z_mm = z_of_time(file.start_s)
     calibration = pool.current
     if calibration is None or pool.needs_calibration(z_mm):
-        time_s, channels = pool.arrays()
         calibration = replace(
-            calibrate(station, time_s, channels, z_mm, config),
-            pool_files=pool.files,
-            source_file=file.name,
+            pool.calibration(station, channels, z_mm, file.name), source_file=file.name
         )
         pool.calibrated(calibration)
         log.info(
             "file calibrated",
-            extra={"file": file.name, "version": calibration.version, "pool": len(time_s)},
+            extra={"file": file.name, "version": calibration.version, "pool": pool.events},
         )
-    return reconstruct_one(file, calibration, z_mm, config)
+    result = reconstruct_one(file, calibration, z_mm, config)
+    if not pool.has_equations(file.name):
+        # a file that reused a calibration: its T_sum equations from its own reconstruction
+        pool.add_equations(
+            file.name, tsum_equations(result.events, z_mm, calibration.tsum_offset_ns)
+        )
+    return result
 
 
 def rates_rows(station: int, results: Iterable[FileResult]) -> list[dict[str, Any]]:

@@ -1,64 +1,57 @@
-"""The reconstruct service: raw event chunks → minute records, exactly once (confluent-kafka).
+"""The reconstruct service: raw event chunks → minute records, exactly once (Quix Streams).
 
-A consume-transform-produce loop. The consumer (group ``mingo-reconstruct``, read_committed)
-reads ``mingo.events.raw.v1``; each batch of chunks goes through the station's
-:class:`~services.reconstruct.stream.StationStream`, and the minute records it yields
-(``MinuteRates`` JSON, keyed by station, on ``mingo.rates.minute.v1``) are produced in ONE
-transaction together with the calibrations they name (``mingo.calibration.v1``, keyed by
-version, also written to the calibration directory) and the consumed offsets
-(``send_offsets_to_transaction``). A killed instance therefore either published a batch with its
-offsets or neither, and no published minute names a calibration that was not published.
+One Quix Streams application consumes ``mingo.events.raw.v1`` (keyed by station). A stateful
+step gives each chunk to its station's :class:`~services.reconstruct.state.StoredStation`, whose
+stream (pending chunks, calibration pool, file tallies) lives in the station's key of the Quix
+state store (RocksDB, backed by a changelog topic). The minute records a chunk completes go, as
+``MinuteRates`` JSON keyed by station, to ``mingo.rates.minute.v1``; the calibration they were
+made with goes, keyed by its version, to the compacted ``mingo.calibration.v1`` and (before the
+checkpoint commits) to the calibration directory.
 
-State is not stored anywhere: it is derived from the raw topic. When a partition is assigned, its
-stations' streams are rebuilt by replaying the partition from its first retained offset up to the
-committed offset without producing anything; the streams are deterministic, so they end in exactly
-the state the previous owner had after its last committed batch (pending chunks, file tallies of
-shared minutes, calibration pool), and processing continues from the committed offset.
+With ``processing_guarantee="exactly-once"`` the produced records, the changelog writes and the
+consumed offsets of a checkpoint are committed in one Kafka transaction. The transactional id is
+``mingo-reconstruct-<instance>``, so a restarted instance fences its killed predecessor and
+aborts its open transaction; it restores the state from the changelog and resumes at the
+committed offsets. Instances of one consumer group split the partitions, hence the stations.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections import defaultdict
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from quixstreams import message_context
+from quixstreams.state.rocksdb import RocksDBOptions
 
-from schemas.events import envelope_from_headers
 from schemas.models import MinuteRates, StationLogbook
-from schemas.topics import CALIBRATION, EVENTS_RAW, LOGBOOK, RATES_MINUTE, station_key
-from services.common.kafka import client_config, make_consumer, make_producer, read_all
+from schemas.topics import CALIBRATION, EVENTS_RAW, LOGBOOK, RATES_MINUTE, STATUS
+from services.common.kafka import make_producer, read_all
 from services.common.logbook import LogbookEntry, z_positions_at
-from services.common.runtime import RunBounds, StopFlag, run_loop
+from services.common.quix import QuietApplication, exactly_once_application, run_application
+from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import Network, ReconstructionConfig
 from services.common.status import Heartbeat
-from services.reconstruct.calibration import Calibration
 from services.reconstruct.calibration_records import to_record, write_calibration
-from services.reconstruct.stream import StationStream, StreamOutput, chunk_from_message
+from services.reconstruct.state import StoredStation
 
 log = logging.getLogger(__name__)
 
 SERVICE = "reconstruct"
 GROUP_ID = "mingo-reconstruct"
+_RATES, _CALIBRATION = "rates", "calibration"
 
 __all__ = [
     "GROUP_ID",
     "ReconstructOptions",
     "Reconstructor",
+    "build_application",
     "load_logbook",
-    "open_reconstructor",
     "run_reconstruct",
 ]
 
@@ -70,13 +63,21 @@ class ReconstructOptions:
     instance: str
     calibration_dir: Path = Path("calibrations")  #: calibrations kept as <station>/<version>.json
     group_id: str = GROUP_ID  #: consumer group; instances of one group split the stations
-    batch_messages: int = 64  #: chunks consumed (and committed) per transaction at most
-    poll_timeout_s: float = 1.0  #: how long one step waits for chunks [s]
+    batch_messages: int = 64  #: chunks per checkpoint (transaction) at most
+    commit_interval_s: float = 2.0  #: a checkpoint at least this often [s]
+    idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
     heartbeat_s: float = 30.0
+    state_dir: Path | None = (
+        None  #: local RocksDB folder; None = <tmp>/mingo-reconstruct/<instance>
+    )
+
+    def local_state_dir(self) -> Path:
+        """Where this instance keeps its RocksDB state."""
+        return self.state_dir or Path(tempfile.gettempdir()) / "mingo-reconstruct" / self.instance
 
 
 def transactional_id(instance: str) -> str:
-    """Transactional id of an instance: stable across restarts of the same instance."""
+    """Transactional id of an instance: stable across restarts, so a restart fences a zombie."""
     return f"mingo-reconstruct-{instance}"
 
 
@@ -95,214 +96,110 @@ def load_logbook(kafka: KafkaSettings) -> list[LogbookEntry]:
 
 
 class Reconstructor:
-    """One instance's Kafka glue: streams per station, a transaction per batch of chunks.
+    """The stateful step: one raw chunk in, (output, JSON bytes) items out.
 
     Parameters
     ----------
-    kafka : KafkaSettings
-        Cluster (the replay reader connects with it).
     network : Network
         Stations and their reconstruction settings (defaults for a station not in it).
     logbook : list of LogbookEntry
         Plane z positions by date; DOMAIN.md defaults where no row holds.
     options : ReconstructOptions
-        Tunables.
-    consumer : Consumer
-        read_committed, no auto-commit; subscribed by :meth:`subscribe`.
-    producer : Producer
-        Transactional, transactions initialised.
+        Tunables (the calibration directory).
     """
 
     def __init__(
-        self,
-        kafka: KafkaSettings,
-        network: Network,
-        logbook: list[LogbookEntry],
-        options: ReconstructOptions,
-        consumer: Consumer,
-        producer: Producer,
+        self, network: Network, logbook: list[LogbookEntry], options: ReconstructOptions
     ) -> None:
-        self.kafka = kafka
         self.network = network
         self.logbook = logbook
         self.options = options
-        self.consumer = consumer
-        self.producer = producer
-        self.streams: dict[int, StationStream] = {}
-        self._stations_of: defaultdict[int, set[int]] = defaultdict(set)
-        self._assigned: set[int] = set()
-        self._at_end: set[int] = set()
+        self.stations: dict[int, StoredStation] = {}
+        self.chunks_in = 0
         self.records_out = 0
         self.calibrations_out = 0
+        #: station → partition of its last chunk (which instance holds which station)
+        self.partitions: dict[int, int] = {}
 
-    def subscribe(self) -> None:
-        """Subscribe to the raw topic; assigned partitions get their state rebuilt."""
-        self.consumer.subscribe(
-            [EVENTS_RAW.name], on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
-
-    # -- state ------------------------------------------------------------------------------
     def _config(self, station: int) -> ReconstructionConfig:
         try:
             return self.network.station(station).reconstruction
         except KeyError:
             return ReconstructionConfig()
 
-    def _stream(self, station: int) -> StationStream:
-        stream = self.streams.get(station)
-        if stream is None:
+    def _station(self, station: int) -> StoredStation:
+        stored = self.stations.get(station)
+        if stored is None:
 
             def z_of_time(time_s: int) -> tuple[float, float, float, float]:
                 return z_positions_at(self.logbook, station, datetime.fromtimestamp(time_s, UTC))
 
-            stream = StationStream(station, z_of_time, self._config(station))
-            self.streams[station] = stream
-        return stream
+            stored = StoredStation(station, z_of_time, self._config(station))
+            self.stations[station] = stored
+        return stored
 
-    def _feed(self, message: Message) -> StreamOutput:
-        """One chunk into its station's stream; the records and calibration it completes."""
+    def process(
+        self, value: bytes, key: bytes, headers: Any, state: Any
+    ) -> list[tuple[str, bytes]]:
+        """A raw chunk of station ``key``; the records and calibrations to produce."""
         try:
-            envelope = envelope_from_headers(message.headers())
-            chunk = chunk_from_message(envelope, message.value())
+            station = int(key)
+            output = self._station(station).add(state, headers, value)
         except ValueError as exc:
+            context = message_context()
             log.error(
                 "undecodable chunk skipped",
-                extra={"partition": message.partition(), "offset": message.offset(), "error": exc},
+                extra={"partition": context.partition, "offset": context.offset, "error": exc},
             )
-            return StreamOutput([])
-        self._stations_of[message.partition()].add(envelope.station)
-        return self._stream(envelope.station).add(chunk)
-
-    def _forget(self, partition: int) -> None:
-        for station in self._stations_of.pop(partition, set()):
-            self.streams.pop(station, None)
-
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._forget(tp.partition)
-            self._assigned.discard(tp.partition)
-            self._at_end.discard(tp.partition)
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in consumer.committed(partitions, timeout=30):
-            self._forget(tp.partition)
-            if tp.offset > 0:
-                self._replay(tp.partition, tp.offset)
-            self._assigned.add(tp.partition)
-            self._at_end.discard(tp.partition)
-
-    def _replay(self, partition: int, end: int) -> None:
-        """Feed the partition's committed chunks before ``end`` to the streams; produce nothing."""
-        reader = Consumer(
-            client_config(self.kafka)
-            | {
-                "group.id": f"{self.options.group_id}-replay-unused",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
-        replayed = 0
-        try:
-            reader.assign([TopicPartition(EVENTS_RAW.name, partition, OFFSET_BEGINNING)])
-            while True:
-                message = reader.poll(1.0)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise KafkaException(error)
-                if message.offset() >= end:
-                    break
-                self._feed(message)
-                replayed += 1
-        finally:
-            reader.close()
-        log.info(
-            "partition state rebuilt from the raw topic",
-            extra={"partition": partition, "chunks": replayed, "committed_offset": end},
-        )
-
-    # -- the loop ---------------------------------------------------------------------------
-    def step(self) -> bool:
-        """Consume a batch, publish its minute records with its offsets; False when idle."""
-        messages = self.consumer.consume(self.options.batch_messages, self.options.poll_timeout_s)
-        records: list[dict[str, Any]] = []
-        calibrations: list[Calibration] = []
-        # Next offset per partition, from the chunks themselves: the consumer's position can
-        # stand past the end after a partition-EOF event.
-        next_offsets: dict[int, int] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    self._at_end.add(message.partition())
-                    continue
-                raise KafkaException(error)
-            next_offsets[message.partition()] = message.offset() + 1
-            self._at_end.discard(message.partition())
-            output = self._feed(message)
-            records += output.rows
-            if output.calibration is not None:
-                calibrations.append(output.calibration)
-        if next_offsets:
-            self._commit(records, calibrations, next_offsets)
-        idle = bool(self._assigned) and self._at_end >= self._assigned
-        return bool(next_offsets) or not idle
-
-    def _commit(
-        self,
-        records: list[dict[str, Any]],
-        calibrations: list[Calibration],
-        next_offsets: dict[int, int],
-    ) -> None:
-        positions = [TopicPartition(EVENTS_RAW.name, p, o) for p, o in next_offsets.items()]
-        self.producer.begin_transaction()
-        try:
-            for calibration in calibrations:
-                # On disk before the commit: a version on the topic is always on disk too (an
-                # aborted batch leaves a file that its retry rewrites with the same bytes).
-                record = to_record(calibration)
-                write_calibration(self.options.calibration_dir, record)
-                self._produce(CALIBRATION.name, record.version.encode(), record.to_json_bytes())
-            for row in records:
-                value = MinuteRates(**row).to_json_bytes()
-                self._produce(RATES_MINUTE.name, station_key(int(row["station"])), value)
-            self.producer.send_offsets_to_transaction(
-                positions, self.consumer.consumer_group_metadata(), 60
-            )
-            self.producer.commit_transaction(60)
-        except BaseException:
-            self.producer.abort_transaction(60)
-            raise
-        self.records_out += len(records)
-        self.calibrations_out += len(calibrations)
-
-    def close(self) -> None:
-        """Leave the group and flush the producer."""
-        self.consumer.close()
-        self.producer.flush(10)
-
-    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key)
-                return
-            except BufferError:
-                self.producer.poll(0.1)  # local queue full: let deliveries drain
+            return []
+        self.chunks_in += 1
+        self.partitions[station] = message_context().partition
+        items: list[tuple[str, bytes]] = []
+        if output.calibration is not None:
+            # on disk before the checkpoint: a version on the topic is always on disk too
+            record = to_record(output.calibration)
+            write_calibration(self.options.calibration_dir, record)
+            items.append((_CALIBRATION, record.to_json_bytes()))
+            self.calibrations_out += 1
+        items += [(_RATES, MinuteRates(**row).to_json_bytes()) for row in output.rows]
+        self.records_out += len(output.rows)
+        return items
 
 
-def open_reconstructor(
-    network: Network, kafka: KafkaSettings, options: ReconstructOptions
-) -> Reconstructor:
-    """An instance with its clients: the logbook read, transactions initialised, not subscribed."""
-    logbook = load_logbook(kafka)
-    producer = make_producer(kafka, transactional_id=transactional_id(options.instance))
-    producer.init_transactions(60)  # fences a previous incarnation and aborts its transaction
-    consumer = make_consumer(kafka, options.group_id, **{"enable.partition.eof": True})
-    return Reconstructor(kafka, network, logbook, options, consumer, producer)
+def _same(value: bytes) -> bytes:
+    return value
+
+
+def build_application(
+    kafka: KafkaSettings, options: ReconstructOptions, worker: Reconstructor
+) -> QuietApplication:
+    """The Quix application: raw chunks, the stateful step, the two outputs."""
+    large = 8 * 1024 * 1024  # a stored chunk or calibration part may approach 1 MB
+    app = exactly_once_application(
+        kafka,
+        [EVENTS_RAW, RATES_MINUTE, CALIBRATION, STATUS],
+        options.group_id,
+        transactional_id(options.instance),
+        options.commit_interval_s,
+        options.local_state_dir(),
+        producer_config={"message.max.bytes": large},
+        commit_every=options.batch_messages,
+        # values are bytes the service encodes itself (.npy, JSON; never pickles)
+        rocksdb_options=RocksDBOptions(dumps=_same, loads=_same),
+    )
+    raw = app.topic(EVENTS_RAW.name, key_deserializer="bytes", value_deserializer="bytes")
+    rates = app.topic(RATES_MINUTE.name, key_serializer="bytes", value_serializer="bytes")
+    calibrations = app.topic(CALIBRATION.name, key_serializer="bytes", value_serializer="bytes")
+
+    def step(value: Any, key: Any, _timestamp: int, headers: Any, state: Any) -> list[Any]:
+        return worker.process(value, key, headers, state)
+
+    items = app.dataframe(raw).apply(step, stateful=True, expand=True, metadata=True)
+    records = items[items.apply(lambda item: item[0] == _RATES)].apply(lambda item: item[1])
+    records.to_topic(rates)
+    made = items[items.apply(lambda item: item[0] == _CALIBRATION)].apply(lambda item: item[1])
+    made.to_topic(calibrations, key=lambda value: json.loads(value)["version"].encode())
+    return app
 
 
 def run_reconstruct(
@@ -310,23 +207,24 @@ def run_reconstruct(
     kafka: KafkaSettings,
     options: ReconstructOptions,
     stop: StopFlag,
-    bounds: RunBounds | None = None,
+    bounds: RunBounds = RunBounds(),  # noqa: B008 - frozen dataclass, never mutated
+    worker: Reconstructor | None = None,
 ) -> int:
     """Run the service until stopped (or the bounds end it); returns minute records published."""
-    service = open_reconstructor(network, kafka, options)
+    worker = worker or Reconstructor(network, load_logbook(kafka), options)
+    app = build_application(kafka, options, worker)
     heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
-    log.info("reconstruct starting", extra={"logbook_rows": len(service.logbook)})
-    service.subscribe()
+    log.info("reconstruct starting", extra={"logbook_rows": len(worker.logbook)})
     try:
-        run_loop(
-            service.step,
-            stop=stop,
-            interval_s=options.poll_timeout_s,
-            bounds=bounds,
-            heartbeat=lambda: heartbeat.beat(f"{service.records_out} minute records published"),
-            heartbeat_s=options.heartbeat_s,
+        run_application(
+            app,
+            stop,
+            bounds,
+            options.idle_timeout_s,
+            lambda: worker.chunks_in,
+            lambda: heartbeat.beat(f"{worker.records_out} minute records published"),
+            options.heartbeat_s,
         )
     finally:
-        service.close()
-        heartbeat.stopped(f"reconstruct stopped after {service.records_out} minute records")
-    return service.records_out
+        heartbeat.stopped(f"reconstruct stopped after {worker.records_out} minute records")
+    return worker.records_out

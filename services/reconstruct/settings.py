@@ -21,10 +21,13 @@ class ReconstructSettings(ServiceSettings):
         description="Where calibrations are kept on disk, as <station>/<version>.json.",
     )
     reconstruct_batch_messages: int = Field(
-        64, gt=0, description="Raw chunks consumed per transaction at most."
+        64, gt=0, description="Raw chunks per checkpoint (transaction) at most."
     )
-    reconstruct_poll_timeout_s: float = Field(
-        1.0, gt=0, description="How long one step waits for chunks. [s]"
+    reconstruct_commit_interval_s: float = Field(
+        2.0, gt=0, description="A checkpoint (transaction) at least this often. [s]"
+    )
+    reconstruct_state_dir: Path | None = Field(
+        None, description="Local RocksDB state folder; default <tmp>/mingo-reconstruct/<instance>."
     )
 
     def options(self) -> ReconstructOptions:
@@ -34,6 +37,7 @@ class ReconstructSettings(ServiceSettings):
             calibration_dir=self.reconstruct_calibration_dir,
             group_id=self.reconstruct_group_id,
             batch_messages=self.reconstruct_batch_messages,
-            poll_timeout_s=self.reconstruct_poll_timeout_s,
+            commit_interval_s=self.reconstruct_commit_interval_s,
+            state_dir=self.reconstruct_state_dir,
             heartbeat_s=self.heartbeat_s,
         )

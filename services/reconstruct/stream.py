@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.dat_format import TRIGGER_COINCIDENCE
 from schemas.events import channel_matrix, decode_events
 from schemas.models import RawEventChunkEnvelope
 from services.common.stations import ReconstructionConfig
@@ -121,6 +122,25 @@ class StationStream:
         """Files with chunks still missing."""
         return sorted(self._pending)
 
+    @property
+    def pending(self) -> dict[str, dict[int, Chunk]]:
+        """The chunks of files still arriving, by file and chunk index."""
+        return self._pending
+
+    @property
+    def tallies(self) -> dict[str, tuple[int, MinuteTally, str]]:
+        """Kept file tallies: file → (file start [s, UTC], tally, calibration version)."""
+        return self._files
+
+    def restore(
+        self, tallies: dict[str, tuple[int, MinuteTally, str]], pending: dict[str, list[Chunk]]
+    ) -> None:
+        """Set the kept tallies and pending chunks to a stored state (see ``pool.restore``)."""
+        self._files = dict(tallies)
+        self._pending = {
+            name: {c.envelope.chunk_index: c for c in chunks} for name, chunks in pending.items()
+        }
+
     def add(self, chunk: Chunk) -> StreamOutput:
         """Take one chunk; once its file is complete, the file's minute records and calibration.
 
@@ -165,18 +185,38 @@ class StationStream:
 
 
 def _assemble(envelope: RawEventChunkEnvelope, chunks: list[Chunk]) -> FileEvents:
-    """The file's events in file order (chunks of both trigger types, sorted by line)."""
+    """The file's events: coincidence events first, then self-trigger events, each in file order.
+
+    Ingest's chunks of one trigger type follow each other in time order, which is file order
+    unless the file's times go backwards; only then are they sorted by line. Coincidence events
+    first lets reconstruction take them as views, without copying the (n, 64) channels.
+    """
+    chunks = sorted(
+        chunks,
+        key=lambda c: (c.envelope.trigger_type != TRIGGER_COINCIDENCE, c.envelope.chunk_index),
+    )
     line = np.concatenate([c.line for c in chunks])
-    order = np.argsort(line, kind="stable")
     trigger = np.concatenate(
         [np.full(len(c.line), c.envelope.trigger_type, np.int8) for c in chunks]
     )
+    time_s = np.concatenate([c.time_s for c in chunks])
+    channels = np.concatenate([c.channels for c in chunks])
+    # stable sort by (trigger group, line) only when some group is out of line order
+    group = trigger != TRIGGER_COINCIDENCE
+    if np.any((line[1:] <= line[:-1]) & (group[1:] == group[:-1])):
+        order = np.lexsort((line, group))
+        line, trigger, time_s, channels = (
+            line[order],
+            trigger[order],
+            time_s[order],
+            channels[order],
+        )
     return FileEvents(
         envelope.source_file,
         envelope.file_start_s,
         envelope.file_end_s,
-        np.concatenate([c.time_s for c in chunks])[order],
-        trigger[order],
-        line[order],
-        np.concatenate([c.channels for c in chunks])[order],
+        time_s,
+        trigger,
+        line,
+        channels,
     )

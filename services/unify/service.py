@@ -1,7 +1,10 @@
 """The unify service: rates, logs and ERA5 joined per station-minute, exactly once (Quix Streams).
 
-One Quix Streams application consumes the three input topics, which are keyed by station id and
-co-partitioned (``schemas.topics.STATION_PARTITIONS``), as one StreamingDataFrame (``concat``).
+One Quix Streams application consumes the three input topics and ``mingo.coefficients.v1`` (the
+records of ``mingo fit --write --publish``), all keyed by station id and co-partitioned
+(``schemas.topics.STATION_PARTITIONS``), as one StreamingDataFrame (``concat``). A station's
+coefficients record therefore reaches the task holding its state; a newer one recorrects the
+station's retained minutes (revision + 1 where a row changes).
 A stateful step gives each record to its station's :class:`~services.unify.stream.StationState`,
 whose buckets live in the station's key of the Quix state store (RocksDB, backed by a changelog
 topic). The rows the record changes are produced, as ``UnifiedMinute`` JSON keyed by station, to
@@ -19,21 +22,26 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from quixstreams import Application, message_context
+from quixstreams import message_context
 from quixstreams.dataframe import StreamingDataFrame
-from quixstreams.kafka.configuration import ConnectionConfig
 
-from schemas.models import Era5Hour, LogReading, MinuteRates
-from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE, STATUS, UNIFIED_MINUTE
-from services.common.coefficients import apply_record, latest_record
-from services.common.kafka import create_topics, make_admin, make_producer
+from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates
+from schemas.topics import (
+    COEFFICIENTS,
+    ERA5_HOURLY,
+    LOGS_RAW,
+    RATES_MINUTE,
+    STATUS,
+    UNIFIED_MINUTE,
+)
+from services.common.coefficients import latest_record
+from services.common.kafka import make_producer
+from services.common.quix import QuietApplication, exactly_once_application, run_application
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import Network, Station
@@ -53,6 +61,7 @@ _INPUTS: dict[str, type[BaseModel]] = {
     RATES_MINUTE.name: MinuteRates,
     LOGS_RAW.name: LogReading,
     ERA5_HOURLY.name: Era5Hour,
+    COEFFICIENTS.name: Coefficients,
 }
 
 
@@ -70,7 +79,8 @@ class UnifyOptions:
     commit_interval_s: float = 2.0  #: how often a checkpoint (transaction) is committed [s]
     idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
     #: ``mingo fit --write`` records: a station's newest replaces its configured β (and α_T),
-    #: as ``mingo process --coefficients`` does; read once per station per run
+    #: as ``mingo process --coefficients`` does; read once per station per run. Records on
+    #: mingo.coefficients.v1 replace it when their version is higher.
     coefficients_dir: Path | None = None
 
     def join(self) -> JoinSettings:
@@ -117,18 +127,17 @@ class Unifier:
                 log.warning(
                     "station not in the network: default coefficients", extra={"station": station}
                 )
+            settings = StreamSettings(
+                configured.atmosphere, self.options.join(), self.options.retention_days * DAY_S
+            )
             folder = self.options.coefficients_dir
             record = latest_record(folder, station) if folder else None
             if record is not None:
-                configured = apply_record(configured, record)
+                settings = settings.with_record(record)
                 log.info(
                     "coefficients record applied",
                     extra={"station": station, "version": record.version},
                 )
-            coefficients = configured.atmosphere
-            settings = StreamSettings(
-                coefficients, self.options.join(), self.options.retention_days * DAY_S
-            )
             self._settings[station] = settings
         return settings
 
@@ -146,7 +155,13 @@ class Unifier:
             self._skip("record under another station's key skipped", f"key {key!r}")
             return []
         station = StationState(state, self.settings(record.station))
-        if isinstance(record, LogReading):
+        if isinstance(record, Coefficients):
+            rows = station.add_coefficients(record)
+            log.info(
+                "coefficients record received",
+                extra={"station": record.station, "version": record.version, "rows": len(rows)},
+            )
+        elif isinstance(record, LogReading):
             rows = station.add_reading(record)
         elif isinstance(record, Era5Hour):
             rows = station.add_hour(record)
@@ -170,47 +185,21 @@ class Unifier:
         )
 
 
-class _Application(Application):
-    """A Quix application that leaves signals to the service (they set its StopFlag)."""
-
-    def _setup_signal_handlers(self) -> None:
-        # Quix installs SIGINT/SIGTERM handlers, which fails outside the main thread; the
-        # service's own handlers (installed by __main__) set the StopFlag that stops the app.
-        return
-
-
-def _connection(kafka: KafkaSettings) -> ConnectionConfig:
-    return ConnectionConfig(
-        bootstrap_servers=kafka.bootstrap,
-        security_protocol=kafka.security_protocol,
-        sasl_mechanism=kafka.sasl_mechanism,
-        sasl_username=kafka.sasl_username,
-        sasl_password=kafka.sasl_password,
-        ssl_ca_location=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None,
-    )
-
-
 def _tag(topic: str, value: bytes | None) -> tuple[str, bytes | None]:
     return topic, value
 
 
 def build_application(
     kafka: KafkaSettings, options: UnifyOptions, unifier: Unifier
-) -> _Application:
-    """The Quix application: the three inputs concatenated, the stateful step, the output."""
-    # explicit partitions and configs: tansu reports only explicit configs, Quix needs them
-    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE, STATUS]
-    create_topics(make_admin(kafka), specs)
-    app = _Application(
-        broker_address=_connection(kafka),
-        consumer_group=options.group_id,
-        auto_offset_reset="earliest",
-        processing_guarantee="exactly-once",
-        commit_interval=options.commit_interval_s,
-        state_dir=options.local_state_dir(),
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
-        producer_extra_config={"transactional.id": transactional_id(options.instance)},
-        loglevel=None,
+) -> QuietApplication:
+    """The Quix application: the inputs concatenated, the stateful step, the output."""
+    app = exactly_once_application(
+        kafka,
+        [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, COEFFICIENTS, UNIFIED_MINUTE, STATUS],
+        options.group_id,
+        transactional_id(options.instance),
+        options.commit_interval_s,
+        options.local_state_dir(),
     )
     frame: StreamingDataFrame | None = None
     for name in _INPUTS:
@@ -239,34 +228,18 @@ def run_unify(
     unifier = Unifier(network, options)
     app = build_application(kafka, options, unifier)
     heartbeat = Heartbeat(make_producer(kafka), SERVICE, options.instance)
-    finished = threading.Event()
-
-    def watch() -> None:
-        """Stop the app on a stop request or a bound; send heartbeats meanwhile."""
-        started = time.monotonic()
-        last_beat = float("-inf")
-        while not finished.is_set():
-            now = time.monotonic()
-            if (
-                stop.is_set
-                or (bounds.max_seconds is not None and now - started >= bounds.max_seconds)
-                or (bounds.max_steps is not None and unifier.records_in >= bounds.max_steps)
-            ):
-                app.stop()
-                return
-            if now - last_beat >= options.heartbeat_s:
-                heartbeat.beat(f"{unifier.rows_out} rows published")
-                last_beat = now
-            finished.wait(0.2)
-
-    watcher = threading.Thread(target=watch, name="unify-watch", daemon=True)
     log.info("unify starting", extra={"group": options.group_id, "instance": options.instance})
-    watcher.start()
     try:
-        app.run(timeout=options.idle_timeout_s if bounds.stop_when_idle else 0.0, collect=False)
+        run_application(
+            app,
+            stop,
+            bounds,
+            options.idle_timeout_s,
+            lambda: unifier.records_in,
+            lambda: heartbeat.beat(f"{unifier.rows_out} rows published"),
+            options.heartbeat_s,
+        )
     finally:
-        finished.set()
-        watcher.join()
         heartbeat.stopped(
             f"unify stopped after {unifier.records_in} records in, {unifier.rows_out} rows out"
         )

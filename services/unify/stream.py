@@ -13,7 +13,12 @@ key                    value
 ``era5/<day_s>``       ``{hour_s: Era5Hour JSON}``: the highest revision per hour
 ``emitted/<hour_s>``   ``{minute_s: [content digest, revision]}`` of the rows emitted
 ``clock``              newest data time, newest ERA5 hour, start of the retained state
+``coefficients``       the newest ``Coefficients`` record from mingo.coefficients.v1
 =====================  ==============================================================
+
+A coefficients record (``mingo fit --write --publish``) newer than the one the settings carry
+(configuration: version 0, or a record from the folder) replaces the station's β (and α_T) and
+recomputes every retained minute: the rows it changes are emitted one revision higher.
 
 A record changes only the minutes it can reach: a minute record its own minute; a log reading
 the minutes whose middle is within the log gap of it (interpolation never looks further); an
@@ -34,10 +39,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from schemas.models import Era5Hour, LogReading, MinuteRates, UnifiedMinute
+from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates, UnifiedMinute
+from services.common.coefficients import atmosphere_with
 from services.common.stations import AtmosphereCoefficients
 from services.unify.join import MINUTE_MIDDLE_S, JoinSettings, to_rows, unify_frame
 from services.unify.revisions import content_digest
@@ -50,6 +56,7 @@ MINUTE_S = 60
 HOUR_S = 3600
 DAY_S = 86400
 _CLOCK = "clock"
+_COEFFICIENTS = "coefficients"
 
 
 class KeyValueState(Protocol):
@@ -77,11 +84,21 @@ class StreamSettings:
         Maximum interpolation gaps (the same as ``mingo process`` uses).
     retention_s : float
         How far back from the newest data time state is kept. [s]
+    coefficients_version : int
+        Version of the coefficients record ``coefficients`` come from (0: configuration).
     """
 
     coefficients: AtmosphereCoefficients
     join: JoinSettings = field(default_factory=JoinSettings)
     retention_s: float = 100 * DAY_S
+    coefficients_version: int = 0
+
+    def with_record(self, record: Coefficients) -> StreamSettings:
+        """These settings with a coefficients record applied (when it is newer)."""
+        if record.version <= self.coefficients_version:
+            return self
+        coefficients = atmosphere_with(self.coefficients, record)
+        return replace(self, coefficients=coefficients, coefficients_version=record.version)
 
 
 def _floor(t: float, size: int) -> int:
@@ -105,6 +122,9 @@ class StationState:
 
     def __init__(self, store: KeyValueState, settings: StreamSettings) -> None:
         self.store = store
+        stored = store.get(_COEFFICIENTS)
+        if stored is not None:
+            settings = settings.with_record(Coefficients.model_validate(stored))
         self.settings = settings
         clock = store.get(_CLOCK) or {}
         self.newest_s: int | None = clock.get("newest_s")
@@ -153,6 +173,18 @@ class StationState:
             self.era5_newest_s = t
             self._save_clock()
         return self._recompute(low, high)
+
+    def add_coefficients(self, record: Coefficients) -> list[UnifiedMinute]:
+        """A coefficients record; if newer than the ones in use, every retained minute is
+        recomputed with it (the changed rows come out one revision higher)."""
+        updated = self.settings.with_record(record)
+        if updated is self.settings:
+            return []
+        self.store.set(_COEFFICIENTS, record.model_dump(mode="json"))
+        self.settings = updated
+        if self.newest_s is None:
+            return []
+        return self._recompute(-math.inf, self.newest_s)
 
     # -- state ------------------------------------------------------------------------------
     def _put(self, kind: str, bucket_s: int, key: str, value: dict[str, Any]) -> None:

@@ -3,8 +3,8 @@ and ``mingo fit`` reading its rows from InfluxDB.
 
 Two simulated days of one station (tests/alert_minutes.py) with an HV trip and a 2-hour data gap
 are produced to a private topic as unified minutes; the service runs until idle; the alerts topic
-must hold exactly those two alerts, InfluxDB their annotation points (found by every dashboard's
-annotation query), and ``mingo alerts`` must list them.
+must hold exactly their three alerts (the trip drops HV and current), InfluxDB their annotation
+points (found by every dashboard's annotation query), and ``mingo alerts`` must list them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from services.sink.influx import InfluxTarget
 from services.sink.lineprotocol import encode_unified
 from services.sink.service import make_writer
 from simulator.station import build_station_sim
-from tests.alert_minutes import START, Injected, station_frame, step
+from tests.alert_minutes import START, scenario, station_frame
 from tests.integration.conftest import TopicFactory
 from tests.integration.test_grafana import DASHBOARDS, substitute
 from tests.integration.test_sink import query
@@ -61,9 +61,11 @@ def test_service_emits_alerts_and_annotations(
     trip = START + pd.Timedelta(hours=30, minutes=7)
     gap = (START + pd.Timedelta(hours=40), START + pd.Timedelta(hours=42))
     sim = build_station_sim(load_network().station(1), seed=7, acceptance_samples=20_000)
-    frame = station_frame(
-        sim, 2, seed=2, injected=Injected(faults=(step("hv_pos", trip, 0.0),), gap=gap)
+    events = scenario(
+        {"kind": "hv_trip", "station": 1, "polarity": "pos", "start": trip},
+        {"kind": "data_gap", "station": 1, "start": gap[0], "end": gap[1]},
     )
+    frame = station_frame(sim, 2, seed=2, scenario=events)
     unified, alerts_topic = make_topic(partitions=2), make_topic(partitions=1)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
     for row in rows_of(frame):
@@ -84,9 +86,11 @@ def test_service_emits_alerts_and_annotations(
         service = run_alerts(
             kafka, writer, options, StopFlag(), RunBounds(stop_when_idle=True, max_seconds=120)
         )
-        assert service.alerts_emitted >= 2
+        assert service.alerts_emitted >= 3
         found = latest_alerts(list(read_all(kafka, alerts_topic)))
-        assert sorted(a.kind for a in found) == ["data_stopped", "hv_out_of_band"]
+        # the trip drops the HV and its current: two alerts
+        kinds = ["current_out_of_band", "data_stopped", "hv_out_of_band"]
+        assert sorted(a.kind for a in found) == kinds
         by_kind = {a.kind: a for a in found}
         assert by_kind["data_stopped"].start == gap[0].to_pydatetime()
         assert by_kind["data_stopped"].end == gap[1].to_pydatetime()
@@ -103,7 +107,7 @@ def test_service_emits_alerts_and_annotations(
         )
         [series] = response.json()["results"][0]["series"]
         points = {v[1]: v for v in series["values"]}
-        assert set(points) == {"data_stopped", "hv_out_of_band"}
+        assert set(points) == set(kinds)
         assert points["data_stopped"][0] == int(gap[0].timestamp())
         assert points["data_stopped"][3] == int(gap[1].timestamp())
 
@@ -115,7 +119,7 @@ def test_service_emits_alerts_and_annotations(
         for annotation in queries:
             series = query(influx_url, db, substitute(annotation, *span, {"station": "1"}))
             texts = [row[series[0]["columns"].index("text")] for row in series[0]["values"]]
-            assert len(texts) == 2 and any("no data for 120 min" in t for t in texts)
+            assert len(texts) == 3 and any("no data for 120 min" in t for t in texts)
 
         monkeypatch.setenv("MINGO_KAFKA_BOOTSTRAP", kafka_bootstrap)
         monkeypatch.setenv("MINGO_ALERTS_TOPIC", alerts_topic)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from schemas.models import Calibration, MinuteRates
-from schemas.topics import CALIBRATION, EVENTS_RAW, RATES_MINUTE, TOPICS
+from schemas.topics import CALIBRATION, RATES_MINUTE, TOPICS
 from services.common.kafka import create_topics, delete_topics, read_all, watermarks
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.runtime import RunBounds, StopFlag
@@ -35,7 +36,12 @@ from services.ingest.service import IngestOptions, run_ingest
 from services.reconstruct.calibration_records import calibration_path
 from services.reconstruct.cli import load_dat
 from services.reconstruct.pipeline import rates_rows, reconstruct_files
-from services.reconstruct.service import ReconstructOptions, open_reconstructor, run_reconstruct
+from services.reconstruct.service import (
+    ReconstructOptions,
+    Reconstructor,
+    load_logbook,
+    run_reconstruct,
+)
 from tests.simulated import simulate_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -145,12 +151,20 @@ def _assert_calibrations_published(
 
 
 def _run_bounded(
-    kafka: KafkaSettings, instance: str, group: str, calibration_dir: Path
+    kafka: KafkaSettings,
+    instance: str,
+    group: str,
+    calibration_dir: Path,
+    state_dir: Path | None = None,
 ) -> tuple[int, float]:
     """Run the service until idle: (records published, seconds)."""
     started = time.monotonic()
     options = ReconstructOptions(
-        instance=instance, group_id=group, heartbeat_s=2, calibration_dir=calibration_dir
+        instance=instance,
+        group_id=group,
+        heartbeat_s=2,
+        calibration_dir=calibration_dir,
+        state_dir=state_dir,
     )
     bounds = RunBounds(stop_when_idle=True)
     published = run_reconstruct(load_network(), kafka, options, StopFlag(), bounds)
@@ -210,6 +224,7 @@ def test_sigkill_and_restart_give_the_same_records(
         "MINGO_RECONSTRUCT_BATCH_MESSAGES": "1",  # a transaction per chunk: many commit points
         "MINGO_HEARTBEAT_S": "2",
         "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(tmp_path),
+        "MINGO_RECONSTRUCT_STATE_DIR": str(tmp_path / "state-killed"),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.reconstruct"],
@@ -232,7 +247,9 @@ def test_sigkill_and_restart_give_the_same_records(
     _, at_kill = _latest(rates_topic)
     assert at_kill < len(ingested.expected), "killed too late: nothing left to do"
 
-    published, _ = _run_bounded(rates_topic, instance, group, tmp_path)  # same instance, group
+    # same instance and group, a fresh state folder (another host): the state comes back from
+    # the changelog topic
+    published, _ = _run_bounded(rates_topic, instance, group, tmp_path, tmp_path / "state-new")
     latest, count = _latest(rates_topic)
     _assert_equal(latest, ingested.expected)
     _assert_calibrations_published(rates_topic, latest, tmp_path)
@@ -248,43 +265,36 @@ def test_two_instances_split_the_stations(
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     group = f"reco-pair-{tag}"
-    pair = [
-        open_reconstructor(
-            load_network(),
-            rates_topic,
-            ReconstructOptions(
-                instance=f"pair-{name}-{tag}",
-                group_id=group,
-                batch_messages=8,  # small steps: the second member joins while work remains
-                poll_timeout_s=0.5,
-                calibration_dir=tmp_path,
-            ),
+    workers: list[Reconstructor] = []
+    published = [0, 0]
+
+    def run(index: int) -> None:
+        options = ReconstructOptions(
+            instance=f"pair-{index}-{tag}",
+            group_id=group,
+            batch_messages=8,
+            calibration_dir=tmp_path,
+            heartbeat_s=2,
         )
-        for name in ("a", "b")
-    ]
-    try:
-        for service in pair:
-            service.subscribe()
-        # Both step in turn (each consume serves its own rebalance callbacks) until both idle.
-        deadline = time.monotonic() + 120
-        busy = [True, True]
-        while any(busy):
-            assert time.monotonic() < deadline, "two instances did not finish in 120 s"
-            busy = [service.step() for service in pair]
-        assigned = [set(service._assigned) for service in pair]
-        stations = [set(service.streams) for service in pair]
-        published = [service.records_out for service in pair]
-    finally:
-        for service in pair:
-            service.close()
+        worker = Reconstructor(load_network(), load_logbook(rates_topic), options)
+        workers.append(worker)
+        bounds = RunBounds(stop_when_idle=True)
+        published[index] = run_reconstruct(
+            load_network(), rates_topic, options, StopFlag(), bounds, worker
+        )
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert not any(thread.is_alive() for thread in threads), "two instances did not finish"
     # the partitions are split, and with them the stations: each instance published its own
-    assert assigned[0] and assigned[1] and not assigned[0] & assigned[1]
-    assert assigned[0] | assigned[1] == set(range(EVENTS_RAW.partitions))
-    assert stations[0] and stations[1] and not stations[0] & stations[1]
+    stations = [set(worker.partitions) for worker in workers]
     assert stations[0] | stations[1] == set(STATIONS)
-    assert all(published)
+    assert all(published), published
     latest, count = _latest(rates_topic)
     assert count == sum(published)
     _assert_equal(latest, ingested.expected)
     _assert_calibrations_published(rates_topic, latest, tmp_path)
-    print(json.dumps({"assigned": [sorted(a) for a in assigned], "published": published}))
+    print(json.dumps({"partitions": [w.partitions for w in workers], "published": published}))

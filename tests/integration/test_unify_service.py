@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 from schemas.base import Contract
 from schemas.models import Era5Hour, LogReading, MinuteRates, UnifiedMinute
 from schemas.topics import (
+    COEFFICIENTS,
     ERA5_HOURLY,
     LOGS_RAW,
     RATES_MINUTE,
@@ -35,6 +36,7 @@ from schemas.topics import (
     UNIFIED_MINUTE,
     station_key,
 )
+from services.common.coefficients import write_record
 from services.common.kafka import create_topics, delete_topics, read_all, watermarks
 from services.common.runtime import RunBounds, StopFlag
 from services.common.settings import KafkaSettings
@@ -45,6 +47,7 @@ from services.unify.flags import Flag
 from services.unify.revisions import rows_from_files
 from services.unify.service import UnifyOptions, run_unify
 from simulator.run import SimulationRequest, run_batch
+from tests.coefficient_records import teff_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,10 +68,18 @@ class Inputs:
     hours: list[Era5Hour]
     expected: dict[datetime, UnifiedMinute]  #: minute -> row of ``mingo process``
     start: datetime
+    #: rows of ``mingo process --coefficients`` with :data:`RECORD`
+    expected_with_record: dict[datetime, UnifiedMinute]
 
 
-def _process_rows(sim: Path, out: Path, start: datetime) -> dict[datetime, UnifiedMinute]:
-    args = ["--input", str(sim), "--output", str(out), "--stations", str(STATION)]
+#: A fitted record (mingo fit --write): β and α_T different from the configured ones.
+RECORD = teff_record(STATION, 1, beta=-0.14, alpha_t=-0.22, p0_hpa=942.0)
+
+
+def _process_rows(
+    sim: Path, out: Path, start: datetime, *extra: str
+) -> dict[datetime, UnifiedMinute]:
+    args = ["--input", str(sim), "--output", str(out), "--stations", str(STATION), *extra]
     result = CliRunner().invoke(process, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = rows_from_files(read_range(out, STATION, start, start + timedelta(days=1)))
@@ -99,14 +110,19 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     start = rates[0].time
     expected = _process_rows(sim, tmp_path_factory.mktemp("out"), start)
     assert len(expected) == len(rates) >= 60 * HOURS - 2
+    records = tmp_path_factory.mktemp("coefficients")
+    write_record(records, RECORD)
+    with_record = _process_rows(
+        sim, tmp_path_factory.mktemp("out"), start, "--coefficients", str(records)
+    )
     shutil.rmtree(sim)
-    return Inputs(rates, readings, hours, expected, start)
+    return Inputs(rates, readings, hours, expected, start, with_record)
 
 
 @pytest.fixture
 def kafka(kafka_bootstrap: str, kafka_admin: AdminClient) -> Iterator[KafkaSettings]:
-    """The four topics of unify, empty; the changelog topics of the test's groups deleted after."""
-    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, UNIFIED_MINUTE]
+    """The topics of unify, empty; the changelog topics of the test's groups deleted after."""
+    specs = [RATES_MINUTE, LOGS_RAW, ERA5_HOURLY, COEFFICIENTS, UNIFIED_MINUTE]
     delete_topics(kafka_admin, [spec.name for spec in specs])
     create_topics(kafka_admin, [*specs, STATUS])
     yield KafkaSettings(bootstrap=kafka_bootstrap)
@@ -175,10 +191,15 @@ def _latest(rows: Sequence[UnifiedMinute]) -> dict[datetime, UnifiedMinute]:
     return latest
 
 
-def _assert_same_rows(latest: dict[datetime, UnifiedMinute], inputs: Inputs) -> None:
+def _assert_same_rows(
+    latest: dict[datetime, UnifiedMinute],
+    inputs: Inputs,
+    expected: dict[datetime, UnifiedMinute] | None = None,
+) -> None:
     """The final rows are ``mingo process``'s, to the last digit (revisions aside)."""
-    assert sorted(latest) == sorted(inputs.expected)
-    for minute, row in inputs.expected.items():
+    expected = inputs.expected if expected is None else expected
+    assert sorted(latest) == sorted(expected)
+    for minute, row in expected.items():
         assert latest[minute].model_copy(update={"revision": row.revision}) == row, minute
 
 
@@ -201,6 +222,32 @@ def test_final_rows_equal_mingo_process(
     _assert_same_rows(_latest(rows), inputs)
     clean_run["rows"] = [row.to_json_bytes() for row in rows]
     print(f"unify: {published} rows for {len(inputs.expected)} minutes in {elapsed:.1f} s")
+
+
+def test_a_published_coefficients_record_revises_the_rows(
+    kafka: KafkaSettings, inputs: Inputs, tmp_path: Path
+) -> None:
+    # mingo fit --write --publish after the rows were made: the service recorrects the station's
+    # minutes (one revision higher), and ends where mingo process --coefficients does
+    _publish_all(kafka, inputs)
+    instance, group = _names()
+    _run(kafka, instance, group, tmp_path / "state")
+    before = _latest(_unified(kafka))
+    _assert_same_rows(before, inputs)
+    _publish(kafka, COEFFICIENTS.name, [RECORD])
+    _run(kafka, instance, group, tmp_path / "state")
+    rows = _unified(kafka)
+    latest = _latest(rows)
+    _assert_same_rows(latest, inputs, inputs.expected_with_record)
+    with_record = inputs.expected_with_record
+    revised = {minute for minute, row in with_record.items() if row != inputs.expected[minute]}
+    assert len(revised) >= len(inputs.expected) - 5  # every minute with pressure and ERA5
+    for minute, row in latest.items():
+        assert row.revision == before[minute].revision + (minute in revised), minute
+    # the same record again (a replay): nothing new
+    _publish(kafka, COEFFICIENTS.name, [RECORD])
+    _run(kafka, instance, group, tmp_path / "state")
+    assert len(_unified(kafka)) == len(rows)
 
 
 def _era5t(hour: Era5Hour) -> Era5Hour:

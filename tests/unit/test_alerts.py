@@ -8,25 +8,27 @@ be the only alert, detected within its stated delay (docs/alerts.md).
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from schemas.models import Alert
-from services.alerts.detectors import detect_forbush, detect_station, held_runs, runs
-from services.alerts.service import DETECTOR_COLUMNS, AlertsOptions, AlertsState
-from services.common.stations import load_network
-from simulator.station import StationSim, build_station_sim
-from tests.alert_minutes import (
-    START,
-    Injected,
-    efficiency_drop,
-    forbush_factor,
-    station_frame,
-    step,
+from services.alerts.detectors import (
+    AlertSettings,
+    detect_forbush,
+    detect_station,
+    held_runs,
+    runs,
 )
+from services.alerts.service import DETECTOR_COLUMNS, AlertsOptions, AlertsState
+from services.alerts.settings import AlertsSettings
+from services.common.stations import DEFAULT_NETWORK_FILE, AlertThresholds, load_network
+from simulator.station import StationSim, build_station_sim
+from tests.alert_minutes import START, scenario, station_frame
 from tests.sink_rows import unified_row
 
 FAULT_AT = START + pd.Timedelta(days=2, hours=5, minutes=7)
@@ -73,21 +75,23 @@ def test_thirty_quiet_days_raise_nothing(sims: dict[int, StationSim]) -> None:
 
 @pytest.mark.unit
 def test_hv_trip(sims: dict[int, StationSim]) -> None:
-    frame = station_frame(
-        sims[1], 3, seed=2, injected=Injected(faults=(step("hv_pos", FAULT_AT, 0.0),))
-    )
-    alert = only(detect_station(1, frame), "hv_out_of_band")
-    # interpolation between 15-min readings lowers the HV up to one reading before the trip
-    assert timedelta(minutes=-15) <= delay(alert, FAULT_AT) <= timedelta(minutes=25)
-    assert alert.end is None and alert.severity == "critical"
-    assert alert.evidence["hv_pos_kv"] == 0.0
+    trip = scenario({"kind": "hv_trip", "polarity": "pos", "start": FAULT_AT})
+    frame = station_frame(sims[1], 3, seed=2, scenario=trip)
+    # the supply's voltage and current both fall: two alerts of the same trip
+    found = detect_station(1, frame)
+    assert sorted(a.kind for a in found) == ["current_out_of_band", "hv_out_of_band"]
+    for alert in found:
+        # interpolation between 15-min readings lowers the HV up to one reading before the trip
+        assert timedelta(minutes=-15) <= delay(alert, FAULT_AT) <= timedelta(minutes=25)
+        assert alert.end is None and alert.severity == "critical"
+    hv = next(a for a in found if a.kind == "hv_out_of_band")
+    assert hv.evidence["hv_pos_kv"] == 0.0 and "hv_neg_kv" not in hv.evidence
 
 
 @pytest.mark.unit
 def test_gas_flow_failure(sims: dict[int, StationSim]) -> None:
-    frame = station_frame(
-        sims[1], 3, seed=3, injected=Injected(faults=(step("flow_2", FAULT_AT, 0.0),))
-    )
+    failure = scenario({"kind": "gas_flow_failure", "channel": 2, "start": FAULT_AT})
+    frame = station_frame(sims[1], 3, seed=3, scenario=failure)
     alert = only(detect_station(1, frame), "gas_flow_low")
     assert timedelta(minutes=-15) <= delay(alert, FAULT_AT) <= timedelta(minutes=30)
     assert "flow_2" in alert.message
@@ -95,8 +99,8 @@ def test_gas_flow_failure(sims: dict[int, StationSim]) -> None:
 
 @pytest.mark.unit
 def test_barometer_step(sims: dict[int, StationSim]) -> None:
-    fault = step("baro_step", FAULT_AT, 5.0, add=True)
-    frame = station_frame(sims[1], 3, seed=4, injected=Injected(faults=(fault,)))
+    fault = scenario({"kind": "barometer_step", "start": FAULT_AT, "change_hpa": 5.0})
+    frame = station_frame(sims[1], 3, seed=4, scenario=fault)
     alert = only(detect_station(1, frame), "barometer_mismatch")
     assert timedelta(0) <= delay(alert, FAULT_AT) <= timedelta(minutes=45)
     assert alert.evidence["change_hpa"] == pytest.approx(5.0, abs=0.5)
@@ -104,8 +108,8 @@ def test_barometer_step(sims: dict[int, StationSim]) -> None:
 
 @pytest.mark.unit
 def test_efficiency_drop(sims: dict[int, StationSim]) -> None:
-    fault = efficiency_drop(3, FAULT_AT, 0.80)
-    frame = station_frame(sims[1], 3, seed=5, injected=Injected(faults=(fault,)))
+    fault = scenario({"kind": "efficiency_drop", "plane": 3, "efficiency": 0.80, "start": FAULT_AT})
+    frame = station_frame(sims[1], 3, seed=5, scenario=fault)
     alert = only(detect_station(1, frame), "efficiency_drop")
     assert timedelta(0) <= delay(alert, FAULT_AT) <= timedelta(minutes=75)
     assert alert.evidence["plane"] == 3
@@ -114,7 +118,8 @@ def test_efficiency_drop(sims: dict[int, StationSim]) -> None:
 @pytest.mark.unit
 def test_two_hour_data_gap(sims: dict[int, StationSim]) -> None:
     gap = (FAULT_AT.floor("min"), FAULT_AT.floor("min") + pd.Timedelta(hours=2))
-    frame = station_frame(sims[1], 3, seed=6, injected=Injected(gap=gap))
+    events = scenario({"kind": "data_gap", "start": gap[0], "end": gap[1]})
+    frame = station_frame(sims[1], 3, seed=6, scenario=events)
     alert = only(detect_station(1, frame), "data_stopped")
     assert delay(alert, gap[0]) == timedelta(minutes=15)
     assert alert.start == gap[0].to_pydatetime() and alert.end == gap[1].to_pydatetime()
@@ -143,11 +148,8 @@ def test_logs_stopped(sims: dict[int, StationSim]) -> None:
 def test_network_forbush_decrease(sims: dict[int, StationSim]) -> None:
     onset = START + pd.Timedelta(days=5, hours=3)
     days = 8
-    factor = forbush_factor(days * 1440, onset, depth=0.03, fall_h=6.0)
-    frames = {
-        s: station_frame(sim, days, seed=s, injected=Injected(extra_factor=factor))
-        for s, sim in sims.items()
-    }
+    forbush = scenario({"kind": "forbush", "start": onset, "depth_pct": 3.0, "fall_h": 6.0})
+    frames = {s: station_frame(sim, days, seed=s, scenario=forbush) for s, sim in sims.items()}
     alerts = detect_forbush(frames)
     assert len(alerts) == 1, [a.message for a in alerts]
     alert = alerts[0]
@@ -165,19 +167,63 @@ def test_network_forbush_decrease(sims: dict[int, StationSim]) -> None:
 def test_alerts_state_emits_new_and_changed_alerts_only(sims: dict[int, StationSim]) -> None:
     sim = sims[1]
     trip = START + pd.Timedelta(hours=20)
-    frame = station_frame(sim, 1.5, seed=4, injected=Injected(faults=(step("hv_pos", trip, 0.0),)))
+    events = scenario({"kind": "hv_trip", "polarity": "pos", "start": trip})
+    frame = station_frame(sim, 1.5, seed=4, scenario=events)
     state = AlertsState(AlertsOptions(wall_clock=False))
     cut = trip + pd.Timedelta(hours=2)
     first = state.add(rows_of(frame[frame["time"] < cut]))
     emitted: list[Alert] = state.evaluate(first)
-    assert [a.kind for a in emitted] == ["hv_out_of_band"] and emitted[0].end is None
+    assert sorted(a.kind for a in emitted) == ["current_out_of_band", "hv_out_of_band"]
+    assert all(a.end is None for a in emitted)
     # the same data again: nothing new
     state.add(rows_of(frame[frame["time"] < cut]))
     assert state.evaluate({1}) == []
     # the HV comes back: the same alert, now closed
     back = frame[frame["time"] >= cut].copy()
-    back["hv_pos"] = 5.5 + np.zeros(len(back))
+    back["hv_pos"], back["current_pos"] = 5.5, 0.52
     state.add(rows_of(back))
     closed = state.evaluate({1})
-    assert [a.alert_id for a in closed] == [emitted[0].alert_id]
-    assert closed[0].end == cut.to_pydatetime()
+    assert sorted(a.alert_id for a in closed) == sorted(a.alert_id for a in emitted)
+    assert all(a.end == cut.to_pydatetime() for a in closed)
+
+
+@pytest.mark.unit
+def test_per_station_bands_change_the_outcome(sims: dict[int, StationSim]) -> None:
+    # a station whose flow meters read about 1000 but whose configured alarm is 1100 alarms on
+    # normal flow; one whose HV band is 5.6-6.0 kV alarms on its 5.5 kV; the defaults do neither
+    frame = station_frame(sims[1], 1, seed=9)
+    assert detect_station(1, frame) == []
+    network = load_network()
+    station = network.station(1)
+    assert station.alerts == AlertThresholds()  # the shipped config spells out the defaults
+    strict = station.model_copy(
+        update={"alerts": AlertThresholds(flow_alarm=1100.0, hv_band_kv=(5.6, 6.0))}
+    )
+    options = AlertsOptions(wall_clock=False, thresholds={1: strict.alerts})
+    kinds = {a.kind for a in detect_station(1, frame, options.detectors_for(1))}
+    assert kinds == {"gas_flow_low", "hv_out_of_band"}
+    assert options.detectors_for(2) == AlertSettings()
+    # and through the service's state
+    state = AlertsState(options)
+    emitted = state.evaluate(state.add(rows_of(frame)))
+    assert {a.kind for a in emitted} == {"gas_flow_low", "hv_out_of_band"}
+    assert emitted[0].evidence.get("band_low_au", 1100.0) == 1100.0
+    with pytest.raises(ValueError, match="hv_band_kv"):
+        AlertThresholds(hv_band_kv=(6.0, 5.0))
+
+
+@pytest.mark.unit
+def test_service_settings_take_the_bands_from_the_network_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = yaml.safe_load(DEFAULT_NETWORK_FILE.read_text())
+    for entry in raw["stations"]:
+        if entry["id"] == 2:
+            entry["alerts"] = {"flow_alarm": 1100, "hv_band_kv": [5.2, 5.8]}
+    network_file = tmp_path / "stations.yaml"
+    network_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MINGO_NETWORK_FILE", str(network_file))
+    options = AlertsSettings().alerts_options()
+    assert options.detectors_for(2).flow_alarm == 1100
+    assert options.detectors_for(2).hv_band_kv == (5.2, 5.8)
+    assert options.detectors_for(1) == AlertSettings()

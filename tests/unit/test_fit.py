@@ -16,7 +16,7 @@ from services.fit.model import FitError, FitResult, Window, alert_windows, fit_a
 from simulator.minutes import region_fractions, simulate_minutes
 from simulator.station import StationSim, build_station_sim
 from tests.alert_minutes import START as ALERT_START
-from tests.alert_minutes import Injected, station_frame
+from tests.alert_minutes import scenario, station_frame
 
 BETA = -0.162
 ALPHA_T = -0.28
@@ -78,9 +78,15 @@ def test_thirty_days_recover_injected_coefficients(sim: StationSim) -> None:
 def test_exclusion_windows_and_pressure_only_bias(sim: StationSim) -> None:
     # a 3 % decrease over two days biases the fit unless its hours are excluded
     minutes = 10 * 1440
-    dip = np.ones(minutes)
-    dip[4 * 1440 : 6 * 1440] = 0.97
-    series = simulate_minutes(sim, START_S, minutes, seed=4, extra_factor=dip)
+    dip = scenario(
+        {
+            "kind": "rate_change",
+            "start": START_S + 4 * 86400,
+            "end": START_S + 6 * 86400,
+            "factor": 0.97,
+        }
+    )
+    series = simulate_minutes(sim.with_scenario(dip), START_S, minutes, seed=4)
     atm = sim.coefficients
     window = Window(
         pd.Timestamp(START_S + 4 * 86400, unit="s", tz="UTC"),
@@ -111,9 +117,15 @@ def test_fit_refuses_too_few_hours(sim: StationSim) -> None:
 def test_alert_windows_select_the_quiet_hours(sim: StationSim) -> None:
     # the anomaly detectors find a 4 % two-day decrease; excluding their windows restores the fit
     days = 10
-    dip = np.ones(days * 1440)
-    dip[4 * 1440 : 6 * 1440] = 0.96
-    frame = station_frame(sim, days, seed=6, injected=Injected(extra_factor=dip))
+    dip = scenario(
+        {
+            "kind": "rate_change",
+            "start": ALERT_START + pd.Timedelta(days=4),
+            "end": ALERT_START + pd.Timedelta(days=6),
+            "factor": 0.96,
+        }
+    )
+    frame = station_frame(sim, days, seed=6, scenario=dip)
     alerts = detect_station(1, frame)
     assert {a.kind for a in alerts} == {"rate_excursion"}
     windows = alert_windows(alerts, ALERT_START + pd.Timedelta(days=days))

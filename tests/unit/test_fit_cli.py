@@ -8,16 +8,17 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from services.common.coefficients import apply_record, latest_record, versions
-from services.common.stations import load_network
+from services.common.stations import DEFAULT_NETWORK_FILE, load_network
 from services.fit.cli import fit
 from services.fit.sources import FIT_COLUMNS
 from services.sink.files import DailyFiles
 from simulator.minutes import simulate_minutes
 from simulator.station import build_station_sim
-from tests.alert_minutes import START
+from tests.alert_minutes import START, scenario, station_frame
 from tests.sink_rows import unified_row
 
 
@@ -69,3 +70,32 @@ def test_fit_command_refuses_an_empty_span(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "no unified rows of station 1" in result.output
     result = CliRunner().invoke(fit, [*args, "--exclude", "2024-03-02"])
     assert result.exit_code != 0 and "START/END" in result.output
+
+
+@pytest.mark.unit
+def test_exclude_alerts_uses_the_station_bands(tmp_path: Path) -> None:
+    # a 4-hour gas flow failure: --exclude-alerts keeps its hours out of the fit; a network file
+    # whose station 1 has no flow alarm (0) does not flag it, so nothing is excluded
+    network = load_network()
+    sim = build_station_sim(network.station(1), seed=3, acceptance_samples=20_000)
+    failure = scenario(
+        {"kind": "gas_flow_failure", "start": "2024-03-02T02:00", "end": "2024-03-02T06:00"}
+    )
+    out = tmp_path / "out"
+    DailyFiles(out, parquet=True).write(rows_of(station_frame(sim, 2, 9, failure), FIT_COLUMNS))
+    args = ["--station", "1", "--start", "2024-03-01", "--end", "2024-03-03", "--input", str(out)]
+    args += ["--exclude-alerts", "--method", "pressure", "--png", str(tmp_path / "fit.png")]
+    result = CliRunner().invoke(fit, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # flagged from 01:52 (the interpolation from the last good reading) to 06:xx: 5 hours
+    assert "excluded: gas_flow_low 2024-03-02 01:" in result.output
+    assert "hours 43 used, 5 excluded" in result.output
+    raw = yaml.safe_load(DEFAULT_NETWORK_FILE.read_text())
+    for entry in raw["stations"]:
+        if entry["id"] == 1:
+            entry["alerts"] = {"flow_alarm": 0}
+    network_file = tmp_path / "stations.yaml"
+    network_file.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(fit, [*args, "--network", str(network_file)])
+    assert result.exit_code == 0, result.output
+    assert "excluded:" not in result.output and "hours 48 used, 0 excluded" in result.output

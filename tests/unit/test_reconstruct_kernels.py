@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,12 @@ from services.common.stations import ReconstructionConfig
 from services.reconstruct import _kernels as k
 from services.reconstruct.calibration import make_calibration
 from services.reconstruct.cli import reconstruct
-from services.reconstruct.events import reconstruct_events, reconstruct_events_reference
+from services.reconstruct.events import (
+    reconstruct_events,
+    reconstruct_events_reference,
+    reconstruct_rates,
+    reconstruct_rates_reference,
+)
 from services.reconstruct.minutes import merge_tallies, minute_records, tally_file
 
 pytestmark = pytest.mark.unit
@@ -69,6 +75,60 @@ def test_kernel_equals_reference_to_1e9() -> None:
     assert (fast.topology >= 0).sum() > 1000 and (fast.region >= 0).sum() > 100
 
 
+def test_rates_kernel_equals_reference_and_full_kernel() -> None:
+    channels, cal = _events(5000, 4), _calibration()
+    fast = reconstruct_rates(channels, cal, Z, CONFIG)  # type: ignore[arg-type]
+    slow = reconstruct_rates_reference(channels, cal, Z, CONFIG)  # type: ignore[arg-type]
+    full = reconstruct_events(channels, cal, Z, CONFIG)  # type: ignore[arg-type]
+    for field in dataclasses.fields(fast):
+        a, b = getattr(fast, field.name), getattr(slow, field.name)
+        assert a.dtype == b.dtype and a.shape == b.shape, field.name
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=field.name)
+        np.testing.assert_array_equal(a, getattr(full, field.name), err_msg=field.name)
+    assert (fast.region >= 0).sum() > 100 and len(set(fast.region.tolist())) == 14
+    time_s = 60 * 1000 + np.arange(5000) // 9
+    end = int(time_s.max()) + 1
+    by_rates = tally_file(time_s, fast, 60 * 1000, end, CONFIG)
+    by_events = tally_file(time_s, full, 60 * 1000, end, CONFIG)
+    for name, array in by_rates.to_arrays().items():
+        np.testing.assert_array_equal(array, getattr(by_events, name), err_msg=name)
+
+
+def _region_by_angles(sx: float, sy: float, th_hi: float, th_lo: float) -> int:
+    """The region definition, θ and φ with libm's atan/atan2 as the kernels compute them."""
+    rad = 180.0 / math.pi
+    th = math.atan(math.sqrt(sx * sx + sy * sy)) * rad
+    ph = math.atan2(sy, sx) * rad
+    if th < th_hi:
+        return 0
+    if th < th_lo:
+        return 1 + min(int((ph + 180.0) / 45.0), 7)
+    return 9 + min(int((ph + 180.0) / 90.0), 3)
+
+
+@pytest.mark.parametrize("limits", [(10.0, 40.0), (0.0, 40.0), (10.0, 90.0), (25.0, 25.0)])
+def test_region_from_slopes_equals_the_angle_definition_at_boundaries(
+    limits: tuple[float, float],
+) -> None:
+    th_hi, th_lo = limits
+    t2_hi, t2_lo = k.tan2_limit(th_hi), k.tan2_limit(th_lo)
+    rng = np.random.default_rng(8)
+    slopes = [0.0, 1e-300, 1e-12, 0.3, 1.0, 5e4]
+    for limit in (th_hi, th_lo):  # tan θ at the zenith limits and their float neighbours
+        r = math.tan(math.radians(limit)) if 0 < limit < 90 else 1.0
+        slopes += [r, *np.nextafter(r, [0.0, 1.0]), r / math.sqrt(2.0)]
+    cases = [(a, b) for a in slopes for b in slopes]  # |x'| = |y'| and zero slopes included
+    cases += list(zip(rng.normal(0, 0.6, 3000), rng.normal(0, 0.6, 3000), strict=True))
+    checked = set()
+    for a, b in cases:
+        for sx, sy in ((a, b), (-a, b), (a, -b), (-a, -b), (b, a)):
+            got = k._region_of_slopes(sx, sy, t2_hi, t2_lo, th_hi, th_lo)
+            assert got == _region_by_angles(sx, sy, th_hi, th_lo), (sx, sy)
+            checked.add(got)
+    if limits == (10.0, 40.0):
+        assert len(checked) == 13
+
+
 def test_damaged_events_get_a_status_and_never_count() -> None:
     channels = _events(500, 2)
     ev = reconstruct_events(channels, _calibration(), Z, CONFIG)  # type: ignore[arg-type]
@@ -81,6 +141,16 @@ def test_damaged_events_get_a_status_and_never_count() -> None:
     tally = tally_file(time_s, ev, 60 * 1000, int(time_s.max()) + 1, CONFIG)
     assert tally.rejected.sum() == bad.sum()
     assert tally.topology.sum() == np.count_nonzero(~bad & (ev.topology >= 0))
+
+
+def test_infinite_value_is_not_finite_even_with_an_open_window() -> None:
+    config = ReconstructionConfig(charge_valid_ns=(0.0, float("inf")))
+    channels = _events(60, 6)
+    channels[5:, 40] = np.inf  # a charge column
+    fast = reconstruct_rates(channels, _calibration(), Z, config)  # type: ignore[arg-type]
+    slow = reconstruct_rates_reference(channels, _calibration(), Z, config)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(fast.status, slow.status)
+    assert np.all(fast.status[5:] == k.NOT_FINITE)
 
 
 def test_wrapper_validates_shapes() -> None:

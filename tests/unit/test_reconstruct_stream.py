@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from schemas.events import envelope_from_headers
@@ -15,8 +16,8 @@ from services.common.stations import load_network
 from services.ingest.dat_parser import parse_dat
 from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct.cli import load_dat
-from services.reconstruct.pipeline import rates_rows, reconstruct_files
-from services.reconstruct.stream import StationStream, chunk_from_message
+from services.reconstruct.pipeline import coincidence, rates_rows, reconstruct_files
+from services.reconstruct.stream import Chunk, StationStream, _assemble, chunk_from_message
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reconstruct_truth import simulate
@@ -104,3 +105,39 @@ def test_calibration_reused_until_refresh(tmp_path: Path) -> None:
     assert output.calibration is not None
     assert output.calibration.version == versions[-1]
     assert [latest[t] for t in sorted(latest)] == expected
+
+
+def test_file_assembled_coincidence_first_in_line_order(tmp_path: Path) -> None:
+    """Chunks whose lines are out of order across chunks (times going backwards in the file)
+    are sorted by line within each trigger type, coincidence events first, so that
+    reconstruction takes them as a view (``coincidence`` gives a slice)."""
+    truth = simulate(tmp_path, (0,), 0.5)
+    path = _files(tmp_path, truth)[0]
+    chunks = [
+        chunk_from_message(envelope_from_headers(m.headers), m.value) for m in _messages(path)
+    ]
+    assert len(chunks) >= 3
+    first, second, last = chunks[0], chunks[1], chunks[-1]
+    parts = [
+        # the first two chunks' rows swapped: lines out of order
+        Chunk(first.envelope, second.time_s, second.line, second.channels),
+        Chunk(second.envelope, first.time_s, first.line, first.channels),
+        *chunks[2:-1],
+        # the last chunk as self-trigger events
+        Chunk(last.envelope.model_copy(update={"trigger_type": 2}), *_rows(last)),
+    ]
+    file = _assemble(first.envelope, parts[::-1])
+    coincident = np.concatenate([c.line for c in chunks[:-1]])
+    n = len(coincident)
+    assert coincidence(file) == slice(0, n)
+    assert (file.trigger_type[n:] == 2).all()
+    assert np.array_equal(file.line, np.concatenate([np.sort(coincident), last.line]))
+    by_line = {int(line): row for c in chunks for line, row in zip(c.line, c.channels, strict=True)}
+    assert all(
+        np.array_equal(by_line[int(x)], row)
+        for x, row in zip(file.line, file.channels, strict=True)
+    )
+
+
+def _rows(chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return chunk.time_s, chunk.line, chunk.channels

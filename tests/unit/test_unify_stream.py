@@ -12,13 +12,14 @@ import orjson
 import pytest
 
 from schemas.columns import PLANES, REGIONS, TOPOLOGIES
-from schemas.models import Coefficients, ColumnFit, Era5Hour, LogReading, MinuteRates
+from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates
 from services.common.coefficients import apply_record, write_record
 from services.common.stations import AtmosphereCoefficients, load_network
 from services.unify.flags import Flag
 from services.unify.join import JoinSettings, to_rows, unify_frame
 from services.unify.service import Unifier, UnifyOptions
 from services.unify.stream import DAY_S, StationState, StreamSettings
+from tests.coefficient_records import teff_record
 
 pytestmark = pytest.mark.unit
 
@@ -196,34 +197,13 @@ def test_retention_drops_old_days_and_ignores_older_records() -> None:
     assert (again.newest_s, again.kept_from_s) == (state.newest_s, state.kept_from_s)
 
 
+def _record(version: int, beta: float) -> Coefficients:
+    return teff_record(1, version, beta, -0.25)
+
+
 def test_unifier_applies_the_newest_coefficients_record(tmp_path: Path) -> None:
     network = load_network()
-    fit = ColumnFit(
-        column="total",
-        beta_pct_per_hpa=-0.15,
-        beta_err_pct_per_hpa=0.01,
-        alpha_t_pct_per_k=-0.25,
-        alpha_t_err_pct_per_k=0.02,
-        i0_hz=8.0,
-        i0_err_hz=0.01,
-        chi2=20.0,
-        ndf=20,
-        hours_used=22,
-        hours_excluded=2,
-    )
-    record = Coefficients(
-        station=1,
-        version=1,
-        created=T0,
-        method="teff",
-        start=T0,
-        end=T0 + timedelta(days=7),
-        excluded=[],
-        p0_hpa=945.0,
-        teff_ref_k=221.0,
-        references={"t_eff_k": 221.0},
-        fits=[fit],
-    )
+    record = _record(1, -0.15)
     write_record(tmp_path, record)
     with_records = Unifier(network, UnifyOptions(instance="t", coefficients_dir=tmp_path))
     expected = apply_record(network.station(1), record).atmosphere
@@ -235,3 +215,40 @@ def test_unifier_applies_the_newest_coefficients_record(tmp_path: Path) -> None:
     assert plain.settings(1).coefficients == network.station(1).atmosphere
     # a station outside the network: the defaults
     assert plain.settings(7).coefficients == AtmosphereCoefficients()
+
+
+def test_a_coefficients_record_recorrects_the_retained_minutes() -> None:
+    rng = random.Random(5)
+    store = JsonStore()
+    state = StationState(store, SETTINGS)
+    rates = _rates(range(120), rng)
+    readings = _readings(range(0, 135, 15), rng)
+    hours = [_hour(h, 221.0 + h) for h in range(3)]
+    records: list[Any] = [*hours, *readings, *rates]
+    first = _final([row for r in records for row in _feed(state, r)])
+    # a fit published to mingo.coefficients.v1: every minute with a pressure is recorrected
+    record = _record(3, -0.15)
+    revised = state.add_coefficients(record)
+    applied = SETTINGS.with_record(record)
+    assert applied.coefficients.beta_pct_per_hpa == -0.15 and applied.coefficients_version == 3
+    batch = to_rows(
+        unify_frame(
+            [r.model_dump() for r in rates], readings, hours, applied.coefficients, SETTINGS.join
+        )
+    )
+    changed = {row.time for row in batch if row.rate_p_corr_hz is not None}
+    assert {row.time for row in revised} == changed and len(changed) > 60
+    latest = _final([*first.values(), *revised])
+    for row in batch:
+        assert latest[row.time].model_copy(update={"revision": 0}) == row
+        expected = first[row.time].revision + (1 if row.time in changed else 0)
+        assert latest[row.time].revision == expected
+    # the same or an older record: nothing; a restarted instance uses the stored record
+    assert state.add_coefficients(record) == [] and state.add_coefficients(_record(2, -0.1)) == []
+    assert StationState(store, SETTINGS).settings == applied
+    # a newer record from the folder (MINGO_UNIFY_COEFFICIENTS_DIR) wins over an older one here
+    folder = SETTINGS.with_record(_record(4, -0.17))
+    assert StationState(store, folder).settings == folder
+    # before any data a record is only kept
+    empty = StationState(JsonStore(), SETTINGS)
+    assert empty.add_coefficients(record) == [] and empty.settings == applied

@@ -1,0 +1,71 @@
+"""A station's stream kept in a key-value state: rebuilt from the state at any chunk, it gives
+the same minute records and calibrations as the stream that never left memory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.stations import load_network
+from services.reconstruct.state import StoredStation
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reconstruct_truth import simulate
+from test_reconstruct_stream import Z_MM, _files, _messages
+
+pytestmark = pytest.mark.unit
+
+_LIMIT = 1_000_000  #: a changelog message (broker default max.message.bytes) [bytes]
+
+
+class DictState:
+    """A dict with the get/set/delete of Quix's State; checks every value's size."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        assert isinstance(key, bytes) and isinstance(value, bytes)
+        assert len(value) < _LIMIT, key
+        self.data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+
+def test_stream_rebuilt_from_state_gives_the_same_records(tmp_path: Path) -> None:
+    truth = simulate(tmp_path, (0,), 0.5)
+    config = (
+        load_network()
+        .station(0)
+        .reconstruction.model_copy(
+            update={"calibration_max_events": 4000, "calibration_refresh_events": 2500}
+        )
+    )
+    messages = [m for path in _files(tmp_path, truth) for m in _messages(path)]
+    memory, stored, state = (
+        StoredStation(0, lambda _: Z_MM, config),
+        StoredStation(0, lambda _: Z_MM, config),
+        DictState(),
+    )
+    memory_state = DictState()
+    for number, message in enumerate(messages):
+        if number % 3 == 0:
+            stored = StoredStation(0, lambda _: Z_MM, config)  # a restart: only the state is left
+        expected = memory.add(memory_state, message.headers, message.value)
+        got = stored.add(state, message.headers, message.value)
+        assert got.rows == expected.rows
+        assert (got.calibration is None) == (expected.calibration is None)
+        if got.calibration is not None:
+            assert got.calibration.version == expected.calibration.version
+    assert memory.stream.pool.files == stored.stream.pool.files
+    assert len(memory.stream.pool.files) < 6  # files left the pool, and the state
+    assert not any(k.startswith(b"chunk/") for k in state.data)  # every file completed
+    pooled = {k.split(b"/")[1] for k in state.data if k.startswith(b"part/")}
+    assert pooled == {f.encode() for f in stored.stream.pool.files}
