@@ -65,9 +65,11 @@ from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
     _TOPOLOGY_OF_MASK,
     EventRates,
+    TRACK_CHI2_MAX,
     EventResult,
     _empty,
     kernel_params,
+    rates_outputs,
     reconstruct_events,
     reconstruct_rates,
 )
@@ -168,7 +170,8 @@ def station_stream(
     kernel, tally, records); for this tree's stream also, within ``add``, the calibration's
     ``part`` (``file_part``), ``equations`` (``tsum_equations`` of a file that reused a
     calibration) and ``solve`` (``CalibrationPool.calibration``: merge, trial reconstruction,
-    T_sum solution), ``kernel`` (``reconstruct_events`` of the final reconstruction) and
+    T_sum solution), ``kernel`` (``reconstruct_rates`` of the files that reused a calibration;
+    a calibrated file's rates are its trial's, in ``solve``) and
     ``tally`` (``tally_file``).
     """
     spent = dict.fromkeys(("decode", "add", "part", "equations", "solve", "kernel", "tally"), 0.0)
@@ -192,7 +195,7 @@ def station_stream(
         timer(pipeline, "file_part", "part")
         timer(pipeline, "tsum_equations", "equations")
         timer(CalibrationPool, "calibration", "solve")
-        timer(pipeline, "reconstruct_events", "kernel")
+        timer(pipeline, "reconstruct_rates", "kernel")
         timer(pipeline, "tally_file", "tally")
     stream = stream_class(0, lambda _: Z_MM, config)
     records = 0
@@ -273,21 +276,22 @@ def rates_call(
     channels: np.ndarray, cal: Calibration, config: ReconstructionConfig
 ) -> Callable[[], None]:
     """The rates kernel on preallocated outputs."""
-    out = reconstruct_rates(channels[:1], cal, Z_MM, config)  # output dtypes
-    arrays = [
-        np.empty((len(channels), *a.shape[1:]), a.dtype)
-        for a in (getattr(out, name) for name in EventRates.__dataclass_fields__)
-    ]
+    n = len(channels)
     args = (
         channels,
         np.ascontiguousarray(cal.pedestal_ns),
         np.ascontiguousarray(cal.tdif_offset_ns),
+        np.ascontiguousarray(cal.tsum_offset_ns),
         np.asarray(Z_MM),
         STRIP_CENTRES_MM,
         STRIP_WIDTHS_MM,
         kernel_params(config),
         _TOPOLOGY_OF_MASK,
-        *arrays,
+        *rates_outputs(n),
+        np.empty((n, 4), np.int8),
+        np.empty((n, 4)),
+        np.empty(n),
+        TRACK_CHI2_MAX,
     )
     return lambda: k.rates_kernel(*args)
 
@@ -313,7 +317,9 @@ def _status_pass(channels: np.ndarray, params: np.ndarray, status: np.ndarray) -
 def output_bytes_per_event(fields: type) -> int:
     """Bytes a kernel writes per event (the fields of its result class)."""
     one = _empty(1)
-    return sum(getattr(one, name).nbytes for name in fields.__dataclass_fields__)
+    # not the packed 4-plane tracks of the rates kernel: 41 bytes for a fraction of the events
+    names = [name for name in fields.__dataclass_fields__ if name != "tracks"]
+    return sum(getattr(one, name).nbytes for name in names)
 
 
 def interleaved(
