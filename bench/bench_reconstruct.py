@@ -64,8 +64,8 @@ from services.reconstruct.calibration import Calibration, CalibrationPool, calib
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
     _TOPOLOGY_OF_MASK,
-    EventRates,
     TRACK_CHI2_MAX,
+    EventRates,
     EventResult,
     _empty,
     kernel_params,

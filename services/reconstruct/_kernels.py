@@ -4,8 +4,8 @@ The public wrappers validate dtypes and shapes; these functions trust their argu
 kernel has a plain-numpy reference in ``events.py`` that the tests compare against.
 
 Two kernels share the event status, the hit search and the track fit: ``reconstruct_kernel``
-writes every per-event quantity (``mingo reconstruct --events``, calibration), ``rates_kernel``
-only what the per-minute tally needs, and decides the angular region from the fitted slopes
+writes every per-event quantity (``mingo reconstruct --events``), ``rates_kernel`` only what the
+per-minute tally and the T_sum calibration (the good 4-plane tracks) need, and decides the angular region from the fitted slopes
 without atan/atan2 (see :func:`_region_of_slopes`). Rows are indexed as ``channels[i, c]``: a row
 view (``channels[i]``) costs two reference-count calls per event.
 """

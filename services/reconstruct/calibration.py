@@ -375,10 +375,10 @@ def tsum_equations(
 ) -> TsumEquations:
     """T_sum normal equations of one file's 4-plane tracks.
 
-    Each pair (p, q) of planes of a 4-plane track (χ²/ndf < 4: ``events.tracks_of``) gives (t_p - tof_p) - (t_q -
-    tof_q) = o[p, s_p] - o[q, s_q] plus noise, with t the raw T_sum (the calibrated one plus the
-    offsets the events were reconstructed with). Pairs whose residual from the file's own
-    solution exceeds 1 ns (noise hits, streamers' late times) are dropped.
+    Each pair (p, q) of planes of a 4-plane track (χ²/ndf < 4: ``events.tracks_of``) gives
+    (t_p - tof_p) - (t_q - tof_q) = o[p, s_p] - o[q, s_q] plus noise, with t the raw T_sum (the
+    calibrated one plus the offsets the events were reconstructed with). Pairs whose residual
+    from the file's own solution exceeds 1 ns (noise hits, streamers' late times) are dropped.
 
     Parameters
     ----------

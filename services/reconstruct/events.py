@@ -41,11 +41,11 @@ __all__ = [
     "EventResult",
     "Tracks",
     "kernel_params",
+    "rates_outputs",
     "reconstruct_events",
     "reconstruct_events_reference",
     "reconstruct_rates",
     "reconstruct_rates_reference",
-    "rates_outputs",
     "topology_of_mask",
     "tracks_of",
 ]
@@ -324,11 +324,15 @@ def reconstruct_rates(
         TRACK_CHI2_MAX,
     )
     # copies, so that the (n, 4) scratch is not kept alive by a view
-    packed = Tracks(tracks.strip[:count].copy(), tracks.t[:count].copy(), tracks.theta[:count].copy())
-    return EventRates(*arrays, tracks=packed)
+    packed = Tracks(*(np.array(a[:count]) for a in (tracks.strip, tracks.t, tracks.theta)))
+    status, mask, q_event, topology, region, fiducial = arrays
+    return EventRates(status, mask, q_event, topology, region, fiducial, packed)
 
 
-def rates_outputs(n: int) -> tuple[np.ndarray, ...]:
+_Six = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def rates_outputs(n: int) -> _Six:
     """Uninitialised per-event outputs of ``rates_kernel``, in the order of its arguments and of
     the :class:`EventRates` fields before ``tracks``."""
     return (
