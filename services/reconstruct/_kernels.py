@@ -5,9 +5,10 @@ kernel has a plain-numpy reference in ``events.py`` that the tests compare again
 
 Two kernels share the event status, the hit search and the track fit: ``reconstruct_kernel``
 writes every per-event quantity (``mingo reconstruct --events``), ``rates_kernel`` only what the
-per-minute tally and the T_sum calibration (the good 4-plane tracks) need, and decides the angular region from the fitted slopes
-without atan/atan2 (see :func:`_region_of_slopes`). Rows are indexed as ``channels[i, c]``: a row
-view (``channels[i]``) costs two reference-count calls per event.
+per-minute tally and the T_sum calibration (the good 4-plane tracks) need, and decides the
+angular region from the fitted slopes without atan/atan2 (see :func:`_region_of_slopes`). Rows
+are indexed as ``channels[i, c]``: a row view (``channels[i]``) costs two reference-count calls
+per event.
 """
 
 from __future__ import annotations
