@@ -4,10 +4,11 @@ The public wrappers validate dtypes and shapes; these functions trust their argu
 kernel has a plain-numpy reference in ``events.py`` that the tests compare against.
 
 Two kernels share the event status, the hit search and the track fit: ``reconstruct_kernel``
-writes every per-event quantity (``mingo reconstruct --events``, calibration), ``rates_kernel``
-only what the per-minute tally needs, and decides the angular region from the fitted slopes
-without atan/atan2 (see :func:`_region_of_slopes`). Rows are indexed as ``channels[i, c]``: a row
-view (``channels[i]``) costs two reference-count calls per event.
+writes every per-event quantity (``mingo reconstruct --events``), ``rates_kernel`` only what the
+per-minute tally and the T_sum calibration (the good 4-plane tracks) need, and decides the
+angular region from the fitted slopes without atan/atan2 (see :func:`_region_of_slopes`). Rows
+are indexed as ``channels[i, c]``: a row view (``channels[i]``) costs two reference-count calls
+per event.
 """
 
 from __future__ import annotations
@@ -226,6 +227,21 @@ def _fit(m: int, hit: np.ndarray, zr: np.ndarray, wx: float) -> tuple[float, flo
 
 
 @nb.njit(cache=True, inline="always")
+def _chi2(
+    m: int, hit: np.ndarray, zr: np.ndarray, wx: float, sx: float, ax: float, sy: float, ay: float
+) -> float:
+    """χ² of the x and y fits together through the hit planes of mask m."""
+    c2 = 0.0
+    for p in range(_N):
+        if (m >> p) & 1:
+            zp = zr[p]
+            rx = hit[0, p] - ax - sx * zp
+            ry = (hit[1, p] - ay - sy * zp) / hit[3, p]
+            c2 += rx * rx * wx + ry * ry
+    return c2
+
+
+@nb.njit(cache=True, inline="always")
 def _fiducial(
     sx: float, ax: float, sy: float, ay: float, zr: np.ndarray, params: np.ndarray
 ) -> int:
@@ -368,14 +384,7 @@ def reconstruct_kernel(
             chi2[i] = np.nan
             continue
         sx, ax, sy, ay = _fit(m, hit, zr, wx)
-        c2 = 0.0
-        for p in range(_N):
-            if (m >> p) & 1:
-                zp = zr[p]
-                rx = hit[0, p] - ax - sx * zp
-                ry = (hit[1, p] - ay - sy * zp) / hit[3, p]
-                c2 += rx * rx * wx + ry * ry
-        chi2[i] = c2
+        chi2[i] = _chi2(m, hit, zr, wx, sx, ax, sy, ay)
         th = math.atan(math.sqrt(sx * sx + sy * sy)) * _RAD
         ph = math.atan2(sy, sx) * _RAD
         theta[i] = th
@@ -391,6 +400,7 @@ def rates_kernel(
     channels: np.ndarray,
     pedestal: np.ndarray,
     tdif_offset: np.ndarray,
+    tsum_offset: np.ndarray,
     z: np.ndarray,
     strip_y: np.ndarray,
     strip_w: np.ndarray,
@@ -402,17 +412,27 @@ def rates_kernel(
     topology: np.ndarray,
     region: np.ndarray,
     fiducial: np.ndarray,
-) -> None:
+    track_strip: np.ndarray,
+    track_t: np.ndarray,
+    track_theta: np.ndarray,
+    chi2_cut: float,
+) -> int:
     """What the per-minute tally needs of every event: status, hits, topology, charge, and for
-    3- and 4-plane events (those with a region) the track fit, fiducial planes and region."""
+    3- and 4-plane events (those with a region) the track fit, fiducial planes and region.
+
+    Also, packed at the front of ``track_*``, the hit strips, calibrated T_sum and θ of the
+    4-plane tracks with χ² < ``chi2_cut`` (the T_sum calibration's input), as
+    ``reconstruct_kernel`` computes them; returns their number."""
     n = channels.shape[0]
-    no_tsum = np.zeros((_N, _N))  # T_sum is not needed for rates
-    const = _strip_constants(pedestal, tdif_offset, no_tsum, strip_y, strip_w)
+    const = _strip_constants(pedestal, tdif_offset, tsum_offset, strip_y, strip_w)
     lo, hi, zr, wx, hit = _setup(params, z)
     th_hi = params[P_THETA_HIGH]
     th_lo = params[P_THETA_LOW]
     t2_hi = tan2_limit(th_hi)
     t2_lo = tan2_limit(th_lo)
+    hit_t = np.empty(_N)
+    hit_strip = np.empty(_N, np.int8)
+    tracks = 0
     for i in range(n):
         code = _event_status(channels, i, lo, hi, params)
         status[i] = code
@@ -420,9 +440,11 @@ def rates_kernel(
         qe = 0.0
         if code == OK:
             for p in range(_N):
-                best, plane_q, b_tdif, _ = _plane_hit(channels, i, p, const, params)
+                best, plane_q, b_tdif, b_tsum = _plane_hit(channels, i, p, const, params)
                 if best >= 0:
-                    _keep_hit(hit, p, best, b_tdif, const, params)
+                    j = _keep_hit(hit, p, best, b_tdif, const, params)
+                    hit_t[p] = b_tsum - const[3, j]
+                    hit_strip[p] = best
                     qe += plane_q
                     m |= 1 << p
         mask[i] = m
@@ -435,3 +457,10 @@ def rates_kernel(
         sx, ax, sy, ay = _fit(m, hit, zr, wx)
         fiducial[i] = _fiducial(sx, ax, sy, ay, zr, params)
         region[i] = _region_of_slopes(sx, sy, t2_hi, t2_lo, th_hi, th_lo)
+        if m == 15 and _chi2(m, hit, zr, wx, sx, ax, sy, ay) < chi2_cut:
+            for p in range(_N):
+                track_strip[tracks, p] = hit_strip[p]
+                track_t[tracks, p] = hit_t[p]
+            track_theta[tracks] = math.atan(math.sqrt(sx * sx + sy * sy)) * _RAD
+            tracks += 1
+    return tracks

@@ -42,7 +42,7 @@ from services.reconstruct._calibration_kernels import gather_channels
 from services.reconstruct.geometry import C_MM_NS
 
 if TYPE_CHECKING:  # events imports this module
-    from services.reconstruct.events import EventResult
+    from services.reconstruct.events import EventRates, Tracks
 
 log = logging.getLogger(__name__)
 
@@ -369,32 +369,30 @@ def _pair_system(a: np.ndarray, b: np.ndarray, value: np.ndarray) -> tuple[np.nd
 
 
 def tsum_equations(
-    events: EventResult,
+    tracks: Tracks,
     z_mm: tuple[float, float, float, float] | np.ndarray,
     tsum_offset_ns: np.ndarray,
 ) -> TsumEquations:
-    """T_sum normal equations of one file's reconstructed events.
+    """T_sum normal equations of one file's 4-plane tracks.
 
-    Each pair (p, q) of planes of a 4-plane track (χ²/ndf < 4) gives (t_p - tof_p) - (t_q -
-    tof_q) = o[p, s_p] - o[q, s_q] plus noise, with t the raw T_sum (the calibrated one plus the
-    offsets the events were reconstructed with). Pairs whose residual from the file's own
-    solution exceeds 1 ns (noise hits, streamers' late times) are dropped.
+    Each pair (p, q) of planes of a 4-plane track (χ²/ndf < 4: ``events.tracks_of``) gives
+    (t_p - tof_p) - (t_q - tof_q) = o[p, s_p] - o[q, s_q] plus noise, with t the raw T_sum (the
+    calibrated one plus the offsets the events were reconstructed with). Pairs whose residual
+    from the file's own solution exceeds 1 ns (noise hits, streamers' late times) are dropped.
 
     Parameters
     ----------
-    events : EventResult
-        The file's reconstructed coincidence events.
+    tracks : Tracks
+        The tracks of the file's reconstructed coincidence events.
     z_mm : sequence of 4 float
         Plane z positions the events were reconstructed with. [mm]
     tsum_offset_ns : ndarray (4, 4)
         T_sum offsets the events were reconstructed with. [ns]
     """
-    ev = events
-    good = (ev.mask == 15) & (ev.chi2 < 4.0 * 4)
-    strip = ev.strip[good].astype(np.int64)
+    strip = tracks.strip.astype(np.int64)
     z = np.asarray(z_mm, np.float64)
-    secant = np.sqrt(1.0 + np.tan(np.radians(ev.theta[good])) ** 2)
-    raw_t = ev.t[good] + np.asarray(tsum_offset_ns)[np.arange(4)[None, :], strip]
+    secant = np.sqrt(1.0 + np.tan(np.radians(tracks.theta)) ** 2)
+    raw_t = tracks.t + np.asarray(tsum_offset_ns)[np.arange(4)[None, :], strip]
     residual = raw_t - (z - z[0])[None, :] * secant[:, None] / C_MM_NS
     index = np.arange(4)[None, :] * 4 + strip  # unknown of each hit
     a = np.concatenate([index[:, p] for p, _ in _PAIRS])
@@ -404,7 +402,7 @@ def tsum_equations(
     offsets = _solve(normal, rhs)
     keep = np.abs(value - (offsets[a] - offsets[b])) < _TSUM_CUT_NS
     normal, rhs = _pair_system(a[keep], b[keep], value[keep])
-    return TsumEquations(normal, rhs, int(np.count_nonzero(good)))
+    return TsumEquations(normal, rhs, len(tracks))
 
 
 class CalibrationPool:
@@ -532,24 +530,34 @@ class CalibrationPool:
         channels: np.ndarray,
         z_mm: tuple[float, float, float, float],
         key: str | None,
-    ) -> Calibration:
+    ) -> tuple[Calibration, EventRates | None]:
         """Calibrate from the pool; the newest file ``key`` (raw coincidence ``channels``) gets its
         T_sum equations from a trial reconstruction (these pedestals and T_dif offsets, no T_sum
-        offsets) if it has none yet."""
-        from services.reconstruct.events import reconstruct_events  # events imports this module
+        offsets) if it has none yet.
+
+        Returns
+        -------
+        Calibration
+        EventRates or None
+            The trial's rates of ``channels`` (None when the file had its equations): those of
+            the calibration too, since only T_sum, which the rates do not read, depends on the
+            T_sum offsets.
+        """
+        from services.reconstruct.events import reconstruct_rates  # events imports this module
 
         pedestal, tdif = self.pedestals_tdif()
+        trial_rates = None
         if key in self.files and not self.has_equations(key):
             zero = np.zeros((4, 4))
             trial = make_calibration(station, pedestal, tdif, zero, 0, 0, 0)
-            events = reconstruct_events(channels, trial, z_mm, self.config)
-            self.add_equations(key, tsum_equations(events, z_mm, zero))
+            trial_rates = reconstruct_rates(channels, trial, z_mm, self.config)
+            self.add_equations(key, tsum_equations(trial_rates.tracks, z_mm, zero))
         tsum = self.tsum_offsets(station)
         parts = list(self._parts)
         first = min((p.first_time_s for p in parts), default=0)
         last = max((p.last_time_s for p in parts), default=0)
         made = make_calibration(station, pedestal, tdif, tsum, self.events, first, last, z_mm)
-        return replace(made, pool_files=self.files)
+        return replace(made, pool_files=self.files), trial_rates
 
 
 def calibrate(
@@ -580,4 +588,5 @@ def calibrate(
     """
     pool = CalibrationPool(config)  # the newest file is always pooled, however large
     pool.add(file_part(time_s, channels, config, key="events"))
-    return replace(pool.calibration(station, channels, _z4(z_mm), "events"), pool_files=())
+    calibration = pool.calibration(station, channels, _z4(z_mm), "events")[0]
+    return replace(calibration, pool_files=())

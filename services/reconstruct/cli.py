@@ -30,6 +30,7 @@ from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.dat_parser import parse_dat
 from services.reconstruct.calibration_records import to_record, write_calibration
+from services.reconstruct.events import EventResult
 from services.reconstruct.pipeline import (
     FileEvents,
     FileResult,
@@ -63,6 +64,8 @@ def events_frame(results: list[FileResult]) -> pd.DataFrame:
     regions = np.array(["", *REGIONS])
     for r in results:
         ev = r.events
+        if not isinstance(ev, EventResult):
+            raise TypeError(f"{r.name}: reconstructed without the per-event table")
         data: dict[str, object] = {
             "file": r.name,
             "line": r.line,
@@ -169,7 +172,11 @@ def reconstruct(
         for _, path in named:
             yield load_dat(path)
 
-    results = list(reconstruct_files(station_id, inputs(), z_of_time, station.reconstruction))
+    results = list(
+        reconstruct_files(
+            station_id, inputs(), z_of_time, station.reconstruction, events_out is not None
+        )
+    )
     rows = rates_rows(station_id, results)
     rates_frame(rows).to_csv(out, index=False)
     if events_out is not None:

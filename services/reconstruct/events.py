@@ -17,7 +17,9 @@ y' = 0 exactly (φ = 0° or 180°), not a rounding-noise sign that picks a φ se
 fiducial planes and region, but only those (:class:`EventRates`, what
 ``minutes.tally_file`` reads), the fit only for 3- and 4-plane events (the others have no
 region), and the region from the slopes without atan/atan2; it equals the corresponding fields
-of :func:`reconstruct_events` exactly (``_kernels._region_of_slopes``).
+of :func:`reconstruct_events` exactly (``_kernels._region_of_slopes``). It also gives the
+4-plane tracks that the T_sum calibration fits (:class:`Tracks`), the same numbers
+:func:`tracks_of` takes from :func:`reconstruct_events`, so the streaming service needs one pass.
 """
 
 from __future__ import annotations
@@ -34,15 +36,22 @@ from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 
 __all__ = [
     "EVENT_STATUS",
+    "TRACK_CHI2_MAX",
     "EventRates",
     "EventResult",
+    "Tracks",
     "kernel_params",
+    "rates_outputs",
     "reconstruct_events",
     "reconstruct_events_reference",
     "reconstruct_rates",
     "reconstruct_rates_reference",
     "topology_of_mask",
+    "tracks_of",
 ]
+
+#: χ² below which a 4-plane track enters the T_sum calibration (χ²/ndf < 4, ndf = 4). [1]
+TRACK_CHI2_MAX = 16.0
 
 #: Names of the event status codes.
 EVENT_STATUS = {
@@ -121,6 +130,35 @@ class EventResult:
 
 
 @dataclass(frozen=True, eq=False)
+class Tracks:
+    """The 4-plane tracks with χ² < ``TRACK_CHI2_MAX`` of some events, in event order: the
+    input of the T_sum calibration (``calibration.tsum_equations``).
+
+    Attributes
+    ----------
+    strip : int8 (k, 4)
+        Hit strip (0-3) per plane.
+    t : float64 (k, 4)
+        Calibrated T_sum per plane. [ns]
+    theta : float64 (k,)
+        Zenith of the fitted track. [deg]
+    """
+
+    strip: np.ndarray
+    t: np.ndarray
+    theta: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.theta.shape[0])
+
+
+def tracks_of(events: EventResult) -> Tracks:
+    """The :class:`Tracks` of reconstructed events."""
+    good = (events.mask == 15) & (events.chi2 < TRACK_CHI2_MAX)
+    return Tracks(events.strip[good], events.t[good], events.theta[good])
+
+
+@dataclass(frozen=True, eq=False)
 class EventRates:
     """What the per-minute tally needs of each event; the fields mean what they mean in
     :class:`EventResult`.
@@ -134,6 +172,8 @@ class EventRates:
     topology : int8 (n,)
     region : int8 (n,)
     fiducial : uint8 (n,)
+    tracks : Tracks
+        The 4-plane tracks for the T_sum calibration.
     """
 
     status: np.ndarray
@@ -142,6 +182,7 @@ class EventRates:
     topology: np.ndarray
     region: np.ndarray
     fiducial: np.ndarray
+    tracks: Tracks
 
     def __len__(self) -> int:
         return int(self.status.shape[0])
@@ -264,26 +305,44 @@ def reconstruct_rates(
     """
     channels, z = _validated(channels, z_mm)
     n = channels.shape[0]
-    out = EventRates(
-        status=np.empty(n, np.int8),
-        mask=np.empty(n, np.uint8),
-        q_event=np.empty(n),
-        topology=np.empty(n, np.int8),
-        region=np.empty(n, np.int8),
-        fiducial=np.empty(n, np.uint8),
-    )
-    k.rates_kernel(
+    arrays = rates_outputs(n)
+    tracks = Tracks(np.empty((n, 4), np.int8), np.empty((n, 4)), np.empty(n))
+    count = k.rates_kernel(
         channels,
         np.ascontiguousarray(calibration.pedestal_ns, np.float64),
         np.ascontiguousarray(calibration.tdif_offset_ns, np.float64),
+        np.ascontiguousarray(calibration.tsum_offset_ns, np.float64),
         z,
         STRIP_CENTRES_MM,
         STRIP_WIDTHS_MM,
         kernel_params(config),
         _TOPOLOGY_OF_MASK,
-        *(getattr(out, name) for name in EventRates.__dataclass_fields__),
+        *arrays,
+        tracks.strip,
+        tracks.t,
+        tracks.theta,
+        TRACK_CHI2_MAX,
     )
-    return out
+    # copies, so that the (n, 4) scratch is not kept alive by a view
+    packed = Tracks(*(np.array(a[:count]) for a in (tracks.strip, tracks.t, tracks.theta)))
+    status, mask, q_event, topology, region, fiducial = arrays
+    return EventRates(status, mask, q_event, topology, region, fiducial, packed)
+
+
+_Six = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def rates_outputs(n: int) -> _Six:
+    """Uninitialised per-event outputs of ``rates_kernel``, in the order of its arguments and of
+    the :class:`EventRates` fields before ``tracks``."""
+    return (
+        np.empty(n, np.int8),
+        np.empty(n, np.uint8),
+        np.empty(n),
+        np.empty(n, np.int8),
+        np.empty(n, np.int8),
+        np.empty(n, np.uint8),
+    )
 
 
 def reconstruct_rates_reference(
@@ -295,7 +354,8 @@ def reconstruct_rates_reference(
     """Plain-numpy reference of :func:`reconstruct_rates`: those fields of
     :func:`reconstruct_events_reference` (θ and φ from arctan/arctan2, the definition)."""
     full = reconstruct_events_reference(channels, calibration, z_mm, config)
-    return EventRates(**{name: getattr(full, name) for name in EventRates.__dataclass_fields__})
+    fields = [name for name in EventRates.__dataclass_fields__ if name != "tracks"]
+    return EventRates(**{name: getattr(full, name) for name in fields}, tracks=tracks_of(full))
 
 
 def _status_reference(channels: np.ndarray, config: ReconstructionConfig) -> np.ndarray:

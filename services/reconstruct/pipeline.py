@@ -24,7 +24,13 @@ from services.reconstruct.calibration import (
     file_part,
     tsum_equations,
 )
-from services.reconstruct.events import EventResult, reconstruct_events
+from services.reconstruct.events import (
+    EventRates,
+    EventResult,
+    reconstruct_events,
+    reconstruct_rates,
+    tracks_of,
+)
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records, tally_file
 
 log = logging.getLogger(__name__)
@@ -90,14 +96,16 @@ def parsed_file_events(name: str, result: DatParseResult) -> FileEvents:
 
 @dataclass(frozen=True, eq=False)
 class FileResult:
-    """What reconstruct made of one file (coincidence events only)."""
+    """What reconstruct made of one file (coincidence events only); ``events`` is the per-event
+    table (:class:`EventResult`) or, when it was not asked for, what the tally reads
+    (:class:`EventRates`)."""
 
     name: str
     calibration: Calibration
     z_mm: tuple[float, float, float, float]
     time_s: np.ndarray
     line: np.ndarray
-    events: EventResult
+    events: EventResult | EventRates
     tally: MinuteTally
     self_trigger_events: int
 
@@ -107,11 +115,23 @@ def reconstruct_one(
     calibration: Calibration,
     z_mm: tuple[float, float, float, float],
     config: ReconstructionConfig,
+    per_event: bool = True,
+    rates: EventRates | None = None,
 ) -> FileResult:
-    """Reconstruct one file's coincidence events with a given calibration and tally them."""
+    """Reconstruct one file's coincidence events with a given calibration and tally them.
+
+    ``per_event=False`` runs the rates kernel only, or takes ``rates`` (the file's rates with
+    this calibration's pedestals and T_dif offsets) as they are.
+    """
     physics = coincidence(file)
     time_s = file.time_s[physics]
-    events = reconstruct_events(file.channels[physics], calibration, z_mm, config)
+    events: EventResult | EventRates
+    if per_event:
+        events = reconstruct_events(file.channels[physics], calibration, z_mm, config)
+    elif rates is None:
+        events = reconstruct_rates(file.channels[physics], calibration, z_mm, config)
+    else:
+        events = rates
     tally = tally_file(time_s, events, file.start_s, file.end_s, config)
     return FileResult(
         file.name,
@@ -138,6 +158,7 @@ def reconstruct_files(
     files: Iterable[FileEvents],
     z_of_time: ZOfTime,
     config: ReconstructionConfig,
+    per_event: bool = True,
 ) -> Iterator[FileResult]:
     """Calibrate and reconstruct the files of one station, in the order given (time order).
 
@@ -151,10 +172,12 @@ def reconstruct_files(
         Plane z positions [mm] in force at a time [s since epoch, UTC] (the logbook).
     config : ReconstructionConfig
         The station's reconstruction settings.
+    per_event : bool
+        Whether the results carry the per-event table (else only what the tally reads).
     """
     pool = CalibrationPool(config)
     for file in files:
-        yield calibrate_and_reconstruct(station, pool, file, z_of_time, config)
+        yield calibrate_and_reconstruct(station, pool, file, z_of_time, config, per_event)
 
 
 def calibrate_and_reconstruct(
@@ -163,34 +186,36 @@ def calibrate_and_reconstruct(
     file: FileEvents,
     z_of_time: ZOfTime,
     config: ReconstructionConfig,
+    per_event: bool = True,
 ) -> FileResult:
     """Add the file's coincidence events to the station's pool, calibrate from it, reconstruct.
 
     The pool is keyed by file name, so a file seen again does not enter it twice. The file
     reuses the pool's current calibration unless :meth:`CalibrationPool.needs_calibration`
     (``calibration_refresh_events``); a reused calibration keeps its version and its record
-    (``source_file`` is the file it was computed for).
+    (``source_file`` is the file it was computed for). Without ``per_event`` a file that is
+    calibrated is not reconstructed again: the calibration's trial gave its rates.
     """
     physics = coincidence(file)
     channels = file.channels[physics]
     pool.add(file_part(file.time_s[physics], channels, config, key=file.name))
     z_mm = z_of_time(file.start_s)
     calibration = pool.current
+    trial = None
     if calibration is None or pool.needs_calibration(z_mm):
-        calibration = replace(
-            pool.calibration(station, channels, z_mm, file.name), source_file=file.name
-        )
+        calibration, trial = pool.calibration(station, channels, z_mm, file.name)
+        calibration = replace(calibration, source_file=file.name)
         pool.calibrated(calibration)
         log.info(
             "file calibrated",
             extra={"file": file.name, "version": calibration.version, "pool": pool.events},
         )
-    result = reconstruct_one(file, calibration, z_mm, config)
+    result = reconstruct_one(file, calibration, z_mm, config, per_event, trial)
     if not pool.has_equations(file.name):
         # a file that reused a calibration: its T_sum equations from its own reconstruction
-        pool.add_equations(
-            file.name, tsum_equations(result.events, z_mm, calibration.tsum_offset_ns)
-        )
+        events = result.events
+        tracks = events.tracks if isinstance(events, EventRates) else tracks_of(events)
+        pool.add_equations(file.name, tsum_equations(tracks, z_mm, calibration.tsum_offset_ns))
     return result
 
 

@@ -159,7 +159,7 @@ class StationStream:
         del self._pending[env.source_file]
         file = _assemble(env, [parts[i] for i in sorted(parts)])
         result = calibrate_and_reconstruct(
-            self.station, self.pool, file, self.z_of_time, self.config
+            self.station, self.pool, file, self.z_of_time, self.config, per_event=False
         )
         self._files[file.name] = (file.start_s, result.tally, result.calibration.version)
         self._forget(file.start_s)
