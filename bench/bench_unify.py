@@ -1,0 +1,154 @@
+"""Benchmark: unified minutes per second of the unify service's stateful step, in process (no Kafka).
+
+One synthetic station-day is turned into the input messages the service consumes, as JSON bytes:
+24 ERA5 hours (published beforehand, as in ``bench/bench_e2e.py``), then 1440 minute records and
+the day's log readings (the cadences of :data:`schemas.station_logs.LOG_TYPES`, 960 readings) in
+time order. They go through :meth:`services.unify.service.Unifier.process` with a dict store that
+keeps values as JSON bytes, as the Quix state store does (``orjson``). The figure is the 1440
+minutes of the day over the wall time of the whole feed (best of ``--repeat``), with the rows
+emitted and, with ``--profile``, the top of a cProfile of one run.
+
+    python bench/bench_unify.py [--repeat 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import math
+import os
+import pstats
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson
+
+from schemas.columns import PLANES, REGIONS, TOPOLOGIES
+from schemas.models import Era5Hour, LogReading, MinuteRates
+from schemas.station_logs import LOG_TYPES
+from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE
+from services.common.stations import load_network
+from services.unify.service import Unifier, UnifyOptions
+
+DAY = datetime(2024, 3, 1, tzinfo=UTC)
+STATION = 1
+
+
+class JsonStore:
+    """A dict store keeping values as JSON bytes (what the Quix store (de)serialises)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.data.get(key)
+        return default if value is None else orjson.loads(value)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = orjson.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def _rates(minute: int, rng: random.Random) -> MinuteRates:
+    rate = rng.uniform(7.0, 9.0)
+    row: dict[str, Any] = {"station": STATION, "time": DAY + timedelta(minutes=minute)}
+    row["live_s"] = 60.0
+    row |= {f"count_{t}": rng.randrange(100) for t in TOPOLOGIES}
+    for region in (*REGIONS, "total"):
+        row[f"rate_{region}_hz"] = rate
+        row[f"rate_{region}_err_hz"] = math.sqrt(rate / 60.0)
+    row |= {f"eff_{p}": rng.uniform(0.85, 0.95) for p in PLANES}
+    row |= {f"eff_{p}_err": 0.01 for p in PLANES}
+    row |= {"q_event_mean": 50.0, "rejected_events": 0, "calibration_version": "v1"}
+    return MinuteRates(**row)
+
+
+def _reading(source: str, names: list[str], t: datetime, line: int, rng: random.Random) -> Any:
+    values = {name: (940.0 if "pressure" in name else 10.0) + rng.uniform(-1, 1) for name in names}
+    name = f"{source}_{t:%Y-%m-%d}.log"
+    return LogReading(
+        station=STATION,
+        source=source,
+        time=t,
+        values=values,
+        units=dict.fromkeys(names, "x"),
+        out_of_range=[],
+        source_file=name,
+        line=line,
+        reading_id=f"{STATION}/{name}/{line}",
+    )
+
+
+def _hour(hour: int) -> Era5Hour:
+    return Era5Hour(
+        station=STATION,
+        time=DAY + timedelta(hours=hour),
+        temp_ground_c=5.0,
+        surface_pressure_hpa=935.0,
+        temp_100hpa_c=-55.0,
+        height_100hpa_m=16000.0,
+        t_eff_k=220.0,
+        expver="0001",
+        revision=0,
+        source_file="era5.nc",
+    )
+
+
+def station_day(seed: int = 1) -> list[tuple[str, bytes]]:
+    """The input messages of one station-day: (topic, JSON value), in arrival order."""
+    rng = random.Random(seed)
+    timed: list[tuple[float, str, bytes]] = []
+    for minute in range(1440):
+        record = _rates(minute, rng)
+        timed.append((record.time.timestamp() + 60, RATES_MINUTE.name, record.to_json_bytes()))
+    for log_type in LOG_TYPES:
+        names = [column.name for column in log_type.columns]
+        for line, start in enumerate(range(0, 86400, log_type.cadence_s), start=1):
+            t = DAY + timedelta(seconds=start + rng.uniform(0, 4))
+            reading = _reading(log_type.source, names, t, line, rng)
+            timed.append((t.timestamp(), LOGS_RAW.name, reading.to_json_bytes()))
+    timed.sort(key=lambda item: item[0])
+    era5 = [(ERA5_HOURLY.name, _hour(h).to_json_bytes()) for h in range(25)]
+    return era5 + [(topic, value) for _, topic, value in timed]
+
+
+def run(messages: list[tuple[str, bytes]]) -> tuple[float, int]:
+    """Feed the messages to a fresh Unifier; (wall time [s], rows emitted)."""
+    unifier = Unifier(load_network(), UnifyOptions(instance="bench"))
+    store = JsonStore()
+    key = str(STATION)
+    start = time.perf_counter()
+    for topic, value in messages:
+        unifier.process((topic, value), key, store)
+    return time.perf_counter() - start, unifier.rows_out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    args = parser.parse_args()
+    messages = station_day()
+    print(f"load average {os.getloadavg()[0]:.1f}; {len(messages)} messages")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(messages)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        return
+    for _ in range(args.repeat):
+        seconds, rows = run(messages)
+        print(f"{seconds:.2f} s, {1440 / seconds:.0f} unified minutes/s, {rows} rows emitted")
+
+
+if __name__ == "__main__":
+    main()
