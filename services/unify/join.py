@@ -309,15 +309,27 @@ def unify_rows(
         coefficients,
         settings,
     )
-    columns = {name: np.asarray(values).tolist() for name, values in added.items()}
+    # whole columns to Python scalars at once (NaN -> None): per value it costs ~10x more
+    columns = {name: _scalars(values) for name, values in added.items()}
+    quality = {mask: flag_names(mask) for mask in set(columns["quality_flags"])}
+    names = [name for name in _COLUMNS if name not in columns]
     rows = []
     for i, record in enumerate(records):
-        values = {name: _none_if_nan(record.get(name)) for name in _COLUMNS}
-        values |= {name: _none_if_nan(column[i]) for name, column in columns.items()}
+        values = {name: record.get(name) for name in names}
+        values = {name: v if v == v else None for name, v in values.items()}  # NaN != NaN
+        values |= {name: column[i] for name, column in columns.items()}
         values["revision"] = 0
-        values["quality"] = flag_names(values["quality_flags"])
+        values["quality"] = quality[values["quality_flags"]]
         rows.append(UnifiedMinute.model_validate(values))
     return rows
+
+
+def _scalars(values: np.ndarray) -> list[Any]:
+    """Python scalars of an array, None where NaN."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        return np.where(np.isnan(values), None, values).tolist()  # type: ignore[no-any-return]
+    return values.tolist()  # type: ignore[no-any-return]
 
 
 def _joined(
