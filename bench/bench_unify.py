@@ -1,6 +1,6 @@
-"""Benchmark: unified minutes per second of the unify service's stateful step, in process (no Kafka).
+"""Benchmark: unified minutes per second of the unify service's stateful step, in process.
 
-One synthetic station-day is turned into the input messages the service consumes, as JSON bytes:
+One synthetic station-day is turned (no Kafka) into the input messages the service consumes:
 24 ERA5 hours (published beforehand, as in ``bench/bench_e2e.py``), then 1440 minute records and
 the day's log readings (the cadences of :data:`schemas.station_logs.LOG_TYPES`, 960 readings) in
 time order. They go through :meth:`services.unify.service.Unifier.process` with a dict store that

@@ -326,10 +326,12 @@ def unify_rows(
 
 def _scalars(values: np.ndarray) -> list[Any]:
     """Python scalars of an array, None where NaN."""
-    values = np.asarray(values)
-    if values.dtype.kind == "f":
-        return np.where(np.isnan(values), None, values).tolist()  # type: ignore[no-any-return]
-    return values.tolist()  # type: ignore[no-any-return]
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        scalars = array.astype(object)
+        scalars[np.isnan(array)] = None
+        return list(scalars)
+    return list(array.tolist())
 
 
 def _joined(
