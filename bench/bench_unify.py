@@ -1,11 +1,11 @@
 """Benchmark: unified minutes per second of the unify service's stateful step, in process.
 
 One synthetic station-day is turned (no Kafka) into the input messages the service consumes:
-24 ERA5 hours (published beforehand, as in ``bench/bench_e2e.py``), then 1440 minute records and
+25 ERA5 hours (published beforehand, as in ``bench/bench_e2e.py``), then 1440 minute records and
 the day's log readings (the cadences of :data:`schemas.station_logs.LOG_TYPES`, 960 readings) in
 time order. They go through :meth:`services.unify.service.Unifier.process` with a dict store that
 keeps values as JSON bytes, as the Quix state store does (``orjson``). The figure is the 1440
-minutes of the day over the wall time of the whole feed (best of ``--repeat``), with the rows
+minutes of the day over the wall time of the whole feed (each of ``--repeat`` runs), with the rows
 emitted and, with ``--profile``, the top of a cProfile of one run.
 
     python bench/bench_unify.py [--repeat 3] [--profile]
