@@ -15,60 +15,27 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import math
 import os
 import pstats
 import random
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orjson
 
-from schemas.columns import PLANES, REGIONS, TOPOLOGIES
-from schemas.models import Era5Hour, LogReading, MinuteRates
+from schemas.models import Era5Hour, LogReading
 from schemas.station_logs import LOG_TYPES
 from schemas.topics import ERA5_HOURLY, LOGS_RAW, RATES_MINUTE
 from services.common.stations import load_network
 from services.unify.service import Unifier, UnifyOptions
+from tests.unify_records import T0 as DAY
+from tests.unify_records import JsonStore, minute_rates
 
-DAY = datetime(2024, 3, 1, tzinfo=UTC)
 STATION = 1
-
-
-class JsonStore:
-    """A dict store keeping values as JSON bytes (what the Quix store (de)serialises)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.data.get(key)
-        return default if value is None else orjson.loads(value)
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = orjson.dumps(value)
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-
-def _rates(minute: int, rng: random.Random) -> MinuteRates:
-    rate = rng.uniform(7.0, 9.0)
-    row: dict[str, Any] = {"station": STATION, "time": DAY + timedelta(minutes=minute)}
-    row["live_s"] = 60.0
-    row |= {f"count_{t}": rng.randrange(100) for t in TOPOLOGIES}
-    for region in (*REGIONS, "total"):
-        row[f"rate_{region}_hz"] = rate
-        row[f"rate_{region}_err_hz"] = math.sqrt(rate / 60.0)
-    row |= {f"eff_{p}": rng.uniform(0.85, 0.95) for p in PLANES}
-    row |= {f"eff_{p}_err": 0.01 for p in PLANES}
-    row |= {"q_event_mean": 50.0, "rejected_events": 0, "calibration_version": "v1"}
-    return MinuteRates(**row)
 
 
 def _reading(source: str, names: list[str], t: datetime, line: int, rng: random.Random) -> Any:
@@ -106,8 +73,7 @@ def station_day(seed: int = 1) -> list[tuple[str, bytes]]:
     """The input messages of one station-day: (topic, JSON value), in arrival order."""
     rng = random.Random(seed)
     timed: list[tuple[float, str, bytes]] = []
-    for minute in range(1440):
-        record = _rates(minute, rng)
+    for record in minute_rates(range(1440), rng):
         timed.append((record.time.timestamp() + 60, RATES_MINUTE.name, record.to_json_bytes()))
     for log_type in LOG_TYPES:
         names = [column.name for column in log_type.columns]
