@@ -42,6 +42,7 @@ __all__ = [
     "sample",
     "to_rows",
     "unify_frame",
+    "unify_rows",
 ]
 
 #: Unified column <- Era5Hour field.
@@ -57,6 +58,7 @@ _LIMITS = {
     c.name: (c.low, c.high) for log_type in LOG_TYPES_BY_SOURCE.values() for c in log_type.columns
 }
 _ENV = [name for name, _, _ in ENVIRONMENT_COLUMNS]
+_COLUMNS = [n for n in UnifiedMinute.model_fields if n != "schema_version"]
 #: Where a minute is evaluated: its middle, seconds after its start. [s]
 MINUTE_MIDDLE_S = 30
 
@@ -239,17 +241,121 @@ def unify_frame(
         is a list of flag names), sorted by time.
     """
     settings = settings or JoinSettings()
-    columns = [n for n in UnifiedMinute.model_fields if n != "schema_version"]
     frame = pd.DataFrame(list(rates))
     if frame.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=_COLUMNS)
     frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
     at_s = np.array([t.timestamp() for t in frame["time"]], dtype=np.float64) + MINUTE_MIDDLE_S
-    masks = np.zeros(len(frame), dtype=np.int64)
-    set_flag(masks, Flag.PARTIAL_MINUTE, frame["live_s"].to_numpy(np.float64) < 60.0)
+    added = _joined(
+        at_s,
+        frame["live_s"].to_numpy(np.float64),
+        frame["rate_total_hz"].to_numpy(np.float64),
+        frame["rate_total_err_hz"].to_numpy(np.float64),
+        frame[[f"eff_{p}" for p in PLANES]].to_numpy(np.float64),
+        frame[[f"eff_{p}_err" for p in PLANES]].to_numpy(np.float64),
+        readings,
+        hours,
+        coefficients,
+        settings,
+    )
+    added["revision"] = revision
+    added["quality"] = [flag_names(int(m)) for m in added["quality_flags"]]
+    # new columns are gathered and added at once: one insert per column costs ~1 ms in pandas
+    frame = pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1)
+    return frame.reindex(columns=_COLUMNS)
+
+
+def unify_rows(
+    rates: Sequence[dict[str, Any]],
+    readings: Iterable[LogReading],
+    hours: Iterable[Era5Hour],
+    coefficients: AtmosphereCoefficients,
+    settings: JoinSettings | None = None,
+) -> list[UnifiedMinute]:
+    """The rows of :func:`unify_frame` (revision 0) without pandas, for a few minutes at a time.
+
+    The streaming service joins a handful of minutes per record; a DataFrame costs several ms
+    to build and to take apart whatever its size, this builds the rows from the records and the
+    joined columns directly. ``to_rows(unify_frame(...))`` gives the same rows.
+
+    Parameters
+    ----------
+    rates, readings, hours, coefficients, settings
+        As for :func:`unify_frame`.
+
+    Returns
+    -------
+    list of UnifiedMinute
+        One row per minute record, sorted by time (stable).
+    """
+    settings = settings or JoinSettings()
+    records = sorted(rates, key=lambda r: r["time"])
+    if not records:
+        return []
+
+    def floats(name: str) -> np.ndarray:
+        return np.array([_nan_if_none(r.get(name)) for r in records], dtype=np.float64)
+
+    at_s = np.array([r["time"].timestamp() for r in records], dtype=np.float64) + MINUTE_MIDDLE_S
+    added = _joined(
+        at_s,
+        floats("live_s"),
+        floats("rate_total_hz"),
+        floats("rate_total_err_hz"),
+        np.column_stack([floats(f"eff_{p}") for p in PLANES]),
+        np.column_stack([floats(f"eff_{p}_err") for p in PLANES]),
+        readings,
+        hours,
+        coefficients,
+        settings,
+    )
+    # whole columns to Python scalars at once (NaN -> None): per value it costs ~10x more
+    columns = {name: _scalars(values) for name, values in added.items()}
+    quality = {mask: flag_names(mask) for mask in set(columns["quality_flags"])}
+    names = [name for name in _COLUMNS if name not in columns]
+    rows = []
+    for i, record in enumerate(records):
+        values = {name: record.get(name) for name in names}
+        values = {name: v if v == v else None for name, v in values.items()}  # NaN != NaN
+        values |= {name: column[i] for name, column in columns.items()}
+        values["revision"] = 0
+        values["quality"] = quality[values["quality_flags"]]
+        rows.append(UnifiedMinute.model_validate(values))
+    return rows
+
+
+def _scalars(values: np.ndarray) -> list[Any]:
+    """Python scalars of an array, None where NaN."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        scalars = array.astype(object)
+        scalars[np.isnan(array)] = None
+        return list(scalars)
+    return list(array.tolist())
+
+
+def _joined(
+    at_s: np.ndarray,
+    live_s: np.ndarray,
+    rate: np.ndarray,
+    rate_err: np.ndarray,
+    eff: np.ndarray,
+    eff_err: np.ndarray,
+    readings: Iterable[LogReading],
+    hours: Iterable[Era5Hour],
+    coefficients: AtmosphereCoefficients,
+    settings: JoinSettings,
+) -> dict[str, Any]:
+    """The columns the join adds to minute records (arrays over the minutes, in time order).
+
+    ``at_s`` are the minute middles [s], ``rate``/``rate_err`` the total rate and its error
+    [Hz], ``eff``/``eff_err`` the plane efficiencies (one column per plane). The result holds the
+    environment, ERA5 and corrected-rate columns and ``quality_flags``.
+    """
+    masks = np.zeros(len(at_s), dtype=np.int64)
+    set_flag(masks, Flag.PARTIAL_MINUTE, live_s < 60.0)
     env = _environment(readings, at_s, settings.log_max_gap_s, masks)
     era5 = _era5(hours, at_s, settings.era5_max_gap_s, masks)
-    # new columns are gathered and added at once: one insert per column costs ~1 ms in pandas
     added: dict[str, Any] = {name: env[name] for name in _ENV} | era5
 
     usable = env["_pressure_usable"]
@@ -257,8 +363,6 @@ def unify_frame(
     pressure = np.where(usable, env["pressure_ext"], era5_p)
     set_flag(masks, Flag.PRESSURE_FROM_ERA5, ~usable & ~np.isnan(era5_p))
     set_flag(masks, Flag.PRESSURE_MISSING, np.isnan(pressure))
-    rate = frame["rate_total_hz"].to_numpy(np.float64)
-    rate_err = frame["rate_total_err_hz"].to_numpy(np.float64)
     c = coefficients
     p_rate, p_err = pressure_correction(
         rate, rate_err, pressure, c.beta_pct_per_hpa, c.beta_err_pct_per_hpa, c.p0_hpa
@@ -271,19 +375,18 @@ def unify_frame(
         c.alpha_t_err_pct_per_k,
         c.teff_ref_k,
     )
-    eff = frame[[f"eff_{p}" for p in PLANES]].to_numpy(np.float64)
-    eff_err = frame[[f"eff_{p}_err" for p in PLANES]].to_numpy(np.float64)
     e, e_err = three_of_four_efficiency(eff, eff_err)
     set_flag(masks, Flag.EFFICIENCY_MISSING, np.isnan(e))
     e_rate, e_err_hz = efficiency_correction(rate, rate_err, e, e_err)
     added["rate_p_corr_hz"], added["rate_p_corr_err_hz"] = p_rate, p_err
     added["rate_pt_corr_hz"], added["rate_pt_corr_err_hz"] = pt_rate, pt_err
     added["rate_eff_corr_hz"], added["rate_eff_corr_err_hz"] = e_rate, e_err_hz
-    added["revision"] = revision
     added["quality_flags"] = masks
-    added["quality"] = [flag_names(int(m)) for m in masks]
-    frame = pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1)
-    return frame.reindex(columns=columns)
+    return added
+
+
+def _nan_if_none(value: Any) -> Any:
+    return math.nan if value is None else value
 
 
 def _none_if_nan(value: Any) -> Any:

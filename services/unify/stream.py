@@ -24,7 +24,8 @@ A record changes only the minutes it can reach: a minute record its own minute; 
 the minutes whose middle is within the log gap of it (interpolation never looks further); an
 ERA5 hour the minutes within the ERA5 gap, and, when it is the newest hour, every minute since
 the previous newest hour (they are no longer pending). Those minutes are recomputed with
-:func:`services.unify.join.unify_frame`, the function of ``mingo process``, on the records that
+:func:`services.unify.join.unify_rows` (the join of ``mingo process``'s ``unify_frame``
+without pandas), on the records that
 lie within the gaps around them plus the newest ERA5 hour. Interpolation only uses the two
 samples around a minute, and only when they lie within the gap, so this subset gives the same
 numbers as the whole history. A recomputed row is emitted only when its content differs from
@@ -45,7 +46,7 @@ from typing import Any, Protocol
 from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates, UnifiedMinute
 from services.common.coefficients import atmosphere_with
 from services.common.stations import AtmosphereCoefficients
-from services.unify.join import MINUTE_MIDDLE_S, JoinSettings, to_rows, unify_frame
+from services.unify.join import MINUTE_MIDDLE_S, JoinSettings, unify_rows
 from services.unify.revisions import content_digest
 
 log = logging.getLogger(__name__)
@@ -265,8 +266,7 @@ class StationState:
         join = self.settings.join
         readings = self._readings(middle_low - join.log_max_gap_s, middle_high + join.log_max_gap_s)
         hours = self._hours(middle_low - join.era5_max_gap_s, middle_high + join.era5_max_gap_s)
-        frame = unify_frame(records, readings, hours, self.settings.coefficients, join)
-        return self._revise(to_rows(frame))
+        return self._revise(unify_rows(records, readings, hours, self.settings.coefficients, join))
 
     def _readings(self, low: float, high: float) -> list[LogReading]:
         readings = [

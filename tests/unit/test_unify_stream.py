@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from schemas.columns import PLANES, REGIONS, TOPOLOGIES
 from schemas.models import Coefficients, Era5Hour, LogReading, MinuteRates
 from services.common.coefficients import apply_record, write_record
 from services.common.stations import AtmosphereCoefficients, load_network
@@ -20,45 +17,12 @@ from services.unify.join import JoinSettings, to_rows, unify_frame
 from services.unify.service import Unifier, UnifyOptions
 from services.unify.stream import DAY_S, StationState, StreamSettings
 from tests.coefficient_records import teff_record
+from tests.unify_records import JsonStore, minute_rates
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 SETTINGS = StreamSettings(AtmosphereCoefficients(), JoinSettings(log_max_gap_s=1800.0))
-
-
-class JsonStore:
-    """A dict store that keeps values as JSON bytes, as the Quix store does."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.data.get(key)
-        return default if value is None else orjson.loads(value)
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = orjson.dumps(value)
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-
-def _rates(minutes: range, rng: random.Random) -> list[Any]:
-    records = []
-    for k in minutes:
-        rate = rng.uniform(7.0, 9.0)
-        row: dict[str, Any] = {"station": 1, "time": T0 + timedelta(minutes=k)}
-        row["live_s"] = 60.0 if k % 97 else 31.0
-        row |= {f"count_{t}": rng.randrange(100) for t in TOPOLOGIES}
-        for region in (*REGIONS, "total"):
-            row[f"rate_{region}_hz"] = rate
-            row[f"rate_{region}_err_hz"] = math.sqrt(rate / 60.0)
-        row |= {f"eff_{p}": rng.uniform(0.85, 0.95) for p in PLANES}
-        row |= {f"eff_{p}_err": 0.01 for p in PLANES}
-        row |= {"q_event_mean": 50.0, "rejected_events": 0, "calibration_version": "v1"}
-        records.append(MinuteRates(**row))
-    return records
 
 
 def _readings(minutes: range, rng: random.Random) -> list[LogReading]:
@@ -118,7 +82,7 @@ def _final(emitted: list[Any]) -> dict[datetime, Any]:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None:
     rng = random.Random(seed)
-    rates = _rates(range(200), rng)
+    rates = minute_rates(range(200), rng)
     # a minute published twice (shared by two files): the later record wins
     rates.append(rates[30].model_copy(update={"live_s": 60.0, "rate_total_hz": 8.5}))
     readings = _readings(range(0, 260, 15), rng)
@@ -151,7 +115,7 @@ def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None
 def test_revisions_pending_then_era5t_then_final_then_late_logs() -> None:
     rng = random.Random(7)
     state = StationState(JsonStore(), SETTINGS)
-    first = [row for r in _rates(range(120), rng) for row in state.add_rates(r)]
+    first = [row for r in minute_rates(range(120), rng) for row in state.add_rates(r)]
     assert len(first) == 120 and all(r.revision == 0 for r in first)
     assert all(r.quality_flags & Flag.ERA5_PENDING for r in first)
     era5t = [row for h in range(3) for row in state.add_hour(_hour(h, 221.0, "0005"))]
@@ -183,11 +147,11 @@ def test_retention_drops_old_days_and_ignores_older_records() -> None:
     rng = random.Random(3)
     store = JsonStore()
     state = StationState(store, StreamSettings(AtmosphereCoefficients(), retention_s=2 * DAY_S))
-    old = _rates(range(3), rng)
+    old = minute_rates(range(3), rng)
     for record in old:
         state.add_rates(record)
     assert "rates/" + str(int(T0.timestamp())) in store.data
-    later = _rates(range(4 * 1440, 4 * 1440 + 2), rng)
+    later = minute_rates(range(4 * 1440, 4 * 1440 + 2), rng)
     for record in later:
         state.add_rates(record)
     assert not any(key.endswith(str(int(T0.timestamp()))) for key in store.data)
@@ -221,7 +185,7 @@ def test_a_coefficients_record_recorrects_the_retained_minutes() -> None:
     rng = random.Random(5)
     store = JsonStore()
     state = StationState(store, SETTINGS)
-    rates = _rates(range(120), rng)
+    rates = minute_rates(range(120), rng)
     readings = _readings(range(0, 135, 15), rng)
     hours = [_hour(h, 221.0 + h) for h in range(3)]
     records: list[Any] = [*hours, *readings, *rates]
