@@ -281,6 +281,16 @@ class Pipeline:
                 process.wait()
             return True
 
+    def kill(self, service: str) -> bool:
+        """SIGKILL the service and start it again at once, as a supervisor would.
+
+        Returns False (and only starts it) when it was not running.
+        """
+        with self._lock:
+            killed = self.signal(service, signal.SIGKILL)
+            self.start(service)
+            return killed
+
     def restart(self, service: str, timeout_s: float = 60.0) -> int | None:
         """Stop the service gracefully and start it again (it re-reads its configuration).
 

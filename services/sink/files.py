@@ -153,12 +153,12 @@ class DailyFiles:
         for (station, day), day_rows in sorted(by_day.items(), key=lambda item: item[0]):
             path = day_path(self.out_dir, station, day)
             merged = merge_rows(read_day(path), rows_to_frame(day_rows))
-            try:
-                if self.parquet:
-                    write_parquet(merged, path.with_suffix(".parquet"))
-                write_csv(merged, path)
-            except OSError as exc:
-                raise FilesWriteError(self.out_dir, path, exc) from exc
+            writes = [(write_parquet, path.with_suffix(".parquet"))] if self.parquet else []
+            for write, target in [*writes, (write_csv, path)]:
+                try:
+                    write(merged, target)
+                except OSError as exc:
+                    raise FilesWriteError(self.out_dir, target, exc) from exc
             written.append(path)
         return written
 
