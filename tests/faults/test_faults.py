@@ -282,8 +282,10 @@ class ConfigChange(Fault):
 
     at_s: float = 10.0
     exit_status: int | None = None
+    logins_before: int = 0  #: sshd's logins before the change (its readiness probes')
 
     def inject(self, ctx: Injection) -> None:
+        self.logins_before = _sftp_logins(ctx.servers)
         path = ctx.run.pipeline.config.network_file
         network = load_network(path)
         root = str(ctx.run.station_dir(SFTP_STATION))
@@ -301,7 +303,11 @@ class ConfigChange(Fault):
     def check(self, ctx: Injection) -> None:
         assert self.exit_status == 0, f"ingest did not stop cleanly: {self.exit_status}"
         # only the moved station is read over SFTP: logins prove that the new file is in use
-        assert _sftp_logins(ctx.servers) > 0, "ingest never logged in to the station's sshd"
+        assert self.ingest_logged_in(ctx), "ingest never logged in to the station's sshd"
+
+    def ingest_logged_in(self, ctx: Injection) -> bool:
+        """Whether ingest logged in to the station's sshd since the change."""
+        return self.done.is_set() and _sftp_logins(ctx.servers) > self.logins_before
 
 
 def _sftp_logins(servers: Servers) -> int:
@@ -312,15 +318,19 @@ def _sftp_logins(servers: Servers) -> int:
 class StationUnreachable(Fault):
     """The SFTP station's server (sshd) is stopped for ``duration_s``, then started again.
 
-    It starts once ingest is logged in over SFTP and lasts until ingest has met it (at least
-    ``duration_s``). Stopping sshd also ends its open sessions: ingest sees the connection
-    closed, then refused, backs off (5 s doubling) and resumes; the other station goes on.
+    ``after`` is the :class:`ConfigChange` that moved the station to SFTP; the outage starts
+    once ingest has logged in and lasts until ingest has met it (at least ``duration_s``).
+    Stopping sshd also ends its open sessions: ingest sees the connection closed, then refused,
+    backs off (5 s doubling) and resumes; the other station goes on.
     """
 
+    after: ConfigChange | None = None
     duration_s: float = 20.0
 
     def inject(self, ctx: Injection) -> None:
-        ctx.wait_for(lambda: _sftp_logins(ctx.servers) > 0, "ingest logged in over SFTP")
+        config = self.after
+        assert config is not None, "the station is moved to SFTP by a ConfigChange first"
+        ctx.wait_for(lambda: config.ingest_logged_in(ctx), "ingest logged in over SFTP")
         down = time.monotonic()
         manage.down(["sshd"], settings=ctx.servers.settings)
         ctx.wait_for(lambda: bool(self._unreachable(ctx)), "ingest met the station unreachable")
