@@ -16,7 +16,7 @@ Two modes (docs/reliability.md, "Faults", has the timeline, the checks and the d
   in the services' logs and topics, so that none can pass without having happened;
 - ``MINGO_FAULTS=full``: in addition, each fault in a run of its own, and the station
   unreachable for 10 real minutes (a slower simulation, so that the outage falls while the
-  station writes files). About 35 minutes.
+  station writes files). About 45 minutes.
 """
 
 from __future__ import annotations
@@ -547,7 +547,7 @@ def _one_fault_runs() -> list[object]:
             [config, StationUnreachable(after=config, duration_s=600.0)],
             100.0,
             id="station_unreachable_10min",
-            marks=skip_full,
+            marks=[skip_full, pytest.mark.timeout(1800)],  # the day alone takes 864 s
         ),
     ]
 
