@@ -526,7 +526,7 @@ def test_every_fault_in_one_run(servers: Servers, reference: Outcome, tmp_path: 
 
 def _one_fault_runs() -> list[object]:
     skip_full = pytest.mark.skipif(
-        not FULL, reason="one run per fault (~35 min): set MINGO_FAULTS=full; CI runs them all "
+        not FULL, reason="one run per fault (~45 min): set MINGO_FAULTS=full; CI runs them all "
         "in one run (test_every_fault_in_one_run)",
     )  # fmt: skip
     disk = DiskFull.unavailable()
