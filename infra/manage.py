@@ -307,6 +307,28 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def _descendants(pid: int) -> list[tuple[int, int | None]]:
+    """Children of ``pid``, their children and so on, as (pid, start ticks).
+
+    sshd's per-connection processes start sessions of their own, so they are not in the
+    server's process group; only their parentage ties them to it.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: list[tuple[int, int | None]] = []
+    pending = list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        found.append((child, _start_ticks(child)))
+        pending += children.get(child, [])
+    return found
+
+
 def _signal(pid: int, sig: signal.Signals) -> None:
     # Servers run in their own session (pgid == pid): signal the group so sshd's per-connection
     # children go too. Fall back to the single process for anything started differently.
@@ -1042,7 +1064,12 @@ def _await_ready(
 
 
 def _stop(server: _Server, pid: int) -> None:
-    """TERM the server's process group, wait, KILL what is left, and verify nothing remains."""
+    """TERM the server's process group, wait, KILL what is left, and verify nothing remains.
+
+    Descendants in sessions of their own (sshd's open connections) are killed too: a stopped
+    server keeps no client connected.
+    """
+    descendants = _descendants(pid)
     _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + server.stop_timeout
     while _alive(pid) and time.monotonic() < deadline:
@@ -1052,14 +1079,19 @@ def _stop(server: _Server, pid: int) -> None:
             "%s: pid %d ignored SIGTERM for %.0f s; killing", server.name, pid, server.stop_timeout
         )
         _signal(pid, signal.SIGKILL)
+
+    def stragglers() -> list[int]:
+        same = [p for p, ticks in descendants if _alive(p) and _start_ticks(p) == ticks]
+        return [*_group_members(pid), *same]
+
     deadline = time.monotonic() + 5
-    while (_alive(pid) or _group_members(pid)) and time.monotonic() < deadline:
-        # Stragglers of the group (e.g. an sshd session child) get the same treatment.
-        for member in _group_members(pid):
+    while (_alive(pid) or stragglers()) and time.monotonic() < deadline:
+        # Stragglers of the group and descendants (an sshd session child) get the same treatment.
+        for member in stragglers():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
         time.sleep(0.1)
-    left = [p for p in [pid, *_group_members(pid)] if _alive(p)]
+    left = [p for p in [pid, *stragglers()] if _alive(p)]
     if left:
         raise InfraError(f"{server.name}: could not stop pid(s) {left}")
     _reap(pid)

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -163,7 +164,8 @@ class Pipeline:
     """The five services as child processes; a context manager that stops them all at exit.
 
     With ``supervise``, a service that exits on its own is started again (as a container
-    runtime's restart policy would); without, that is an error.
+    runtime's restart policy would); without, that is an error. Safe to drive from several
+    threads (a fault injector beside the thread waiting for the drain).
     """
 
     def __init__(self, config: PipelineConfig, *, supervise: bool = False) -> None:
@@ -172,6 +174,8 @@ class Pipeline:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self.restarts: dict[str, int] = dict.fromkeys(SERVICES, 0)
+        # one service is never started twice by two threads that both saw it dead
+        self._lock = threading.RLock()
         config.log_dir.mkdir(parents=True, exist_ok=True)
         config.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -189,21 +193,22 @@ class Pipeline:
         """Start ``service`` (``python -m services.<service>``) unless it runs."""
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
-        running = self.processes.get(service)
-        if running is not None and running.poll() is None:
-            return
-        if running is not None:
-            self.restarts[service] += 1
-        handle = self._logs.get(service) or self.log_path(service).open("ab")
-        self._logs[service] = handle
-        self.processes[service] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"],
-            env=os.environ | self.config.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=handle,
-        )
-        log.info("started %s (pid %d)", service, self.processes[service].pid)
+        with self._lock:
+            running = self.processes.get(service)
+            if running is not None and running.poll() is None:
+                return
+            if running is not None:
+                self.restarts[service] += 1
+            handle = self._logs.get(service) or self.log_path(service).open("ab")
+            self._logs[service] = handle
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"],
+                env=os.environ | self.config.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=handle,
+            )
+            log.info("started %s (pid %d)", service, self.processes[service].pid)
 
     def start_all(
         self, services: tuple[str, ...] = SERVICES, logbook_timeout_s: float = 60.0
@@ -235,76 +240,111 @@ class Pipeline:
                 raise PipelineError(f"ingest published no logbook for stations {sorted(wanted)}")
             time.sleep(1.0)
 
-    def ingested_all(self) -> bool:
-        """True when every ``.dat`` file and archive in the local station folders is ingested.
+    def ingested_all(self, folders: Mapping[int, Path] | None = None) -> bool:
+        """True when every ``.dat`` file and archive in the station folders is ingested.
 
-        Read from ingest's progress topic (a record with ``complete`` per file and archive).
+        ``folders`` maps station ids to their ``dat/`` folders on this machine; by default the
+        folders of the network file's local sources. Read from ingest's progress topic (a record
+        with ``complete`` per file and archive).
         """
         from services.common.stations import load_network
 
+        if folders is None:
+            folders = {
+                s.id: Path(s.source.root) / s.source.dat_subdir
+                for s in load_network(self.config.network_file).stations
+                if s.source is not None and s.source.kind == "local"
+            }
         done = set()
         for message in read_all(self.config.kafka, INGEST_PROGRESS.name, max_wait_s=30):
             progress = IngestProgress.model_validate_json(message.value())
             if progress.kind == "dat" and progress.complete:
                 done.add((progress.station, progress.file))
-        for station in load_network(self.config.network_file).stations:
-            if station.source is None or station.source.kind != "local":
-                continue
-            folder = Path(station.source.root) / station.source.dat_subdir
+        for station, folder in folders.items():
             names = [p.name for p in folder.glob("*.dat")] + [
                 p.name for p in folder.glob("*.dat.tar.gz")
             ]
-            if any((station.id, name) not in done for name in names):
+            if any((station, name) not in done for name in names):
                 return False
         return True
 
-    def signal(self, service: str, sig: signal.Signals) -> None:
-        """Send ``sig`` to the service if it runs (SIGKILL: wait until it is gone)."""
-        process = self.processes.get(service)
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        if sig == signal.SIGKILL:
-            process.wait()
+    def signal(self, service: str, sig: signal.Signals) -> bool:
+        """Send ``sig`` to the service if it runs (SIGKILL: wait until it is gone).
+
+        Returns True when the signal was delivered to a running process.
+        """
+        with self._lock:
+            process = self.processes.get(service)
+            if process is None or process.poll() is not None:
+                return False
+            process.send_signal(sig)
+            if sig == signal.SIGKILL:
+                process.wait()
+            return True
+
+    def kill(self, service: str) -> bool:
+        """SIGKILL the service and start it again at once, as a supervisor would.
+
+        Returns False (and only starts it) when it was not running.
+        """
+        with self._lock:
+            killed = self.signal(service, signal.SIGKILL)
+            self.start(service)
+            return killed
+
+    def restart(self, service: str, timeout_s: float = 60.0) -> int | None:
+        """Stop the service gracefully and start it again (it re-reads its configuration).
+
+        Returns the exit status of the stopped process.
+        """
+        with self._lock:
+            status = self.stop(service, timeout_s)
+            self.start(service)
+            return status
 
     def stop(self, service: str, timeout_s: float = 60.0) -> int | None:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL; returns the exit status."""
-        process = self.processes.get(service)
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0f s; killing it", service, timeout_s)
-                process.kill()
-                process.wait()
-        return process.returncode
+        with self._lock:
+            process = self.processes.get(service)
+            if process is None:
+                return None
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %.0f s; killing it", service, timeout_s)
+                    process.kill()
+                    process.wait()
+            return process.returncode
 
     def stop_all(self, timeout_s: float = 60.0) -> dict[str, int | None]:
         """Stop every service, consumers of the end first; returns their exit statuses."""
-        statuses = {s: self.stop(s, timeout_s) for s in reversed(SERVICES) if s in self.processes}
-        for handle in self._logs.values():
-            handle.close()
-        self._logs.clear()
-        return statuses
+        with self._lock:
+            statuses = {
+                s: self.stop(s, timeout_s) for s in reversed(SERVICES) if s in self.processes
+            }
+            for handle in self._logs.values():
+                handle.close()
+            self._logs.clear()
+            return statuses
 
     def check_alive(self) -> None:
         """Raise PipelineError naming a service that exited on its own, with its log's tail.
 
         Under ``supervise`` the service is started again instead.
         """
-        for service, process in list(self.processes.items()):
-            if process.poll() is not None:
-                if self.supervise:
-                    log.warning("%s exited with %s; restarting it", service, process.returncode)
-                    self.start(service)
-                    continue
-                tail = _tail(self.log_path(service))
-                raise PipelineError(
-                    f"{service} exited with status {process.returncode}; its log ends:\n{tail}"
-                )
+        with self._lock:
+            for service, process in list(self.processes.items()):
+                if process.poll() is not None:
+                    if self.supervise:
+                        log.warning("%s exited with %s; restarting it", service, process.returncode)
+                        self.start(service)
+                        continue
+                    tail = _tail(self.log_path(service))
+                    raise PipelineError(
+                        f"{service} exited with status {process.returncode}; its log ends:\n{tail}"
+                    )
 
     def wait_drained(
         self,

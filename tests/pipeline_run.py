@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -46,7 +46,7 @@ def free_ports(count: int) -> list[int]:
 @contextmanager
 def private_servers(state_dir: Path, names: tuple[str, ...]) -> Iterator[manage.Settings]:
     """Servers of a test's own (the test stops and restarts them), on free ports."""
-    kafka, controller, sasl, influx, rpc = free_ports(5)
+    kafka, controller, sasl, influx, rpc, sshd = free_ports(6)
     settings = replace(
         manage.Settings.from_env(),
         state_dir=state_dir,
@@ -55,6 +55,7 @@ def private_servers(state_dir: Path, names: tuple[str, ...]) -> Iterator[manage.
         kafka_sasl_port=sasl,
         influx_port=influx,
         influx_rpc_port=rpc,
+        sshd_port=sshd,
     )
     manage.up(names, settings=settings)
     try:
@@ -79,10 +80,16 @@ class Run:
     simulation: LiveSimulation
     pipeline: Pipeline
 
+    def station_dir(self, station: int) -> Path:
+        """What the station PC holds (``dat/``, ``logs/``, the logbook)."""
+        return self.out / "stations" / station_dir_name(station)
+
     def wait_done(self, timeout_s: float = 420.0) -> None:
         """Until the simulation ended, ingest took every file and every group caught up."""
+        # the folders themselves, not the network file's: a test may serve them over SFTP
+        folders = {s: self.station_dir(s) / "dat" for s in STATIONS}
         self.pipeline.wait_drained(
-            ready=lambda: self.simulation.finished() and self.pipeline.ingested_all(),
+            ready=lambda: self.simulation.finished() and self.pipeline.ingested_all(folders),
             timeout_s=timeout_s,
         )
 
@@ -99,8 +106,14 @@ def pipeline_run(
     seed: int = 3,
     database: str = DATABASE,
     supervise: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Run]:
-    """Empty topics, a live simulation of 2 stations x 1 day, all services; stopped at exit."""
+    """Empty topics, a live simulation of 2 stations x 1 day, all services; stopped at exit.
+
+    The stations are read from local folders (``out/stations/mingo0S``; the network file is
+    ``out/network.yaml``), the sink writes to ``out/unified``, the services log to ``out/logs``;
+    ``extra_env`` adds ``MINGO_*`` variables for every service.
+    """
     kafka = KafkaSettings(bootstrap=kafka_bootstrap)
     admin = make_admin(kafka)
     delete_topics(admin, [t.name for t in TOPICS])
@@ -116,7 +129,7 @@ def pipeline_run(
     config = PipelineConfig(
         kafka=kafka, network_file=network_file, era5_dir=stations_dir / "era5",
         out_dir=out / "unified", log_dir=out / "logs", run_id=f"e2e-{uuid.uuid4().hex[:8]}",
-        influx_url=influx, influx_database=database,
+        influx_url=influx, influx_database=database, extra_env=dict(extra_env or {}),
     )  # fmt: skip
     request = DemoRequest(
         stations=list(STATIONS), start=DAY, days=1, hours=None, rate_hz=rate_hz, speed=speed,

@@ -34,6 +34,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One readable line per record; the extra fields follow as ``key=value``.
+
+    Without them a text log would drop what the message refers to (station, file, error).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = [
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _RESERVED and not key.startswith("_")
+        ]
+        if not extras:
+            return text
+        head, newline, rest = text.partition("\n")  # the traceback stays below the line
+        return f"{head} {' '.join(extras)}{newline}{rest}"
+
+
 class RedactSecrets(logging.Filter):
     """Replace secret values in the formatted message and arguments of every record."""
 
@@ -81,11 +103,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
     """Install the root handler on stderr (idempotent)."""
     secrets = list(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    inner = (
-        JsonFormatter()
-        if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    inner = JsonFormatter() if fmt == "json" else TextFormatter()
     handler.setFormatter(RedactingFormatter(inner, secrets))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()

@@ -9,6 +9,7 @@ reader sees either the old or the new file, never a partial one.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -136,7 +137,14 @@ class DailyFiles:
         self.parquet = parquet
 
     def write(self, rows: Sequence[Any]) -> list[Path]:
-        """Merge the rows into their days' files; returns the CSV paths rewritten."""
+        """Merge the rows into their days' files; returns the CSV paths rewritten.
+
+        Raises
+        ------
+        FilesWriteError
+            A file could not be written (disk full, permissions); the message names the output
+            folder, the file and the reason. Files already rewritten keep complete content.
+        """
         by_day: dict[tuple[int, date], list[Any]] = defaultdict(list)
         for row in rows:
             time = row.time.astimezone(UTC)
@@ -145,11 +153,27 @@ class DailyFiles:
         for (station, day), day_rows in sorted(by_day.items(), key=lambda item: item[0]):
             path = day_path(self.out_dir, station, day)
             merged = merge_rows(read_day(path), rows_to_frame(day_rows))
-            if self.parquet:
-                write_parquet(merged, path.with_suffix(".parquet"))
-            write_csv(merged, path)
+            writes = [(write_parquet, path.with_suffix(".parquet"))] if self.parquet else []
+            for write, target in [*writes, (write_csv, path)]:
+                try:
+                    write(merged, target)
+                except OSError as exc:
+                    raise FilesWriteError(self.out_dir, target, exc) from exc
             written.append(path)
         return written
+
+
+class FilesWriteError(OSError):
+    """A daily file could not be written; names the output folder, the file and why."""
+
+    def __init__(self, out_dir: Path, path: Path, cause: OSError) -> None:
+        reason = "no space left on device (the disk is full)"
+        if cause.errno != errno.ENOSPC:
+            reason = cause.strerror or str(cause)
+        super().__init__(
+            cause.errno,
+            f"cannot write {path.relative_to(out_dir)} in the output folder {out_dir}: {reason}",
+        )
 
 
 def stations_on_disk(out_dir: Path) -> list[int]:

@@ -120,6 +120,7 @@ class InfluxV1Writer:
             timeout=target.timeout_s,
             trust_env=False,  # InfluxDB is reached directly, never through an HTTP proxy
         )
+        self._create_before_write = False
 
     def ensure_database(self) -> None:
         """``CREATE DATABASE`` (idempotent on 1.x; 2.x/3.x create buckets otherwise)."""
@@ -133,9 +134,16 @@ class InfluxV1Writer:
         except httpx.HTTPError as exc:
             raise InfluxWriteError(f"InfluxDB unreachable: {exc}", retryable=True) from exc
         _raise_for(response, "create database")
+        self._create_before_write = False
+
+    def create_database_before_write(self) -> None:
+        """Let the next :meth:`write` create the database first (it was unreachable before)."""
+        self._create_before_write = True
 
     def write(self, lines: Sequence[str]) -> None:
         """POST the lines in gzip batches; raise :class:`InfluxWriteError` if one fails."""
+        if self._create_before_write:
+            self.ensure_database()
         params = {"db": self.target.database, "precision": "s"}
         if self.target.retention_policy:
             params["rp"] = self.target.retention_policy

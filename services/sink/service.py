@@ -200,7 +200,7 @@ class SinkService:
                     extra={"error": str(exc), "retry_in_s": delay, "failures": failures},
                 )
                 if failures == 1:
-                    self._report_error(str(exc))
+                    self._report_error("files" if isinstance(exc, OSError) else "influxdb", exc)
                     paused = self.consumer.assignment()
                     self.consumer.pause(paused)
             if self.stop.wait(delay):
@@ -232,8 +232,8 @@ class SinkService:
             # re-writes the batch: idempotent, nothing lost.
             log.warning("commit failed; the batch will be re-read", extra={"error": str(exc)})
 
-    def _report_error(self, message: str) -> None:
-        self.publish_status("source_error", source="influxdb", message=message)
+    def _report_error(self, store: str, error: Exception) -> None:
+        self.publish_status("source_error", source=store, message=str(error))
 
     def publish_status(self, kind: str, **fields: Any) -> None:
         """Queue a status message of the sink on its status topic (heartbeats, errors)."""
@@ -247,10 +247,24 @@ class SinkService:
 
 
 def make_writer(target: InfluxTarget, *, create_database: bool) -> InfluxWriter:
-    """The InfluxDB back end; with ``create_database`` the v1 database is created if missing."""
+    """The InfluxDB back end; with ``create_database`` the v1 database is created if missing.
+
+    An InfluxDB that is down at start is no reason to exit (a restarted service would otherwise
+    crash until InfluxDB is back): the database is then created before the first write, which
+    the service retries like any other refused write.
+    """
     writer = make_influx_writer(target)
     if create_database and isinstance(writer, InfluxV1Writer):
-        writer.ensure_database()
+        try:
+            writer.ensure_database()
+        except InfluxWriteError as exc:
+            if not exc.retryable:
+                raise
+            log.warning(
+                "InfluxDB unreachable at start; the database is created before the first write",
+                extra={"error": str(exc)},
+            )
+            writer.create_database_before_write()
     return writer
 
 

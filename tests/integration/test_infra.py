@@ -465,6 +465,32 @@ def test_tansu_up_round_trip_down(private_settings: manage.Settings) -> None:
     assert manage.env_vars(settings=settings) == {}
 
 
+def test_sshd_down_ends_open_sessions(tmp_path: Path) -> None:
+    # sshd's connection processes run in sessions of their own: a down that left them alive
+    # would keep a connected client (ingest) reading from a station that is "unreachable"
+    settings = replace(
+        manage.Settings.from_env(), state_dir=tmp_path / "state", sshd_port=_free_port()
+    )
+    manage.up(["sshd"], settings=settings)
+    try:
+        env = manage.env_vars(settings=settings)
+        client = paramiko.SSHClient()
+        client.load_host_keys(env["MINGO_SFTP_KNOWN_HOSTS"])
+        client.connect(
+            manage.HOST, port=settings.sshd_port, username=env["MINGO_SFTP_USER"],
+            key_filename=env["MINGO_SFTP_KEY"], look_for_keys=False, allow_agent=False, timeout=10,
+        )  # fmt: skip
+        sftp = client.open_sftp()
+        sftp.get_channel().settimeout(10)  # type: ignore[union-attr]
+        assert sftp.listdir(env["MINGO_SFTP_ROOT"]) == []
+        manage.down(["sshd"], settings=settings)
+        with pytest.raises(OSError):  # closed, not served by an orphaned session process
+            sftp.listdir(env["MINGO_SFTP_ROOT"])
+        client.close()
+    finally:
+        manage.down(["sshd"], settings=settings)
+
+
 def test_status_env_and_down_follow_the_record_not_the_current_ports(
     private_settings: manage.Settings,
 ) -> None:

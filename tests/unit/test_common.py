@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.logging import JsonFormatter, configure_logging
+from services.common.logging import JsonFormatter, TextFormatter, configure_logging
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import ServiceSettings
 from services.common.stations import NetworkConfigError, load_network
@@ -41,6 +41,14 @@ def test_json_log_lines_carry_extra_fields() -> None:
     record = logging.makeLogRecord({"msg": "file done", "levelname": "INFO", "station": 2})
     payload = json.loads(JsonFormatter().format(record))
     assert payload["message"] == "file done" and payload["station"] == 2
+
+
+def test_text_log_lines_carry_extra_fields() -> None:
+    record = logging.makeLogRecord(
+        {"msg": "store refused", "levelname": "WARNING", "station": 2, "error": "disk full"}
+    )
+    line = TextFormatter().format(record)
+    assert line.endswith(": store refused station=2 error=disk full"), line
 
 
 def test_run_loop_stops_when_idle_and_on_a_stop_request() -> None:

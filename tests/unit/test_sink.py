@@ -15,7 +15,15 @@ from pydantic import SecretStr
 
 from services.common.runtime import StopFlag
 from services.common.status import status_message
-from services.sink.files import COLUMNS, DailyFiles, day_path, read_csv, read_day, read_range
+from services.sink.files import (
+    COLUMNS,
+    DailyFiles,
+    FilesWriteError,
+    day_path,
+    read_csv,
+    read_day,
+    read_range,
+)
 from services.sink.influx import InfluxTarget, InfluxV1Writer, InfluxV2Writer, InfluxWriteError
 from services.sink.lineprotocol import (
     UNIFIED_KINDS,
@@ -25,7 +33,7 @@ from services.sink.lineprotocol import (
     encode_unified,
     escape_key,
 )
-from services.sink.service import SinkOptions, SinkService, newest_revisions
+from services.sink.service import SinkOptions, SinkService, make_writer, newest_revisions
 from services.sink.settings import SinkSettings
 from tests.sink_rows import unified_row, unified_rows
 
@@ -211,6 +219,34 @@ def test_a_stop_while_influxdb_is_down_commits_nothing(tmp_path: Path) -> None:
     timer.start()
     assert not service.step()
     assert consumer.commits == [] and consumer.paused and writer.lines == []
+
+
+def test_a_file_that_cannot_be_written_names_the_folder_and_is_retried(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    blocker = out / "mingo01"
+    blocker.write_text("")  # a file where the station's folder should be: every write fails
+    consumer = _Consumer([_Message("u", 0, unified_row(1, T0).to_json_bytes())])
+    stop = StopFlag()
+    service = _service(consumer, _Writer(failures=0), out, stop)
+    with pytest.raises(FilesWriteError, match=f"in the output folder {out}: "):
+        service.files.write([unified_row(1, T0)])  # type: ignore[union-attr]
+    threading.Timer(0.3, blocker.unlink).start()  # the folder becomes writable again
+    assert service.step()  # retried until the files accepted, then committed
+    assert consumer.commits == [[("u", 0, 1)]] and not consumer.paused
+    assert len(read_csv(day_path(out, 1, T0.date()))) == 1
+
+
+def test_make_writer_does_not_fail_while_influxdb_is_down(recorder: Any) -> None:
+    url, handler = recorder
+    handler.statuses[:] = [503]  # CREATE DATABASE at start: InfluxDB not ready
+    writer = make_writer(InfluxTarget(url=url, database="mingo"), create_database=True)
+    writer.write(["m v=1.0 60"])  # creates the database first, then writes
+    assert [path.split("?")[0] for path, _, _ in handler.requests] == ["/query"] * 2 + ["/write"]
+    assert "CREATE+DATABASE" in handler.requests[1][0]
+    writer.write(["m v=2.0 120"])  # only once
+    assert [path.split("?")[0] for path, _, _ in handler.requests][-1] == "/write"
+    assert len(handler.requests) == 4
 
 
 class _Recorder(BaseHTTPRequestHandler):
