@@ -63,17 +63,16 @@ from services.reconstruct import pipeline
 from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
-    _TOPOLOGY_OF_MASK,
     TRACK_CHI2_MAX,
     EventRates,
     EventResult,
     _empty,
+    kernel_inputs,
     kernel_params,
     rates_outputs,
     reconstruct_events,
     reconstruct_rates,
 )
-from services.reconstruct.geometry import STRIP_CENTRES_MM, STRIP_WIDTHS_MM
 from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
 from services.reconstruct.pipeline import FileEvents, reconstruct_one
 from services.reconstruct.state import StoredStation
@@ -259,14 +258,7 @@ def kernel_call(
     out = _empty(len(channels))
     args = (
         channels,
-        np.ascontiguousarray(cal.pedestal_ns),
-        np.ascontiguousarray(cal.tdif_offset_ns),
-        np.ascontiguousarray(cal.tsum_offset_ns),
-        np.asarray(Z_MM),
-        STRIP_CENTRES_MM,
-        STRIP_WIDTHS_MM,
-        kernel_params(config),
-        _TOPOLOGY_OF_MASK,
+        *kernel_inputs(cal, np.asarray(Z_MM, np.float64), config),
         *(getattr(out, name) for name in EventResult.__dataclass_fields__),
     )
     return lambda: module.reconstruct_kernel(*args)
@@ -279,14 +271,7 @@ def rates_call(
     n = len(channels)
     args = (
         channels,
-        np.ascontiguousarray(cal.pedestal_ns),
-        np.ascontiguousarray(cal.tdif_offset_ns),
-        np.ascontiguousarray(cal.tsum_offset_ns),
-        np.asarray(Z_MM),
-        STRIP_CENTRES_MM,
-        STRIP_WIDTHS_MM,
-        kernel_params(config),
-        _TOPOLOGY_OF_MASK,
+        *kernel_inputs(cal, np.asarray(Z_MM, np.float64), config),
         *rates_outputs(n),
         np.empty((n, 4), np.int8),
         np.empty((n, 4)),

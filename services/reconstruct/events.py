@@ -24,7 +24,9 @@ of :func:`reconstruct_events` exactly (``_kernels._region_of_slopes``). It also 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -204,6 +206,37 @@ def kernel_params(config: ReconstructionConfig) -> np.ndarray:
     return params
 
 
+def kernel_inputs(
+    calibration: Calibration, z: np.ndarray, config: ReconstructionConfig
+) -> tuple[np.ndarray, ...]:
+    """The arguments both kernels take after the channels, in their order.
+
+    Parameters
+    ----------
+    calibration : Calibration
+        Pedestals [ns], T_dif offsets [ns] and T_sum offsets [ns].
+    z : np.ndarray
+        Plane z positions [mm], float64, shape (4,).
+    config : ReconstructionConfig
+        The station's reconstruction settings (thresholds, windows, region limits).
+    """
+    return (
+        np.ascontiguousarray(calibration.pedestal_ns, np.float64),
+        np.ascontiguousarray(calibration.tdif_offset_ns, np.float64),
+        np.ascontiguousarray(calibration.tsum_offset_ns, np.float64),
+        z,
+        STRIP_CENTRES_MM,
+        STRIP_WIDTHS_MM,
+        kernel_params(config),
+        _TOPOLOGY_OF_MASK,
+    )
+
+
+def _untyped(kernel: object) -> Callable[..., Any]:
+    # mypy rejects a numba dispatcher called with the unpacked tuple of kernel_inputs
+    return cast(Callable[..., Any], kernel)
+
+
 def _empty(n: int) -> EventResult:
     f4 = np.empty((n, 4))
     return EventResult(
@@ -263,16 +296,9 @@ def reconstruct_events(
     """
     channels, z = _validated(channels, z_mm)
     out = _empty(channels.shape[0])
-    k.reconstruct_kernel(
+    _untyped(k.reconstruct_kernel)(
         channels,
-        np.ascontiguousarray(calibration.pedestal_ns, np.float64),
-        np.ascontiguousarray(calibration.tdif_offset_ns, np.float64),
-        np.ascontiguousarray(calibration.tsum_offset_ns, np.float64),
-        z,
-        STRIP_CENTRES_MM,
-        STRIP_WIDTHS_MM,
-        kernel_params(config),
-        _TOPOLOGY_OF_MASK,
+        *kernel_inputs(calibration, z, config),
         out.status,
         out.mask,
         out.strip,
@@ -307,16 +333,9 @@ def reconstruct_rates(
     n = channels.shape[0]
     arrays = rates_outputs(n)
     tracks = Tracks(np.empty((n, 4), np.int8), np.empty((n, 4)), np.empty(n))
-    count = k.rates_kernel(
+    count = _untyped(k.rates_kernel)(
         channels,
-        np.ascontiguousarray(calibration.pedestal_ns, np.float64),
-        np.ascontiguousarray(calibration.tdif_offset_ns, np.float64),
-        np.ascontiguousarray(calibration.tsum_offset_ns, np.float64),
-        z,
-        STRIP_CENTRES_MM,
-        STRIP_WIDTHS_MM,
-        kernel_params(config),
-        _TOPOLOGY_OF_MASK,
+        *kernel_inputs(calibration, z, config),
         *arrays,
         tracks.strip,
         tracks.t,
