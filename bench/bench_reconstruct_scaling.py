@@ -8,7 +8,8 @@ On Apache Kafka (a PRIVATE development cluster: every topic is DELETED and recre
 2. ``mingo era5 publish`` of the simulated ERA5 files (not timed: a one-off);
 3. ``mingo reconstruct-service`` as 1 process, then as 2 processes of a fresh group, each on a
    fresh rates topic: events per second over the time from the start of the processes to the
-   producer timestamp of the last minute record, and until every instance has exited (with
+   last growth of the rates topic (its end offsets, sampled every 0.1 s), and until every
+   instance has exited (with
    ``--once`` the first idle instance leaves the group, and the other rebuilds the state of the
    partitions it takes over by replaying them, which costs as much as the work itself);
 4. ``mingo unify-service`` on the rates of the 2-instance run -> unified minutes;
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -35,13 +37,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.bench_e2e import proc_status_mb
 from bench.bench_process_days import machine, report
 from schemas.events import envelope_from_headers
 from schemas.topics import CALIBRATION, EVENTS_RAW, RATES_MINUTE, TOPICS, UNIFIED_MINUTE
-from services.common.kafka import create_topics, delete_topics, read_all
+from services.common.kafka import (
+    client_config,
+    create_topics,
+    delete_topics,
+    read_all,
+    watermarks,
+)
 from services.common.settings import KafkaSettings
 from services.common.stations import StationSource, load_network
 from simulator.run import SimulationRequest, run_batch
@@ -74,8 +83,12 @@ class Stage:
 
 def run_processes(
     runs: list[tuple[list[str], dict[str, str]]],
-) -> tuple[float, list[float]]:
-    """Run the (command, environment) pairs at once; seconds until all exited, peak RSS [MB].
+    output: Callable[[], int] | None = None,
+) -> tuple[float, list[float], float]:
+    """Run the (command, environment) pairs at once.
+
+    Returns the seconds until all exited, the peak RSS of each [MB], and the seconds until
+    ``output()`` (e.g. the messages in the output topic) last grew (0 without ``output``).
 
     The peak is ``VmHWM`` read every 0.1 s until the process exits (it misses only growth in
     its last 0.1 s). Not ``ru_maxrss``: that also counts the image of this (large) benchmark
@@ -84,7 +97,10 @@ def run_processes(
     started = time.time()
     processes = [subprocess.Popen(command, cwd=ROOT, env=env) for command, env in runs]
     peaks = [0.0] * len(processes)
+    produced, last_growth = 0, 0.0
     while any(process.returncode is None for process in processes):
+        if output is not None and (now := output()) > produced:
+            produced, last_growth = now, time.time() - started
         for index, process in enumerate(processes):
             if process.returncode is None:
                 # read before poll() reaps it; a zombie has no VmHWM line (0)
@@ -94,7 +110,7 @@ def run_processes(
     for process in processes:
         if process.returncode != 0:
             raise RuntimeError(f"{process.args} exited with {process.returncode}")
-    return time.time() - started, peaks
+    return time.time() - started, peaks, last_growth
 
 
 def simulate(out: Path, stations: list[int], rate: float) -> Path:
@@ -135,15 +151,30 @@ def run_instances(
     create_topics(admin, [RATES_MINUTE, CALIBRATION])
     group = f"bench-{count_}-{uuid.uuid4().hex[:6]}"
     command = [*MINGO, "reconstruct-service", "--once"]
-    started = time.time()
-    exited, rss = run_processes(
-        [
-            (command, env | {"MINGO_RECONSTRUCT_GROUP_ID": group, "MINGO_INSTANCE": f"{group}-{i}"})
-            for i in range(count_)
-        ]
-    )
-    stamps = [m.timestamp()[1] for m in read_all(kafka, RATES_MINUTE.name, max_wait_s=300)]
-    last = max(stamps) / 1000 - started
+    probe = Consumer(client_config(kafka) | {"group.id": f"{group}-probe"})
+    partitions = probe.list_topics(RATES_MINUTE.name, timeout=10).topics[RATES_MINUTE.name]
+
+    def rates_end() -> int:
+        # Quix gives an output record its input's timestamp, so the time of the last minute
+        # record is when the topic's end offsets last grew, sampled with the RSS
+        return sum(
+            watermarks(probe, TopicPartition(RATES_MINUTE.name, p))[1]
+            for p in partitions.partitions
+        )
+
+    try:
+        exited, rss, last = run_processes(
+            [
+                (
+                    command,
+                    env | {"MINGO_RECONSTRUCT_GROUP_ID": group, "MINGO_INSTANCE": f"{group}-{i}"},
+                )
+                for i in range(count_)
+            ],
+            rates_end,
+        )
+    finally:
+        probe.close()
     return Stage(f"reconstruct x{count_}", last, events, "events", tuple(rss), exited)
 
 
@@ -187,7 +218,7 @@ def main() -> None:
             "MINGO_SINK_INFLUX": "false",
         }
         out(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()}\n")
-        seconds, rss = run_processes([([*MINGO, "ingest", "--once"], env)])
+        seconds, rss, _ = run_processes([([*MINGO, "ingest", "--once"], env)])
         events = sum(
             envelope_from_headers(m.headers()).event_count
             for m in read_all(kafka, EVENTS_RAW.name, max_wait_s=300)
@@ -206,12 +237,12 @@ def main() -> None:
             out(stages[-1].line())
         records = count(kafka, RATES_MINUTE.name)
         out(f"  ({records} minute records)\n")
-        seconds, rss = run_processes([([*MINGO, "unify-service", "--once"], env)])
+        seconds, rss, _ = run_processes([([*MINGO, "unify-service", "--once"], env)])
         stages.append(
             Stage("unify", seconds, count(kafka, UNIFIED_MINUTE.name), "minutes", tuple(rss))
         )
         out(stages[-1].line())
-        seconds, rss = run_processes([([*MINGO, "sink", "--once"], env)])
+        seconds, rss, _ = run_processes([([*MINGO, "sink", "--once"], env)])
         rows = sum(
             len(f.read_text().splitlines()) - 1 for f in (work / "out").rglob("unified_*.csv")
         )
