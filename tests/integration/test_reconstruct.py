@@ -260,6 +260,26 @@ def test_sigkill_and_restart_give_the_same_records(
     print(json.dumps({"records_at_kill": at_kill, "records_after_restart": count}))
 
 
+class _HoldsFirstChunk(Reconstructor):
+    """An instance that holds its first chunk until the other instance has one (at most 20 s).
+
+    The data is already in the topic and the broker rebalances without delay, so the first
+    instance to join could finish both stations before the second is assigned a partition.
+    Holding the first chunk keeps it from polling, so the group's rebalance (range assignment:
+    partitions 0-1 and 2-3, the stations on 0 and 3) completes before the work is done.
+    """
+
+    def __init__(self, *args: Any, mine: threading.Event, other: threading.Event) -> None:
+        super().__init__(*args)
+        self.mine, self.other = mine, other
+
+    def process(self, value: bytes, key: bytes, headers: Any, state: Any) -> Any:
+        if not self.mine.is_set():
+            self.mine.set()
+            self.other.wait(20)
+        return super().process(value, key, headers, state)
+
+
 def test_two_instances_split_the_stations(
     rates_topic: KafkaSettings, ingested: Ingested, tmp_path: Path
 ) -> None:
@@ -267,6 +287,7 @@ def test_two_instances_split_the_stations(
     group = f"reco-pair-{tag}"
     workers: list[Reconstructor] = []
     published = [0, 0]
+    first_chunk = [threading.Event(), threading.Event()]
 
     def run(index: int) -> None:
         options = ReconstructOptions(
@@ -276,7 +297,13 @@ def test_two_instances_split_the_stations(
             calibration_dir=tmp_path,
             heartbeat_s=2,
         )
-        worker = Reconstructor(load_network(), load_logbook(rates_topic), options)
+        worker = _HoldsFirstChunk(
+            load_network(),
+            load_logbook(rates_topic),
+            options,
+            mine=first_chunk[index],
+            other=first_chunk[1 - index],
+        )
         workers.append(worker)
         bounds = RunBounds(stop_when_idle=True)
         published[index] = run_reconstruct(
