@@ -118,6 +118,18 @@ def _chunk_ids(kafka: KafkaSettings) -> Counter[str]:
     return ids
 
 
+def _ingest_story(out: Path | None, ids: Counter[str]) -> str:
+    """What ingest logged about the files of ``ids``: the evidence for a missing chunk."""
+    if out is None:
+        return ""
+    files = sorted({chunk_id.split("/")[1] for chunk_id in ids})
+    log_file = out / "logs" / "ingest.log"
+    lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+    about = [line for line in lines if any(name in line for name in files)]
+    about += [line for line in lines if "retry" in line or "error" in line.lower()][-20:]
+    return "\ningest's log on these files:\n" + "\n".join(about[-60:])
+
+
 def _reading_ids(kafka: KafkaSettings) -> Counter[str]:
     return Counter(
         LogReading.model_validate_json(m.value()).reading_id
@@ -141,10 +153,12 @@ def reference(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Out
     return outcome
 
 
-def _assert_same(outcome: Outcome, reference: Outcome) -> None:
+def _assert_same(outcome: Outcome, reference: Outcome, out: Path | None = None) -> None:
     # upstream: ingest published every chunk and reading of the reference, each exactly once
     assert outcome.chunk_ids == reference.chunk_ids, _counter_diff(
         outcome.chunk_ids, reference.chunk_ids
+    ) + _ingest_story(
+        out, (outcome.chunk_ids - reference.chunk_ids) + (reference.chunk_ids - outcome.chunk_ids)
     )
     assert outcome.reading_ids == reference.reading_ids, _counter_diff(
         outcome.reading_ids, reference.reading_ids
@@ -499,7 +513,7 @@ def _faulted_run(
             outcome = _outcome(run, servers.influx_url, database)
         for fault in faults:
             fault.check(ctx)
-        _assert_same(outcome, reference)
+        _assert_same(outcome, reference, out)
 
 
 # --------------------------------------------------------------------------------------------
