@@ -189,7 +189,8 @@ def _hits(
         qb = channels[i, c + 12]
         qs = 0.5 * ((qf - const[0, j]) + (qb - const[1, j]))
         tdif = 0.5 * (tb - tf) - const[2, j]
-        # which strip passes and which has the most charge are coin flips: selects, no branch
+        # which strips pass and which has the most charge are coin flips: written as selects
+        # (LLVM still branches on the strongest-strip update; forcing that out was slower)
         good = (qs > params[P_QTHR]) & (abs(tdif) <= params[P_TDIF_CUT])
         plane[_PLANE_Q, p] += qs if good else 0.0
         better = good & (qs > plane[_BEST_Q, p])
