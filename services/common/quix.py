@@ -27,6 +27,31 @@ class QuietApplication(Application):
         # service's own handlers (installed by __main__) set the StopFlag that stops the app.
         return
 
+    def before_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` just before each checkpoint commits (on schedule, when stopping,
+        on a partition revoke).
+
+        What it produces (:meth:`produce`) and writes to the state stores of the checkpoint
+        joins that checkpoint's Kafka transaction, with the consumed offsets: a service can
+        batch the work of a checkpoint's records and still commit exactly once. If the process
+        dies before the commit, the transaction is aborted and the records are processed again.
+        """
+        context = self._processing_context
+        commit = context.commit_checkpoint
+
+        def commit_checkpoint(force: bool = False, revoking: bool = False) -> None:
+            # decide once: Quix's own expiry test, a moment later, could commit a checkpoint
+            # the callback has not seen
+            if force or context.checkpoint.expired():
+                callback()
+                commit(force=True, revoking=revoking)
+
+        context.commit_checkpoint = commit_checkpoint  # type: ignore[method-assign]
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        """Produce a message in the open checkpoint's transaction (from a ``before_commit``)."""
+        self._processing_context.producer.produce(topic=topic, key=key, value=value)
+
 
 def connection_config(kafka: KafkaSettings) -> ConnectionConfig:
     """The Quix connection of the cluster settings."""
