@@ -90,7 +90,16 @@ def exactly_once_application(
         processing_guarantee="exactly-once",
         commit_interval=commit_interval_s,
         state_dir=state_dir,
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+        # a checkpoint is due only once a poll returns: a short poll keeps an idle app from
+        # holding the last records' transaction (and their rows) open for up to a second
+        consumer_poll_timeout=0.1,
+        consumer_extra_config={
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1500,
+            # as services.common.kafka.make_consumer: a transaction's records become readable
+            # at its commit, which may not end a fetch the broker holds (librdkafka: 500 ms)
+            "fetch.wait.max.ms": 100,
+        },
         producer_extra_config={"transactional.id": transactional_id} | (producer_config or {}),
         loglevel=None,
         **options,
