@@ -13,10 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -248,6 +249,33 @@ def test_a_published_coefficients_record_revises_the_rows(
     _publish(kafka, COEFFICIENTS.name, [RECORD])
     _run(kafka, instance, group, tmp_path / "state")
     assert len(_unified(kafka)) == len(rows)
+
+
+def test_rows_are_committed_once_caught_up_not_a_commit_interval_later(
+    kafka: KafkaSettings, inputs: Inputs, tmp_path: Path
+) -> None:
+    # a checkpoint commits as soon as the consumer has caught up (QuietApplication): the rows
+    # reach the sink while the service idles, long before its commit interval (the inputs are
+    # fewer than batch_records, so only that can commit them before the stop)
+    _publish_all(kafka, inputs)
+    instance, group = _names()
+    options = replace(_options(instance, group, tmp_path / "state"), commit_interval_s=600.0)
+    stop = StopFlag()
+    worker = threading.Thread(target=run_unify, args=(load_network(), kafka, options, stop))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        latest: dict[datetime, UnifiedMinute] = {}
+        while len(latest) < len(inputs.expected):
+            assert worker.is_alive(), "the service stopped"
+            assert time.monotonic() < deadline, f"{len(latest)} minutes committed after 120 s"
+            time.sleep(1.0)
+            latest = _latest(_unified(kafka))
+        assert worker.is_alive()  # committed while running, not by the stop
+        _assert_same_rows(latest, inputs)
+    finally:
+        stop.set()
+        worker.join(60)
 
 
 def _era5t(hour: Era5Hour) -> Era5Hour:
