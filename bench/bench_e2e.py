@@ -66,6 +66,15 @@ def proc_status_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process so far [s] (/proc/PID/stat); 0 once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _watermark(consumer: object, topic: str) -> int:
     from confluent_kafka import TopicPartition
 
@@ -172,6 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 stdout=subprocess.DEVNULL, stderr=(logs / f"{name}.log").open("wb"),
             )  # fmt: skip
         time.sleep(args.warmup_s)  # imports, numba cache loads, group joins
+        load_start = os.getloadavg()[0]
+        cpu_before = {name: cpu_s(process.pid) for name, process in processes.items()}
         influx = Influx(influx_url, f"bench_{tag}")
         consumer = make_consumer(kafka, f"bench-watch-{tag}")
         started = time.perf_counter()
@@ -195,6 +206,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     last[topic] = (mark, now)
             if influx.minutes(DAY, day_end) >= 1440:
                 wall = time.perf_counter() - started
+                cpu = {
+                    name: round(cpu_s(process.pid) - cpu_before.get(name, 0.0), 1)
+                    for name, process in processes.items()
+                }
                 break
             if now > args.timeout_s:
                 raise TimeoutError(f"day 1 not in InfluxDB after {args.timeout_s} s")
@@ -203,36 +218,55 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             stage_done[topic] = round(when, 1)
 
         latencies = []
+        # per sample, when each topic last grew after the file appeared: the stages' shares
+        stage_latency: dict[str, list[float]] = {t: [] for t in last}
         for path in day2[: args.samples]:
             start = start_of(path.name)
             staging = dat / f".{path.name}.part"  # not a .dat name: ingest ignores it
             shutil.copyfile(held / path.name, staging)
+            marks = {topic: _watermark(consumer, topic) for topic in stage_latency}
+            grew = dict.fromkeys(marks, 0.0)
             appeared = time.perf_counter()
             staging.rename(dat / path.name)
             while influx.minutes(start, start + timedelta(hours=1)) < 60:
-                if time.perf_counter() - appeared > args.timeout_s:
+                now = time.perf_counter() - appeared
+                if now > args.timeout_s:
                     raise TimeoutError(f"{path.name} not in InfluxDB after {args.timeout_s} s")
+                for topic in marks:
+                    mark = _watermark(consumer, topic)
+                    if mark != marks[topic]:
+                        marks[topic], grew[topic] = mark, now
                 time.sleep(0.05)
             latencies.append(time.perf_counter() - appeared)
+            for topic, when in grew.items():
+                stage_latency[topic].append(round(when, 2))
             for name, process in processes.items():
                 peak[name] = max(peak[name], proc_status_mb(process.pid))
         consumer.close()
+        by_file = [round(x, 2) for x in latencies]
         latencies.sort()
         return {
             "benchmark": "end to end (SFTP -> InfluxDB, Apache Kafka)",
             "command": "python " + " ".join(sys.argv),
             "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             "machine": machine(),
+            "load_1min_start": round(load_start, 1),
             "load_1min": round(os.getloadavg()[0], 1),
             "events_day1": day1_events,
             "wall_s": round(wall, 1),
             "events_per_s": round(day1_events / wall),
             "stage_last_growth_s": stage_done,
+            # CPU seconds each service spent from the start of ingest to the day in InfluxDB
+            "cpu_s": cpu,
             "poll_interval_s": args.poll_s,
             "latency_samples_s": [round(x, 2) for x in latencies],
             "latency_p50_s": round(statistics.median(latencies), 2),
             # nearest-rank p95: with few samples, the largest
             "latency_p95_s": round(latencies[max(0, -(-95 * len(latencies) // 100) - 1)], 2),
+            # per file, in the order they appeared: its latency, and when each topic last
+            # grew after it appeared [s]
+            "latency_by_file_s": by_file,
+            "latency_stage_last_growth_s": stage_latency,
             "peak_rss_mb": {k: round(v) for k, v in peak.items()},
         }
     finally:

@@ -3,12 +3,13 @@
 One synthetic station-day is turned (no Kafka) into the input messages the service consumes:
 25 ERA5 hours (published beforehand, as in ``bench/bench_e2e.py``), then 1440 minute records and
 the day's log readings (the cadences of :data:`schemas.station_logs.LOG_TYPES`, 960 readings) in
-time order. They go through :meth:`services.unify.service.Unifier.process` with a dict store that
+time order. They go through :meth:`services.unify.service.Unifier.process` (and ``flush`` every
+``--batch`` messages, as the service does once per checkpoint) with a dict store that
 keeps values as JSON bytes, as the Quix state store does (``orjson``). The figure is the 1440
 minutes of the day over the wall time of the whole feed (each of ``--repeat`` runs), with the rows
 emitted and, with ``--profile``, the top of a cProfile of one run.
 
-    python bench/bench_unify.py [--repeat 3] [--profile]
+    python bench/bench_unify.py [--repeat 3] [--batch 1 100 1000] [--profile]
 """
 
 from __future__ import annotations
@@ -86,20 +87,31 @@ def station_day(seed: int = 1) -> list[tuple[str, bytes]]:
     return era5 + [(topic, value) for _, topic, value in timed]
 
 
-def run(messages: list[tuple[str, bytes]]) -> tuple[float, int]:
-    """Feed the messages to a fresh Unifier; (wall time [s], rows emitted)."""
+def run(messages: list[tuple[str, bytes]], batch: int) -> tuple[float, int]:
+    """Feed the messages to a fresh Unifier, flushing every ``batch`` messages (as the service
+    does once per checkpoint); (wall time [s], rows emitted)."""
     unifier = Unifier(load_network(), UnifyOptions(instance="bench"))
     store = JsonStore()
     key = str(STATION)
     start = time.perf_counter()
-    for topic, value in messages:
+    for i, (topic, value) in enumerate(messages, start=1):
         unifier.process((topic, value), key, store)
+        if i % batch == 0:
+            unifier.flush()
+    unifier.flush()
     return time.perf_counter() - start, unifier.rows_out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=[1, 100, 1000],
+        help="messages per flush (the service: per checkpoint); 1 = per record",
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
     args = parser.parse_args()
     messages = station_day()
@@ -107,13 +119,17 @@ def main() -> None:
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        run(messages)
+        run(messages, args.batch[-1])
         profiler.disable()
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
         return
     for _ in range(args.repeat):
-        seconds, rows = run(messages)
-        print(f"{seconds:.2f} s, {1440 / seconds:.0f} unified minutes/s, {rows} rows emitted")
+        for batch in args.batch:  # interleaved, so the load affects every batch size alike
+            seconds, rows = run(messages, batch)
+            print(
+                f"batch {batch:5d}: {seconds:.2f} s, {1440 / seconds:.0f} unified minutes/s, "
+                f"{rows} rows emitted (load {os.getloadavg()[0]:.1f})"
+            )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from schemas.models import IngestProgress
 from schemas.topics import (
+    COEFFICIENTS,
     ERA5_HOURLY,
     EVENTS_RAW,
     INGEST_PROGRESS,
@@ -49,12 +50,13 @@ SERVICES: tuple[str, ...] = ("ingest", "reanalysis", "reconstruct", "unify", "si
 
 #: What each consumer group reads, for the drain check (the sink's status topic is left out:
 #: heartbeats keep arriving there).
-_GROUP_INPUTS: dict[str, tuple[str, ...]] = {
+GROUP_INPUTS: dict[str, tuple[str, ...]] = {
     "reconstruct": (EVENTS_RAW.name,),
-    "unify": (RATES_MINUTE.name, LOGS_RAW.name, ERA5_HOURLY.name),
+    "unify": (RATES_MINUTE.name, LOGS_RAW.name, ERA5_HOURLY.name, COEFFICIENTS.name),
     "sink": (UNIFIED_MINUTE.name,),
 }
-_DATA_TOPICS = (EVENTS_RAW.name, LOGS_RAW.name, ERA5_HOURLY.name, RATES_MINUTE.name)
+#: The topics whose ends are sampled: every group's inputs.
+_DATA_TOPICS = sorted({topic for topics in GROUP_INPUTS.values() for topic in topics})
 
 
 class PipelineError(RuntimeError):
@@ -425,9 +427,9 @@ class _OffsetReader:
         return {tp.partition: tp.offset for tp in self._groups[group].committed(tps, timeout=10)}
 
     def progress(self, config: PipelineConfig, services: set[str]) -> Progress:
-        ends = {t: self.ends(t) for t in {*_DATA_TOPICS, UNIFIED_MINUTE.name}}
+        ends = {t: self.ends(t) for t in _DATA_TOPICS}
         lag = []
-        for service, topics in _GROUP_INPUTS.items():
+        for service, topics in GROUP_INPUTS.items():
             if service not in services:
                 continue
             left = 0

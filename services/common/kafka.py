@@ -77,6 +77,9 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Cons
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "session.timeout.ms": 6000,
+        # how long the broker may hold a fetch that has nothing new (librdkafka: 500 ms); a
+        # transaction's records become readable at its commit, which may not end that wait
+        "fetch.wait.max.ms": 100,
     }
     config.update(overrides)
     return Consumer(config)

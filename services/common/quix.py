@@ -20,12 +20,61 @@ __all__ = ["QuietApplication", "connection_config", "exactly_once_application", 
 
 
 class QuietApplication(Application):
-    """A Quix application that leaves signals to the service (they set its StopFlag)."""
+    """A Quix application that leaves signals to the service (they set its StopFlag), commits a
+    checkpoint as soon as its consumer has caught up, and runs callbacks just before a commit.
+
+    Quix commits a checkpoint every ``commit_interval`` (or ``commit_every`` records). Here a
+    checkpoint with records also commits when a poll brings nothing new: the records of a burst
+    (a file's chunks, a transaction of minute records) reach the next service when the burst is
+    done, not up to ``commit_interval`` later, while a consumer with a backlog still commits on
+    the interval. Exactly-once is unchanged: whenever it happens, a commit is one transaction.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._before_commit: list[Callable[[], None]] = []
+        self._idle = False
+        consumer = self._consumer
+        poll_row = consumer.poll_row
+        context = self._processing_context
+        commit = context.commit_checkpoint
+
+        def polled(*poll_args: Any, **poll_kwargs: Any) -> Any:
+            rows = poll_row(*poll_args, **poll_kwargs)
+            self._idle = rows is None
+            return rows
+
+        def commit_checkpoint(force: bool = False, revoking: bool = False) -> None:
+            checkpoint = context.checkpoint
+            # decide once: Quix's own expiry test, a moment later, could commit a checkpoint
+            # the callbacks have not seen
+            if force or checkpoint.expired() or (self._idle and not checkpoint.empty()):
+                for callback in self._before_commit:
+                    callback()
+                commit(force=True, revoking=revoking)
+
+        consumer.poll_row = polled  # type: ignore[method-assign]
+        context.commit_checkpoint = commit_checkpoint  # type: ignore[method-assign]
 
     def _setup_signal_handlers(self) -> None:
         # Quix installs SIGINT/SIGTERM handlers, which fails outside the main thread; the
         # service's own handlers (installed by __main__) set the StopFlag that stops the app.
         return
+
+    def before_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` just before each checkpoint commits (on schedule, when caught up,
+        when stopping, on a partition revoke).
+
+        What it produces (:meth:`produce`) and writes to the state stores of the checkpoint
+        joins that checkpoint's Kafka transaction, with the consumed offsets: a service can
+        batch the work of a checkpoint's records and still commit exactly once. If the process
+        dies before the commit, the transaction is aborted and the records are processed again.
+        """
+        self._before_commit.append(callback)
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        """Produce a message in the open checkpoint's transaction (from a ``before_commit``)."""
+        self._processing_context.producer.produce(topic=topic, key=key, value=value)
 
 
 def connection_config(kafka: KafkaSettings) -> ConnectionConfig:
@@ -65,7 +114,16 @@ def exactly_once_application(
         processing_guarantee="exactly-once",
         commit_interval=commit_interval_s,
         state_dir=state_dir,
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+        # a checkpoint is due only once a poll returns: a short poll keeps an idle app from
+        # holding the last records' transaction (and their rows) open for up to a second
+        consumer_poll_timeout=0.1,
+        consumer_extra_config={
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1500,
+            # as services.common.kafka.make_consumer: a transaction's records become readable
+            # at its commit, which may not end a fetch the broker holds (librdkafka: 500 ms)
+            "fetch.wait.max.ms": 100,
+        },
         producer_extra_config={"transactional.id": transactional_id} | (producer_config or {}),
         loglevel=None,
         **options,

@@ -64,7 +64,7 @@ class ReconstructOptions:
     calibration_dir: Path = Path("calibrations")  #: calibrations kept as <station>/<version>.json
     group_id: str = GROUP_ID  #: consumer group; instances of one group split the stations
     batch_messages: int = 64  #: chunks per checkpoint (transaction) at most
-    commit_interval_s: float = 2.0  #: a checkpoint at least this often [s]
+    commit_interval_s: float = 0.5  #: a checkpoint at least this often [s]
     idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
     heartbeat_s: float = 30.0
     state_dir: Path | None = (

@@ -24,7 +24,7 @@ class ReconstructSettings(ServiceSettings):
         64, gt=0, description="Raw chunks per checkpoint (transaction) at most."
     )
     reconstruct_commit_interval_s: float = Field(
-        2.0, gt=0, description="A checkpoint (transaction) at least this often. [s]"
+        0.5, gt=0, description="A checkpoint (transaction) at least this often. [s]"
     )
     reconstruct_state_dir: Path | None = Field(
         None, description="Local RocksDB state folder; default <tmp>/mingo-reconstruct/<instance>."

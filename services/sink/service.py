@@ -43,7 +43,8 @@ class SinkOptions:
     unified_topic: str = UNIFIED_MINUTE.name
     status_topic: str = STATUS.name
     batch_max: int = 2000
-    poll_timeout_s: float = 1.0
+    #: a poll waits this long unless batch_max messages come: the delay a trickle sees [s]
+    poll_timeout_s: float = 0.2
     idle_interval_s: float = 0.5
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0

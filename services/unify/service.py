@@ -7,14 +7,19 @@ coefficients record therefore reaches the task holding its state; a newer one re
 station's retained minutes (revision + 1 where a row changes).
 A stateful step gives each record to its station's :class:`~services.unify.stream.StationState`,
 whose buckets live in the station's key of the Quix state store (RocksDB, backed by a changelog
-topic). The rows the record changes are produced, as ``UnifiedMinute`` JSON keyed by station, to
-``mingo.unified.minute.v1``.
+topic); the state notes which minutes the record changes. Just before each checkpoint commits
+(every ``commit_interval_s``), every station with new records recomputes those minutes once, and
+the rows that changed are produced, as ``UnifiedMinute`` JSON keyed by station, to
+``mingo.unified.minute.v1``. A minute is thus emitted at most once per checkpoint, however many
+log readings around it the checkpoint brought.
 
 With ``processing_guarantee="exactly-once"`` the produced rows, the changelog writes and the
 consumed offsets of a checkpoint are committed in one Kafka transaction. The transactional id is
 ``mingo-unify-<instance>``, so a restarted instance fences its killed predecessor and aborts its
 open transaction; it then restores the state from the changelog and resumes at the committed
-offsets, and emits the same rows a run without the kill would have.
+offsets. Its final rows are those a run without the kill ends with, and every minute's
+revisions still run 0, 1, 2, ... once each; how many intermediate revisions a minute gets
+depends on where the checkpoints fall.
 """
 
 from __future__ import annotations
@@ -54,10 +59,10 @@ log = logging.getLogger(__name__)
 SERVICE = "unify"
 GROUP_ID = "mingo-unify"
 
-__all__ = ["GROUP_ID", "Unifier", "UnifyOptions", "build_application", "run_unify"]
+__all__ = ["GROUP_ID", "INPUTS", "Unifier", "UnifyOptions", "build_application", "run_unify"]
 
 #: Input topic -> the contract of its records.
-_INPUTS: dict[str, type[BaseModel]] = {
+INPUTS: dict[str, type[BaseModel]] = {
     RATES_MINUTE.name: MinuteRates,
     LOGS_RAW.name: LogReading,
     ERA5_HOURLY.name: Era5Hour,
@@ -76,7 +81,9 @@ class UnifyOptions:
     era5_max_gap_s: float = 3600.0  #: largest gap between two ERA5 hours interpolated over [s]
     heartbeat_s: float = 30.0
     state_dir: Path | None = None  #: local RocksDB folder; None = <tmp>/mingo-unify/<instance>
-    commit_interval_s: float = 2.0  #: how often a checkpoint (transaction) is committed [s]
+    commit_interval_s: float = 0.5  #: how often a checkpoint (transaction) is committed [s]
+    #: records per checkpoint at most (bounds a transaction while catching up)
+    batch_records: int = 2000
     idle_timeout_s: float = 5.0  #: with RunBounds.stop_when_idle: stop after this long idle [s]
     #: ``mingo fit --write`` records: a station's newest replaces its configured β (and α_T),
     #: as ``mingo process --coefficients`` does; read once per station per run. Records on
@@ -98,7 +105,7 @@ def transactional_id(instance: str) -> str:
 
 
 class Unifier:
-    """The stateful step: one record in, the changed rows (JSON bytes) out.
+    """The stateful step: records in; the changed rows (JSON bytes) out once per checkpoint.
 
     Parameters
     ----------
@@ -115,6 +122,8 @@ class Unifier:
         self.rows_out = 0
         self.skipped = 0
         self._settings: dict[int, StreamSettings] = {}
+        #: station key -> its state in the open checkpoint, for the stations with new records
+        self._open: dict[str, StationState] = {}
 
     def settings(self, station: int) -> StreamSettings:
         """Coefficients, gaps and retention of a station."""
@@ -141,35 +150,42 @@ class Unifier:
             self._settings[station] = settings
         return settings
 
-    def process(
-        self, tagged: tuple[str, bytes | None], key: Any, state: KeyValueState
-    ) -> list[bytes]:
-        """A record (``tagged``: input topic, value bytes) of station ``key``; rows to produce."""
+    def process(self, tagged: tuple[str, bytes | None], key: Any, state: KeyValueState) -> None:
+        """A record (``tagged``: input topic, value bytes) of station ``key``, into its state.
+
+        ``state`` is the station's store in the open checkpoint; it is used until
+        :meth:`flush`, which must run before that checkpoint commits.
+        """
         topic, value = tagged
         try:
-            record: Any = _INPUTS[topic].model_validate_json(value or b"")
+            record: Any = INPUTS[topic].model_validate_json(value or b"")
         except ValidationError as exc:
             self._skip("undecodable record skipped", str(exc))
-            return []
+            return
         if str(record.station) != str(key):
             self._skip("record under another station's key skipped", f"key {key!r}")
-            return []
-        station = StationState(state, self.settings(record.station))
+            return
+        station = self._open.get(str(key))
+        if station is None:
+            station = StationState(state, self.settings(record.station))
+            self._open[str(key)] = station
+        station.put(record)
         if isinstance(record, Coefficients):
-            rows = station.add_coefficients(record)
             log.info(
                 "coefficients record received",
-                extra={"station": record.station, "version": record.version, "rows": len(rows)},
+                extra={"station": record.station, "version": record.version},
             )
-        elif isinstance(record, LogReading):
-            rows = station.add_reading(record)
-        elif isinstance(record, Era5Hour):
-            rows = station.add_hour(record)
-        else:
-            rows = station.add_rates(record)
         self.records_in += 1
-        self.rows_out += len(rows)
-        return [row.to_json_bytes() for row in rows]
+
+    def flush(self) -> dict[str, list[bytes]]:
+        """Station key -> the rows the records since the last flush changed (JSON bytes)."""
+        out = {}
+        for key, station in self._open.items():
+            rows = station.flush()
+            self.rows_out += len(rows)
+            out[key] = [row.to_json_bytes() for row in rows]
+        self._open.clear()
+        return out
 
     def _skip(self, what: str, error: str) -> None:
         self.skipped += 1
@@ -200,20 +216,25 @@ def build_application(
         transactional_id(options.instance),
         options.commit_interval_s,
         options.local_state_dir(),
+        commit_every=options.batch_records,
     )
     frame: StreamingDataFrame | None = None
-    for name in _INPUTS:
+    for name in INPUTS:
         topic = app.topic(name, key_deserializer="str", value_deserializer="bytes")
         part = app.dataframe(topic).apply(functools.partial(_tag, name))
         frame = part if frame is None else frame.concat(part)
     assert frame is not None
-    output = app.topic(UNIFIED_MINUTE.name, key_serializer="str", value_serializer="bytes")
 
-    def step(value: Any, key: Any, _timestamp: int, _headers: Any, state: Any) -> list[bytes]:
-        return unifier.process(value, key, state)
+    def step(value: Any, key: Any, _timestamp: int, _headers: Any, state: Any) -> None:
+        unifier.process(value, key, state)
 
-    frame = frame.apply(step, stateful=True, expand=True, metadata=True)
-    frame.to_topic(output)
+    def produce_rows() -> None:
+        for key, rows in unifier.flush().items():
+            for row in rows:
+                app.produce(UNIFIED_MINUTE.name, key.encode(), row)
+
+    frame.update(step, stateful=True, metadata=True)
+    app.before_commit(produce_rows)
     return app
 
 

@@ -29,7 +29,13 @@ class UnifySettings(ServiceSettings):
         None, description="Local RocksDB state folder (default <tmp>/mingo-unify/<instance>)."
     )
     unify_commit_interval_s: float = Field(
-        2.0, gt=0, description="How often rows, state and offsets are committed. [s]"
+        0.5,
+        gt=0,
+        description="How often rows, state and offsets are committed (the rows a checkpoint's "
+        "records change are computed once, at its commit). [s]",
+    )
+    unify_batch_records: int = Field(
+        2000, gt=0, description="Input records per checkpoint (transaction) at most."
     )
     unify_coefficients_dir: Path | None = Field(
         None, description="mingo fit --write records; a station's newest replaces β (and α_T)."
@@ -46,5 +52,6 @@ class UnifySettings(ServiceSettings):
             heartbeat_s=self.heartbeat_s,
             state_dir=self.unify_state_dir,
             commit_interval_s=self.unify_commit_interval_s,
+            batch_records=self.unify_batch_records,
             coefficients_dir=self.unify_coefficients_dir,
         )

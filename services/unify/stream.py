@@ -23,13 +23,16 @@ recomputes every retained minute: the rows it changes are emitted one revision h
 A record changes only the minutes it can reach: a minute record its own minute; a log reading
 the minutes whose middle is within the log gap of it (interpolation never looks further); an
 ERA5 hour the minutes within the ERA5 gap, and, when it is the newest hour, every minute since
-the previous newest hour (they are no longer pending). Those minutes are recomputed with
-:func:`services.unify.join.unify_rows` (the join of ``mingo process``'s ``unify_frame``
-without pandas), on the records that
-lie within the gaps around them plus the newest ERA5 hour. Interpolation only uses the two
-samples around a minute, and only when they lie within the gap, so this subset gives the same
-numbers as the whole history. A recomputed row is emitted only when its content differs from
-the row emitted before (revision + 1), or when the minute is new (revision 0).
+the previous newest hour (they are no longer pending). :meth:`StationState.put` stores a record
+and notes that span; :meth:`StationState.flush` recomputes the union of the spans noted since
+the last flush, once, with :func:`services.unify.join.unify_rows` (the join of ``mingo
+process``'s ``unify_frame`` without pandas), on the records that lie within the gaps around them
+plus the newest ERA5 hour. Interpolation only uses the two samples around a minute, and only when
+they lie within the gap, so this subset gives the same numbers as the whole history. A recomputed
+row is emitted only when its content differs from the row emitted before (revision + 1), or when
+the minute is new (revision 0). The service flushes once per checkpoint (the records of one Kafka
+transaction): a log reading no longer re-emits the hour around it once per reading, and a minute
+is emitted at most once per transaction.
 
 State is bounded by a retention (default 100 days) counted back from the newest data time of the
 station: whole days older than that are deleted, and records older than that are ignored.
@@ -132,39 +135,80 @@ class StationState:
         self.era5_newest_s: int | None = clock.get("era5_newest_s")
         self.kept_from_s: int | None = clock.get("kept_from_s")
         self.ignored = 0  #: records older than the retained state
+        #: spans ``(low, high)`` of minute starts [s] changed since the last flush
+        self._pending: list[tuple[float, float]] = []
+        #: values written since the last flush: each is (de)serialised once per flush, not
+        #: once per record (an hour's bucket takes 60 minute records)
+        self._written: dict[str, Any] = {}
 
-    # -- the three inputs -------------------------------------------------------------------
-    def add_rates(self, record: Any) -> list[UnifiedMinute]:
+    # -- the inputs -------------------------------------------------------------------------
+    def put(self, record: Any) -> None:
+        """Store a record (``MinuteRates``, ``LogReading``, ``Era5Hour`` or ``Coefficients``)
+        and note the minutes it changes; :meth:`flush` recomputes them."""
+        if isinstance(record, Coefficients):
+            self._put_coefficients(record)
+        elif isinstance(record, LogReading):
+            self._put_reading(record)
+        elif isinstance(record, Era5Hour):
+            self._put_hour(record)
+        else:
+            self._put_rates(record)
+
+    def add(self, record: Any) -> list[UnifiedMinute]:
+        """:meth:`put` and :meth:`flush` one record: the rows it changes."""
+        self.put(record)
+        return self.flush()
+
+    def flush(self) -> list[UnifiedMinute]:
+        """Recompute, once, every minute the records put since the last flush can change; the
+        rows to emit (new or changed)."""
+        spans = sorted(self._pending)
+        self._pending.clear()
+        emitted: list[UnifiedMinute] = []
+        merged: list[list[float]] = []
+        for low, high in spans:
+            if merged and low <= merged[-1][1] + MINUTE_S:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        for low, high in merged:
+            emitted += self._recompute(low, high)
+        for name, value in self._written.items():
+            self.store.set(name, value)
+        self._written.clear()
+        return emitted
+
+    def _put_rates(self, record: Any) -> None:
         """A ``MinuteRates`` record (the latest of a minute replaces earlier ones)."""
         minute = int(record.time.timestamp())
         if self._too_old(minute):
-            return []
+            return
         self._put("rates", _floor(minute, HOUR_S), str(minute), record.model_dump(mode="json"))
         self._advance(minute)
-        return self._recompute(minute, minute)
+        self._pending.append((minute, minute))
 
-    def add_reading(self, reading: LogReading) -> list[UnifiedMinute]:
-        """A log reading; the minutes within the log gap of it are recomputed."""
+    def _put_reading(self, reading: LogReading) -> None:
+        """A log reading; the minutes within the log gap of it change."""
         t = reading.time.timestamp()
         if self._too_old(t):
-            return []
+            return
         self._put("logs", _floor(t, HOUR_S), reading.reading_id, reading.model_dump(mode="json"))
         self._advance(int(t))
         gap = self.settings.join.log_max_gap_s
-        return self._recompute(t - MINUTE_MIDDLE_S - gap, t - MINUTE_MIDDLE_S + gap)
+        self._pending.append((t - MINUTE_MIDDLE_S - gap, t - MINUTE_MIDDLE_S + gap))
 
-    def add_hour(self, hour: Era5Hour) -> list[UnifiedMinute]:
+    def _put_hour(self, hour: Era5Hour) -> None:
         """An ERA5 hour; ignored if a higher revision of the hour is already known."""
         t = int(hour.time.timestamp())
         if self._too_old(t):
-            return []
+            return
         bucket = f"era5/{_floor(t, DAY_S)}"
-        hours = self.store.get(bucket) or {}
+        hours = self._get(bucket) or {}
         known = hours.get(str(t))
         if known is not None and known["revision"] > hour.revision:
-            return []
+            return
         hours[str(t)] = hour.model_dump(mode="json")
-        self.store.set(bucket, hours)
+        self._set(bucket, hours)
         gap = self.settings.join.era5_max_gap_s
         low, high = t - MINUTE_MIDDLE_S - gap, t - MINUTE_MIDDLE_S + gap
         previous = self.era5_newest_s
@@ -173,26 +217,35 @@ class StationState:
             low = min(low, -math.inf if previous is None else previous - MINUTE_MIDDLE_S)
             self.era5_newest_s = t
             self._save_clock()
-        return self._recompute(low, high)
+        self._pending.append((low, high))
 
-    def add_coefficients(self, record: Coefficients) -> list[UnifiedMinute]:
-        """A coefficients record; if newer than the ones in use, every retained minute is
-        recomputed with it (the changed rows come out one revision higher)."""
+    def _put_coefficients(self, record: Coefficients) -> None:
+        """A coefficients record; if newer than the ones in use, every retained minute changes
+        (the changed rows come out one revision higher)."""
         updated = self.settings.with_record(record)
         if updated is self.settings:
-            return []
-        self.store.set(_COEFFICIENTS, record.model_dump(mode="json"))
+            return
+        self._set(_COEFFICIENTS, record.model_dump(mode="json"))
         self.settings = updated
-        if self.newest_s is None:
-            return []
-        return self._recompute(-math.inf, self.newest_s)
+        self._pending.append((-math.inf, math.inf))
 
     # -- state ------------------------------------------------------------------------------
+    def _get(self, name: str) -> Any:
+        value = self._written.get(name)
+        return self.store.get(name) if value is None else value
+
+    def _set(self, name: str, value: Any) -> None:
+        self._written[name] = value
+
+    def _delete(self, name: str) -> None:
+        self._written.pop(name, None)
+        self.store.delete(name)
+
     def _put(self, kind: str, bucket_s: int, key: str, value: dict[str, Any]) -> None:
         name = f"{kind}/{bucket_s}"
-        bucket = self.store.get(name) or {}
+        bucket = self._get(name) or {}
         bucket[key] = value
-        self.store.set(name, bucket)
+        self._set(name, bucket)
 
     def _too_old(self, t: float) -> bool:
         if self.kept_from_s is not None and t < self.kept_from_s:
@@ -206,7 +259,7 @@ class StationState:
             "era5_newest_s": self.era5_newest_s,
             "kept_from_s": self.kept_from_s,
         }
-        self.store.set(_CLOCK, clock)
+        self._set(_CLOCK, clock)
 
     def _advance(self, t: int) -> None:
         """Move the newest data time; delete the days that fall out of the retention."""
@@ -222,17 +275,17 @@ class StationState:
             # nothing was stored after the previous newest time: the loop stays short
             end = min(kept_from, _floor(previous_newest, DAY_S) + DAY_S)
             for day in range(self.kept_from_s, end, DAY_S):
-                self.store.delete(f"era5/{day}")
+                self._delete(f"era5/{day}")
                 for hour in range(day, day + DAY_S, HOUR_S):
                     for kind in ("rates", "logs", "emitted"):
-                        self.store.delete(f"{kind}/{hour}")
+                        self._delete(f"{kind}/{hour}")
             self.kept_from_s = kept_from
         self._save_clock()
 
     def _buckets(self, kind: str, low: float, high: float, size: int) -> Iterator[dict[str, Any]]:
         """The stored buckets of ``kind`` that can hold times in ``[low, high]``."""
         for start in range(_floor(low, size), _floor(high, size) + 1, size):
-            bucket = self.store.get(f"{kind}/{start}")
+            bucket = self._get(f"{kind}/{start}")
             if bucket:
                 yield bucket
 
@@ -288,7 +341,7 @@ class StationState:
         ]
         newest = self.era5_newest_s
         if not low <= newest <= high:
-            values.append(self.store.get(f"era5/{_floor(newest, DAY_S)}")[str(newest)])
+            values.append(self._get(f"era5/{_floor(newest, DAY_S)}")[str(newest)])
         return [Era5Hour.model_validate(v) for v in values]
 
     def _revise(self, rows: list[Any]) -> list[UnifiedMinute]:
@@ -299,7 +352,7 @@ class StationState:
             by_hour.setdefault(_floor(row.time.timestamp(), HOUR_S), []).append(row)
         for hour, hour_rows in by_hour.items():
             name = f"emitted/{hour}"
-            emitted = self.store.get(name) or {}
+            emitted = self._get(name) or {}
             changed = False
             for row in hour_rows:
                 minute = str(int(row.time.timestamp()))
@@ -312,5 +365,5 @@ class StationState:
                 out.append(row.model_copy(update={"revision": revision}))
                 changed = True
             if changed:
-                self.store.set(name, emitted)
+                self._set(name, emitted)
         return out

@@ -10,10 +10,17 @@ import yaml
 from services.common.settings import KafkaSettings
 from services.common.stations import load_network
 from services.ingest.settings import IngestSettings
-from services.pipeline import SERVICES, PipelineConfig, Progress, write_local_network
+from services.pipeline import (
+    GROUP_INPUTS,
+    SERVICES,
+    PipelineConfig,
+    Progress,
+    write_local_network,
+)
 from services.reanalysis.settings import ReanalysisSettings
 from services.reconstruct.settings import ReconstructSettings
 from services.sink.settings import SinkSettings
+from services.unify.service import INPUTS as UNIFY_INPUTS
 from services.unify.settings import UnifySettings
 
 pytestmark = pytest.mark.unit
@@ -93,3 +100,9 @@ def test_caught_up_only_when_no_group_lags() -> None:
     assert Progress(ends, (("reconstruct", 0), ("sink", 0))).caught_up
     assert not Progress(ends, (("reconstruct", 0), ("sink", 3))).caught_up
     assert "lag: reconstruct 0, sink 3" in str(Progress(ends, (("reconstruct", 0), ("sink", 3))))
+
+
+def test_the_drain_check_waits_for_every_topic_unify_reads() -> None:
+    # a run that publishes coefficients (mingo fit --publish) is drained only once unify has
+    # read them: the check's inputs of the unify group are the service's own
+    assert sorted(GROUP_INPUTS["unify"]) == sorted(UNIFY_INPUTS)

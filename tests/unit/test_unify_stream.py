@@ -62,14 +62,6 @@ def _hour(hour: int, teff: float, expver: str = "0001", revision: int = 0) -> Er
     )
 
 
-def _feed(state: StationState, record: Any) -> list[Any]:
-    if isinstance(record, LogReading):
-        return state.add_reading(record)
-    if isinstance(record, Era5Hour):
-        return state.add_hour(record)
-    return state.add_rates(record)
-
-
 def _final(emitted: list[Any]) -> dict[datetime, Any]:
     latest: dict[datetime, Any] = {}
     for row in emitted:
@@ -79,8 +71,10 @@ def _final(emitted: list[Any]) -> dict[datetime, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "per_flush"), [(1, 1), (2, 1), (1, 40), (2, 7), (1, 10_000)])
+def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int, per_flush: int) -> None:
+    # per_flush: records per flush, as the service flushes once per checkpoint, each checkpoint
+    # with a fresh StationState on the same store
     rng = random.Random(seed)
     rates = minute_rates(range(200), rng)
     # a minute published twice (shared by two files): the later record wins
@@ -95,8 +89,13 @@ def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None
         places = [p for p, i in enumerate(order) if isinstance(records[i], kind)]
         for place, i in zip(places, sorted(order[p] for p in places), strict=True):
             order[place] = i
-    state = StationState(JsonStore(), SETTINGS)
-    emitted = [row for i in order for row in _feed(state, records[i])]
+    store = JsonStore()
+    emitted = []
+    for start in range(0, len(order), per_flush):
+        state = StationState(store, SETTINGS)
+        for i in order[start : start + per_flush]:
+            state.put(records[i])
+        emitted += state.flush()
 
     last_rates = {r.time: r.model_dump() for r in rates}
     batch = to_rows(
@@ -110,28 +109,30 @@ def test_final_rows_equal_the_batch_join_in_any_arrival_order(seed: int) -> None
     assert sorted(final) == [row.time for row in batch]
     for row in batch:
         assert final[row.time].model_copy(update={"revision": 0}) == row
+    if per_flush >= len(records):  # one flush: every minute once, as mingo process writes it
+        assert len(emitted) == len(batch)
 
 
 def test_revisions_pending_then_era5t_then_final_then_late_logs() -> None:
     rng = random.Random(7)
     state = StationState(JsonStore(), SETTINGS)
-    first = [row for r in minute_rates(range(120), rng) for row in state.add_rates(r)]
+    first = [row for r in minute_rates(range(120), rng) for row in state.add(r)]
     assert len(first) == 120 and all(r.revision == 0 for r in first)
     assert all(r.quality_flags & Flag.ERA5_PENDING for r in first)
-    era5t = [row for h in range(3) for row in state.add_hour(_hour(h, 221.0, "0005"))]
+    era5t = [row for h in range(3) for row in state.add(_hour(h, 221.0, "0005"))]
     assert {r.time for r in era5t} == {r.time for r in first}
     assert all(r.revision == 1 and r.quality_flags & Flag.ERA5_PRELIMINARY for r in era5t)
-    final = [row for h in range(3) for row in state.add_hour(_hour(h, 222.0, revision=1))]
+    final = [row for h in range(3) for row in state.add(_hour(h, 222.0, revision=1))]
     assert {r.time for r in final} == {r.time for r in first}
     after_final = _final([*first, *era5t, *final])
     # hour by hour: a minute between two hours changes when each of them turns final
     assert {r.revision for r in after_final.values()} == {3}
     assert not any(r.quality_flags & Flag.ERA5_PRELIMINARY for r in after_final.values())
     # an ERA5T revision older than what is known changes nothing
-    assert state.add_hour(_hour(1, 221.0, "0005")) == []
+    assert state.add(_hour(1, 221.0, "0005")) == []
     # logs three hours late: only the minutes within 30 min of each reading change
     readings = _readings(range(0, 120, 15), rng)
-    late = [row for r in readings for row in state.add_reading(r)]
+    late = [row for r in readings for row in state.add(r)]
     latest = _final([*first, *era5t, *final, *late])
     # readings 00:00:07 .. 01:30:07 every 15 min: the minutes between them get log values
     with_logs = {t for t, row in latest.items() if row.pressure_ext is not None}
@@ -140,7 +141,7 @@ def test_revisions_pending_then_era5t_then_final_then_late_logs() -> None:
     for minute in with_logs:
         assert latest[minute].revision == after_final[minute].revision + 1
     # the same reading again: nothing to emit
-    assert state.add_reading(readings[0]) == []
+    assert state.add(readings[0]) == []
 
 
 def test_retention_drops_old_days_and_ignores_older_records() -> None:
@@ -149,13 +150,13 @@ def test_retention_drops_old_days_and_ignores_older_records() -> None:
     state = StationState(store, StreamSettings(AtmosphereCoefficients(), retention_s=2 * DAY_S))
     old = minute_rates(range(3), rng)
     for record in old:
-        state.add_rates(record)
+        state.add(record)
     assert "rates/" + str(int(T0.timestamp())) in store.data
     later = minute_rates(range(4 * 1440, 4 * 1440 + 2), rng)
     for record in later:
-        state.add_rates(record)
+        state.add(record)
     assert not any(key.endswith(str(int(T0.timestamp()))) for key in store.data)
-    assert state.add_rates(old[0]) == [] and state.ignored == 1
+    assert state.add(old[0]) == [] and state.ignored == 1
     # a restarted instance reads the same clock from the store
     again = StationState(store, state.settings)
     assert (again.newest_s, again.kept_from_s) == (state.newest_s, state.kept_from_s)
@@ -189,10 +190,10 @@ def test_a_coefficients_record_recorrects_the_retained_minutes() -> None:
     readings = _readings(range(0, 135, 15), rng)
     hours = [_hour(h, 221.0 + h) for h in range(3)]
     records: list[Any] = [*hours, *readings, *rates]
-    first = _final([row for r in records for row in _feed(state, r)])
+    first = _final([row for r in records for row in state.add(r)])
     # a fit published to mingo.coefficients.v1: every minute with a pressure is recorrected
     record = _record(3, -0.15)
-    revised = state.add_coefficients(record)
+    revised = state.add(record)
     applied = SETTINGS.with_record(record)
     assert applied.coefficients.beta_pct_per_hpa == -0.15 and applied.coefficients_version == 3
     batch = to_rows(
@@ -208,11 +209,11 @@ def test_a_coefficients_record_recorrects_the_retained_minutes() -> None:
         expected = first[row.time].revision + (1 if row.time in changed else 0)
         assert latest[row.time].revision == expected
     # the same or an older record: nothing; a restarted instance uses the stored record
-    assert state.add_coefficients(record) == [] and state.add_coefficients(_record(2, -0.1)) == []
+    assert state.add(record) == [] and state.add(_record(2, -0.1)) == []
     assert StationState(store, SETTINGS).settings == applied
     # a newer record from the folder (MINGO_UNIFY_COEFFICIENTS_DIR) wins over an older one here
     folder = SETTINGS.with_record(_record(4, -0.17))
     assert StationState(store, folder).settings == folder
     # before any data a record is only kept
     empty = StationState(JsonStore(), SETTINGS)
-    assert empty.add_coefficients(record) == [] and empty.settings == applied
+    assert empty.add(record) == [] and empty.settings == applied
