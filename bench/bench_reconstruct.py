@@ -167,7 +167,7 @@ def station_stream(
 
     Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: assembly, calibration,
     kernel, tally, records); for this tree's stream also, within ``add``, the calibration's
-    ``part`` (``file_part``), ``equations`` (``tsum_equations`` of a file that reused a
+    ``part`` (``chunk_part``), ``equations`` (``tsum_equations`` of a file that reused a
     calibration) and ``solve`` (``CalibrationPool.calibration``: merge, trial reconstruction,
     T_sum solution), ``kernel`` (``reconstruct_rates`` of the files that reused a calibration;
     a calibrated file's rates are its trial's, in ``solve``) and
@@ -191,7 +191,7 @@ def station_stream(
         setattr(owner, name, wrapper)
 
     if timed:
-        timer(pipeline, "file_part", "part")
+        timer(pipeline, "chunk_part", "part")
         timer(pipeline, "tsum_equations", "equations")
         timer(CalibrationPool, "calibration", "solve")
         timer(pipeline, "reconstruct_rates", "kernel")

@@ -29,7 +29,7 @@ from schemas.events import envelope_from_headers, envelope_headers
 from schemas.models import Calibration as CalibrationRecord
 from schemas.models import RawEventChunkEnvelope
 from services.common.stations import ReconstructionConfig
-from services.reconstruct.calibration import FilePart, TsumEquations
+from services.reconstruct.calibration import ChunkPart, TsumEquations
 from services.reconstruct.calibration_records import from_record, to_record
 from services.reconstruct.minutes import MinuteTally
 from services.reconstruct.pipeline import ZOfTime
@@ -65,7 +65,7 @@ def _split(values: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
     return list(np.split(values, np.cumsum(sizes)[:-1])) if len(sizes) else []
 
 
-def _part_values(part: FilePart) -> dict[bytes, bytes]:
+def _part_values(part: ChunkPart) -> dict[bytes, bytes]:
     values = {}
     low, low_sizes = _joined(part.charge_low)
     values[b"q"] = _arrays(
@@ -87,7 +87,7 @@ def _part_values(part: FilePart) -> dict[bytes, bytes]:
     return values
 
 
-def _part_of(key: str, values: dict[bytes, bytes]) -> FilePart:
+def _part_of(key: str, values: dict[bytes, bytes]) -> ChunkPart:
     q = _load(values[b"q"])
     events, first, last = (int(v) for v in q["meta"])
     tdif_low: list[np.ndarray] = []
@@ -99,7 +99,7 @@ def _part_of(key: str, values: dict[bytes, bytes]) -> FilePart:
         for low, shared in zip(lows, t["same"], strict=True):
             tdif_low.append(low)
             tdif_high.append(low if shared else next(highs))
-    return FilePart(
+    return ChunkPart(
         key,
         events,
         first,

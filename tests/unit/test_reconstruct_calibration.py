@@ -7,7 +7,7 @@ import pytest
 
 from services.common.stations import ReconstructionConfig
 from services.reconstruct._calibration_kernels import gather_channels
-from services.reconstruct.calibration import CalibrationPool, _gather_reference, file_part
+from services.reconstruct.calibration import CalibrationPool, _gather_reference, chunk_part
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,7 @@ def test_pool_of_parts_gives_the_exact_quantiles_of_its_events() -> None:
     for i, n in enumerate([2500, 900, 1700, 100, 3100, 400, 1200]):
         channels = _channels(rng, n)
         files.append((f"f{i}", channels))
-        part = file_part(np.arange(n) + 1000 * i, channels, config, key=f"f{i}")
+        part = chunk_part(np.arange(n) + 1000 * i, channels, config, key=f"f{i}")
         if n > 2000:
             assert len(part.tdif_low[0]) < part.tdif_count.flat[0] / 4  # only a tail is kept
         pool.add(part)
