@@ -46,7 +46,7 @@ from services.reconstruct.geometry import C_MM_NS
 from services.reconstruct.minutes import NO_LIMIT, outlier_band
 
 if TYPE_CHECKING:  # events imports this module
-    from services.reconstruct.events import EventRates, Tracks
+    from services.reconstruct.events import Tracks
 
 log = logging.getLogger(__name__)
 
@@ -534,8 +534,8 @@ class CalibrationPool:
     ) -> None:
         """Set the pool to a stored state (the service's state store)."""
         self._parts = deque(parts)
-        self._equations = dict(equations)
-        self._seconds = dict(seconds)
+        self._equations = {key: value for key, value in equations.items()}
+        self._seconds = {key: value for key, value in seconds.items()}
         self.current = current
         self.added_since_current = added_since_current
 
@@ -630,6 +630,8 @@ def calibrate(
     pool.add(chunk_part(time_s, channels, config, key="events"))
     pedestal, tdif = pool.pedestals_tdif()
     zero = np.zeros((4, 4))
-    trial = reconstruct_rates(channels, make_calibration(station, pedestal, tdif, zero, 0, 0, 0), z, config)
+    trial = reconstruct_rates(
+        channels, make_calibration(station, pedestal, tdif, zero, 0, 0, 0), z, config
+    )
     pool.add_equations("events", tsum_equations(trial.tracks, z, zero))
     return replace(pool.calibration(station, z, (pedestal, tdif)), pool_files=())

@@ -143,7 +143,7 @@ def _station(network_file: Path, station_id: int) -> Station:
     type=click.IntRange(min=1),
     default=MAX_CHUNK_EVENTS,
     show_default=True,
-    help="Events per chunk at most: ingest's MINGO_INGEST_MAX_CHUNK_EVENTS, for the service's records.",
+    help="Events per chunk at most: ingest's MINGO_INGEST_MAX_CHUNK_EVENTS (same records).",
 )
 def reconstruct(
     files: tuple[Path, ...],

@@ -87,9 +87,7 @@ def parsed_file_events(name: str, result: DatParseResult) -> FileEvents:
     )
 
 
-def file_chunks(
-    station: int, file: FileEvents, max_events: int = MAX_CHUNK_EVENTS
-) -> list[Chunk]:
+def file_chunks(station: int, file: FileEvents, max_events: int = MAX_CHUNK_EVENTS) -> list[Chunk]:
     """The file cut into the chunks ingest publishes for it (same cut, same envelopes)."""
     if not len(file.time_s):
         return []

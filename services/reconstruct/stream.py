@@ -1,4 +1,4 @@
-"""One station's raw event chunks to minute records, chunk by chunk (the streaming domain; no Kafka).
+"""One station's raw event chunks to minute records, chunk by chunk (streaming domain; no Kafka).
 
 Ingest cuts each ``.dat`` file into chunks of whole minutes of one trigger type
 (``mingo.events.raw.v1``). :class:`StationStream` reconstructs each chunk as it arrives, with
@@ -260,9 +260,9 @@ class StationStream:
         pool, env = self.pool, chunk.envelope
         current = pool.current
         assert current is not None
-        source = {"source_file": env.source_file, "source_chunk": env.chunk_index}
+        file, index = env.source_file, env.chunk_index
         if pool.refresh_due():
-            made = replace(pool.calibration(self.station, z), **source)
+            made = replace(pool.calibration(self.station, z), source_file=file, source_chunk=index)
             pool.calibrated(made)
         elif current.z_mm != z:
             rezoned = make_calibration(
@@ -276,7 +276,9 @@ class StationStream:
                 z,
                 current.outlier_band,
             )
-            made = replace(rezoned, pool_files=current.pool_files, **source)
+            made = replace(
+                rezoned, pool_files=current.pool_files, source_file=file, source_chunk=index
+            )
             pool.current = made  # the pool did not change: the refresh count goes on
         else:
             return []

@@ -15,7 +15,6 @@ from schemas.models import MinuteRates
 from services.common.stations import load_network
 from services.reconstruct.calibration import Calibration, make_calibration
 from services.reconstruct.calibration_records import (
-    calibration_path,
     from_record,
     read_calibration,
     to_record,
@@ -71,7 +70,9 @@ def test_minutes_recomputed_exactly_from_stored_calibrations(tmp_path: Path) -> 
         return earlier[-1] if earlier else stored[0]
 
     tallies = [
-        t for n in names for t in recompute_chunks(0, load_dat(paths[n]), calibration_of, config, CHUNK)
+        t
+        for n in names
+        for t in recompute_chunks(0, load_dat(paths[n]), calibration_of, config, CHUNK)
     ]
     assert [MinuteRates(**r).to_json_bytes() for r in tally_rows(0, tallies)] == published
 

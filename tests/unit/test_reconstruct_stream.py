@@ -88,7 +88,9 @@ def test_calibrations_follow_the_refresh_rule(tmp_path: Path) -> None:
     results = _command(paths, config)
     first = results[0].calibration
     sizes = np.array([len(r.time_s) for r in results])
-    held = int(np.searchsorted(np.cumsum(sizes), first.events)) + 1  # the chunks calibrated together
+    held = (
+        int(np.searchsorted(np.cumsum(sizes), first.events)) + 1
+    )  # the chunks calibrated together
     assert 700 <= first.events == sizes[:held].sum() < 700 + CHUNK
     assert (first.source_file, first.source_chunk) == (results[0].name, 0)
     added, events = 0, first.events
@@ -142,7 +144,9 @@ def test_outlier_seconds_and_split_minutes(tmp_path: Path) -> None:
     burst_rows = {r["time"]: r for r in rates_rows(0, burst_run)}
     minute = datetime.fromtimestamp(burst_s // 60 * 60, rows[next(iter(rows))]["time"].tzinfo)
     chunks_in_minute = [
-        r for r in burst_run if r.name == file.name and (r.time_s // 60 * 60 == burst_s // 60 * 60).any()
+        r
+        for r in burst_run
+        if r.name == file.name and (r.time_s // 60 * 60 == burst_s // 60 * 60).any()
     ]
     assert len(chunks_in_minute) >= 3  # the minute is cut into several chunks
     # the burst second is dropped: one second less of live time, its events rejected
