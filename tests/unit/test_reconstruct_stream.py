@@ -168,8 +168,12 @@ def test_memory_bounded_by_chunk_not_file(tmp_path: Path) -> None:
 
     truth = simulate(tmp_path, (0,), 0.5)
     day = [load_dat(p) for p in _files(tmp_path, truth)]
-    config = load_network().station(0).reconstruction.model_copy(
-        update={"calibration_min_events": 1000, "calibration_max_events": 3000}
+    config = (
+        load_network()
+        .station(0)
+        .reconstruction.model_copy(
+            update={"calibration_min_events": 1000, "calibration_max_events": 3000}
+        )
     )
 
     def long_file(days: int) -> list:  # type: ignore[type-arg]
