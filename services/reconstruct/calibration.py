@@ -179,19 +179,19 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 
 def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
-    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
-    its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
-    ascending). The value of rank r of the pool is among the r + 1 lowest of every file, so only
-    those prefixes are merged."""
+    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each part kept
+    its lowest values (``lows``) and, for q > 0.5, its highest (``highs``), in any order. The
+    value of rank r of the pool is among the r + 1 lowest of every part, and each kept array
+    holds at least those, so the rank among the kept values is the rank in the pool."""
     position = q * (n - 1)
     i = math.floor(position)
     j = min(i + 1, n - 1)
     if q <= 0.5:
-        merged = np.concatenate([low[: j + 1] for low in lows])
+        merged = np.concatenate(lows)
         a, b = np.partition(merged, (i, j))[[i, j]]
     else:
         top_i, top_j = n - 1 - i, n - 1 - j  # ranks from the top
-        merged = np.concatenate([high[max(high.size - top_i - 1, 0) :] for high in highs])
+        merged = np.concatenate(highs)
         m = merged.size
         b, a = np.partition(merged, (m - 1 - top_j, m - 1 - top_i))[[m - 1 - top_j, m - 1 - top_i]]
     return _lerp(float(a), float(b), position - i)
@@ -232,11 +232,11 @@ class ChunkPart:
     charge_count : int64 (4, 4, 2)
         Valid non-zero charges per channel.
     charge_low : list of 32 float64 arrays
-        The lowest charges per channel (plane, strip, side, C order), ascending. [ns]
+        The lowest charges per channel (plane, strip, side, C order), in no order. [ns]
     tdif_count : int64 (4, 4)
         Events with both times and charges of the strip written.
     tdif_low, tdif_high : list of 16 float64 arrays
-        The lowest and highest T_dif values per strip (plane, strip, C order), ascending (one
+        The lowest and highest T_dif values per strip (plane, strip, C order), in no order (one
         array for both when the chunk has no more values than the two tails). [ns]
     source_file : str
         The file the chunk comes from.
@@ -255,20 +255,20 @@ class ChunkPart:
 
 
 def _lowest(values: np.ndarray, k: int) -> np.ndarray:
-    """The k lowest values (all if fewer), ascending (a copy)."""
+    """The k lowest values (all if fewer), in no order (a copy)."""
     if values.size > k:
-        values = np.partition(values, k - 1)[:k]
-    return np.sort(values)
+        return np.partition(values, k - 1)[:k]
+    return values.copy()
 
 
 def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k_low lowest and the k_high highest values (all if fewer), each ascending."""
+    """The k_low lowest and the k_high highest values (all if fewer), in no order."""
     n = values.size
     if n <= k_low + k_high:
-        every = np.sort(values)
+        every = values.copy()
         return every, every
     values = np.partition(values, (k_low - 1, n - k_high))
-    return np.sort(values[:k_low]), np.sort(values[n - k_high :])
+    return values[:k_low].copy(), values[n - k_high :].copy()
 
 
 def _gather_reference(
@@ -399,13 +399,15 @@ def tsum_equations(
     tracks: Tracks,
     z_mm: tuple[float, float, float, float] | np.ndarray,
     tsum_offset_ns: np.ndarray,
+    reference_ns: np.ndarray | None = None,
 ) -> TsumEquations:
     """T_sum normal equations of one chunk's 4-plane tracks.
 
     Each pair (p, q) of planes of a 4-plane track (χ²/ndf < 4: ``events.tracks_of``) gives
     (t_p - tof_p) - (t_q - tof_q) = o[p, s_p] - o[q, s_q] plus noise, with t the raw T_sum (the
     calibrated one plus the offsets the events were reconstructed with). Pairs whose residual
-    from the chunk's own solution exceeds 1 ns (noise hits, streamers' late times) are dropped.
+    from ``reference_ns`` (the offsets of the calibration in force), or without it from the
+    chunk's own solution, exceeds 1 ns (noise hits, streamers' late times) are dropped.
 
     Parameters
     ----------
@@ -415,6 +417,9 @@ def tsum_equations(
         Plane z positions the events were reconstructed with. [mm]
     tsum_offset_ns : ndarray (4, 4)
         T_sum offsets the events were reconstructed with. [ns]
+    reference_ns : ndarray (4, 4), optional
+        Offsets to measure the residuals from; None: the chunk's own least-squares solution
+        (when no fitted offsets exist yet). [ns]
     """
     strip = tracks.strip.astype(np.int64)
     z = np.asarray(z_mm, np.float64)
@@ -425,8 +430,10 @@ def tsum_equations(
     a = np.concatenate([index[:, p] for p, _ in _PAIRS])
     b = np.concatenate([index[:, q] for _, q in _PAIRS])
     value = np.concatenate([residual[:, p] - residual[:, q] for p, q in _PAIRS])
-    normal, rhs = _pair_system(a, b, value)
-    offsets = _solve(normal, rhs)
+    if reference_ns is None:
+        offsets = _solve(*_pair_system(a, b, value))
+    else:
+        offsets = np.asarray(reference_ns, np.float64).reshape(16)
     keep = np.abs(value - (offsets[a] - offsets[b])) < _TSUM_CUT_NS
     normal, rhs = _pair_system(a[keep], b[keep], value[keep])
     return TsumEquations(normal, rhs, len(tracks))

@@ -60,6 +60,10 @@ _MEMORY_S = 60
 _N_TOPO = len(TOPOLOGIES)
 _N_REGION = len(REGIONS)
 _FULL = 15
+_PLANE_SHIFTS = np.arange(4, dtype=np.uint8)[None, :]
+#: the plane a 3-plane hit mask (bits of planes 1-4) misses; -1 for other masks
+_MISSING_PLANE = np.full(256, -1, np.int64)
+_MISSING_PLANE[[_FULL ^ (1 << p) for p in range(4)]] = np.arange(4)
 
 
 @dataclass(frozen=True, eq=False)
@@ -291,7 +295,9 @@ def tally_chunk(
     new = (clipped >= lo) & (clipped < hi)
     fresh_ok = ~dropped[np.clip(clipped - lo, 0, max(hi - lo - 1, 0))] if hi > lo else new
     remembered = (clipped >= max(start, lo - _MEMORY_S)) & (clipped < lo)
-    old_ok = remembered & ~np.isin(clipped, np.array(cover.dropped_s, np.int64))
+    if cover.dropped_s and remembered.any():
+        remembered &= ~np.isin(clipped, np.array(cover.dropped_s, np.int64))
+    old_ok = remembered
     judged_ok = np.where(new, fresh_ok, old_ok)
     # events outside the acquisition interval cannot be in its live time: rejected
     counted = valid & judged_ok & (time_s == clipped)
@@ -303,15 +309,15 @@ def tally_chunk(
     in_region = counted & (events.region >= 0)
     region = _count2(minute[in_region], events.region[in_region], n_min, _N_REGION)
 
-    full_fid = np.zeros((n_min, 4), np.int64)
-    missing_fid = np.zeros((n_min, 4), np.int64)
-    for p in range(4):
-        bit = 1 << p
-        fid = (events.fiducial & bit) != 0
-        full = counted & fid & (events.mask == _FULL)
-        missing = counted & fid & (events.mask == (_FULL ^ bit))
-        full_fid[:, p] = np.bincount(minute[full], minlength=n_min)
-        missing_fid[:, p] = np.bincount(minute[missing], minlength=n_min)
+    # 4-plane events: each fiducial plane; 3-plane events: the missing plane, if fiducial
+    full = counted & (events.mask == _FULL)
+    rows, planes = np.nonzero((events.fiducial[full, None] >> _PLANE_SHIFTS) & 1)
+    full_fid = _count2(minute[full][rows], planes, n_min, 4)
+    missing_plane = _MISSING_PLANE[events.mask]
+    three = counted & (missing_plane >= 0)
+    plane = missing_plane[three]
+    fid = ((events.fiducial[three] >> plane) & 1) == 1
+    missing_fid = _count2(minute[three][fid], plane[fid], n_min, 4)
 
     q_sum = np.bincount(m_hit, weights=events.q_event[has_hits], minlength=n_min)
     q_events = np.bincount(m_hit, minlength=n_min)

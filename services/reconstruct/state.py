@@ -3,7 +3,7 @@
 The reconstruct service keeps each station's stream in its Quix state store, whose changelog
 topic lets a restarted or reassigned instance resume. Keys (bytes, under the station's prefix):
 
-* ``meta``: JSON: a sequence number (one per chunk), the newest file end, the held chunks, per
+* ``meta``: JSON: a sequence number (one per chunk), the newest event time, the held chunks, per
   recent file its cover and the chunk indices counted, the pooled chunks, the current
   calibration record and the events pooled since it, the kept minutes (as runs);
 * ``chunk/<file>/<index>``: a chunk held for the first calibration (envelope JSON and Arrow

@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 ZOfTime = Callable[[int], tuple[float, float, float, float]]
+_FORGET_EVERY_S = 600
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,8 +186,9 @@ class StationStream:
     config : ReconstructionConfig
         The station's reconstruction settings.
     horizon_s : int
-        Files and minutes older than this before the newest file's end are forgotten (a file
-        seen again after that counts again; its minutes' records start from zero). [s]
+        Files that ended and minutes that began more than this before the newest event are
+        forgotten (a file seen again after that counts again; its minutes' records start from
+        zero). [s]
     per_event : bool
         Whether the results carry the per-event table (the full kernel) or only what the
         tally reads (the rates kernel).
@@ -209,7 +211,7 @@ class StationStream:
         self.held: list[Chunk] = []  #: chunks waiting for the first calibration
         self.files: dict[str, FileProgress] = {}
         self.minutes: dict[int, MinuteSum] = {}
-        self.newest_s = 0  #: end of the newest file seen [s since epoch, UTC]
+        self.newest_s = 0  #: after the newest event seen [s since epoch, UTC]
 
     def add(self, chunk: Chunk) -> StreamOutput:
         """Take one chunk; the records of the minutes it touched (see :class:`StreamOutput`)."""
@@ -223,7 +225,7 @@ class StationStream:
         if env.chunk_index in progress.done:
             return StreamOutput([])  # a replayed chunk counts once
         progress.done.add(env.chunk_index)
-        self.newest_s = max(self.newest_s, env.file_end_s)
+        before, self.newest_s = self.newest_s, max(self.newest_s, env.last_time_s + 1)
         if self.pool.current is None:
             self.held.append(chunk)
             held = sum(len(c.time_s) for c in self.held)
@@ -232,7 +234,8 @@ class StationStream:
             output = self._release()
         else:
             output = self._process(chunk)
-        self._forget()
+        if self.newest_s // _FORGET_EVERY_S != before // _FORGET_EVERY_S:
+            self._forget()  # every 10 minutes of data: deterministic, and cheap per chunk
         return output
 
     def _z(self, chunk: Chunk) -> tuple[float, float, float, float]:
@@ -303,7 +306,10 @@ class StationStream:
         if chunk.coincidence:
             self._pool_part(chunk)
             tracks = events.tracks if isinstance(events, EventRates) else tracks_of(events)
-            equations = tsum_equations(tracks, z, calibration.tsum_offset_ns)
+            offsets = calibration.tsum_offset_ns
+            # residuals from the offsets in force, once fitted (all zero: too few tracks yet)
+            reference = offsets if np.any(offsets != 0) else None
+            equations = tsum_equations(tracks, z, offsets, reference)
             self.pool.add_equations(chunk.envelope.chunk_id, equations, np.bincount(counts))
         return self._output([result], made)
 
