@@ -179,19 +179,19 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 
 def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
-    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each part kept
-    its lowest values (``lows``) and, for q > 0.5, its highest (``highs``), in any order. The
-    value of rank r of the pool is among the r + 1 lowest of every part, and each kept array
-    holds at least those, so the rank among the kept values is the rank in the pool."""
+    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
+    its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
+    ascending). The value of rank r of the pool is among the r + 1 lowest of every file, so only
+    those prefixes are merged."""
     position = q * (n - 1)
     i = math.floor(position)
     j = min(i + 1, n - 1)
     if q <= 0.5:
-        merged = np.concatenate(lows)
+        merged = np.concatenate([low[: j + 1] for low in lows])
         a, b = np.partition(merged, (i, j))[[i, j]]
     else:
         top_i, top_j = n - 1 - i, n - 1 - j  # ranks from the top
-        merged = np.concatenate(highs)
+        merged = np.concatenate([high[max(high.size - top_i - 1, 0) :] for high in highs])
         m = merged.size
         b, a = np.partition(merged, (m - 1 - top_j, m - 1 - top_i))[[m - 1 - top_j, m - 1 - top_i]]
     return _lerp(float(a), float(b), position - i)
@@ -232,11 +232,11 @@ class ChunkPart:
     charge_count : int64 (4, 4, 2)
         Valid non-zero charges per channel.
     charge_low : list of 32 float64 arrays
-        The lowest charges per channel (plane, strip, side, C order), in no order. [ns]
+        The lowest charges per channel (plane, strip, side, C order), ascending. [ns]
     tdif_count : int64 (4, 4)
         Events with both times and charges of the strip written.
     tdif_low, tdif_high : list of 16 float64 arrays
-        The lowest and highest T_dif values per strip (plane, strip, C order), in no order (one
+        The lowest and highest T_dif values per strip (plane, strip, C order), ascending (one
         array for both when the chunk has no more values than the two tails). [ns]
     source_file : str
         The file the chunk comes from.
@@ -255,20 +255,20 @@ class ChunkPart:
 
 
 def _lowest(values: np.ndarray, k: int) -> np.ndarray:
-    """The k lowest values (all if fewer), in no order (a copy)."""
+    """The k lowest values (all if fewer), ascending (a copy)."""
     if values.size > k:
-        return np.partition(values, k - 1)[:k]
-    return values.copy()
+        values = np.partition(values, k - 1)[:k]
+    return np.sort(values)
 
 
 def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k_low lowest and the k_high highest values (all if fewer), in no order."""
+    """The k_low lowest and the k_high highest values (all if fewer), each ascending."""
     n = values.size
     if n <= k_low + k_high:
-        every = values.copy()
+        every = np.sort(values)
         return every, every
     values = np.partition(values, (k_low - 1, n - k_high))
-    return values[:k_low].copy(), values[n - k_high :].copy()
+    return np.sort(values[:k_low]), np.sort(values[n - k_high :])
 
 
 def _gather_reference(
