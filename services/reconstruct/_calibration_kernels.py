@@ -86,19 +86,3 @@ def gather_channels(
     span[0] = first if usable else 0
     span[1] = last if usable else 0
     return usable
-
-
-@nb.njit(cache=True)
-def sort_rows(values: np.ndarray, counts: np.ndarray) -> None:
-    """Sort ``values[r, :counts[r]]`` in place for every row r (one call instead of one numpy
-    sort per channel: a chunk's part sorts 48 short rows).
-
-    Parameters
-    ----------
-    values : float64 (m, n), in/out
-        Rows of gathered channel values (``gather_channels``'s ``charges`` or ``tdif``). [ns]
-    counts : int64 (m,)
-        Values written per row.
-    """
-    for r in range(values.shape[0]):
-        values[r, : counts[r]].sort()

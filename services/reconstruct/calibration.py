@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from services.common.stations import ReconstructionConfig
-from services.reconstruct._calibration_kernels import gather_channels, sort_rows
+from services.reconstruct._calibration_kernels import gather_channels
 from services.reconstruct.geometry import C_MM_NS
 from services.reconstruct.minutes import NO_LIMIT, outlier_band
 
@@ -255,17 +255,20 @@ class ChunkPart:
 
 
 def _lowest(values: np.ndarray, k: int) -> np.ndarray:
-    """The k lowest of ascending values (all if fewer), a copy."""
-    return values[:k].copy()
+    """The k lowest values (all if fewer), ascending (a copy)."""
+    if values.size > k:
+        values = np.partition(values, k - 1)[:k]
+    return np.sort(values)
 
 
 def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k_low lowest and the k_high highest of ascending values (all if fewer), copies."""
+    """The k_low lowest and the k_high highest values (all if fewer), each ascending."""
     n = values.size
     if n <= k_low + k_high:
-        every = values.copy()
+        every = np.sort(values)
         return every, every
-    return values[:k_low].copy(), values[n - k_high :].copy()
+    values = np.partition(values, (k_low - 1, n - k_high))
+    return np.sort(values[:k_low]), np.sort(values[n - k_high :])
 
 
 def _gather_reference(
@@ -324,8 +327,6 @@ def chunk_part(
     usable = gather_channels(
         time_s, channels, lo, hi, charges, charge_count, tdif, tdif_count, span
     )
-    sort_rows(charges, charge_count)
-    sort_rows(tdif, tdif_count)
     # a pool never holds more than max(max_events, the newest chunk) events (CalibrationPool.add)
     most = max(config.calibration_max_events, usable)
     k_charge = _tail_size(config.pedestal_quantile, most)
