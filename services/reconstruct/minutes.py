@@ -35,6 +35,7 @@ import numpy as np
 
 from schemas.columns import PLANES, REGIONS, TOPOLOGIES
 from services.common.stations import ReconstructionConfig
+from services.reconstruct._tally_kernels import count_events
 
 if TYPE_CHECKING:  # events imports calibration, which imports this module
     from services.reconstruct.events import EventRates, EventResult
@@ -278,7 +279,6 @@ def tally_chunk(
     start, end, lo = cover.start_s, cover.end_s, cover.covered_s
     if end <= start:
         return MinuteTally.empty(), cover
-    valid = events.status == 0
     dropped = (counts < band[0]) | (counts > band[1])
     clipped = np.clip(time_s, start, end - 1)
     spans = [clipped] if hi <= lo else [clipped, np.array([lo, hi - 1])]
@@ -291,13 +291,73 @@ def tally_chunk(
     seconds = np.arange(lo, hi)
     live = np.bincount(seconds // 60 - first_minute, weights=~dropped, minlength=n_min)
 
+    memory_lo = max(start, lo - _MEMORY_S)
+    memory = np.array(cover.dropped_s, np.int64)
+    topology, region, full_fid, missing_fid, q_sum, q_events, rejected = (
+        np.zeros((n_min, _N_TOPO), np.int64),
+        np.zeros((n_min, _N_REGION), np.int64),
+        np.zeros((n_min, 4), np.int64),
+        np.zeros((n_min, 4), np.int64),
+        np.zeros(n_min),
+        np.zeros(n_min, np.int64),
+        np.zeros(n_min, np.int64),
+    )
+    count_events(
+        time_s,
+        events.status,
+        events.topology,
+        events.region,
+        events.mask,
+        events.fiducial,
+        events.q_event,
+        start,
+        end,
+        lo,
+        hi,
+        dropped,
+        memory_lo,
+        memory,
+        first_minute,
+        topology,
+        region,
+        full_fid,
+        missing_fid,
+        q_sum,
+        q_events,
+        rejected,
+    )
+    tally = MinuteTally(
+        minute_s, live, topology, region, full_fid, missing_fid, q_sum, q_events, rejected
+    )
+    covered = max(hi, lo)
+    keep_from = covered - _MEMORY_S
+    memory = [s for s in cover.dropped_s if s >= keep_from]
+    memory += [int(s) for s in seconds[dropped] if s >= keep_from]
+    return tally, FileCover(start, end, covered, tuple(memory))
+
+
+def _count_events_reference(
+    time_s: np.ndarray,
+    events: EventResult | EventRates,
+    start: int,
+    end: int,
+    lo: int,
+    hi: int,
+    dropped: np.ndarray,
+    memory_lo: int,
+    memory_dropped: np.ndarray,
+    first_minute: int,
+    n_min: int,
+) -> tuple[np.ndarray, ...]:
+    """Plain-numpy specification of ``_tally_kernels.count_events`` (its inputs, and the
+    output rows ``n_min``; returns topology, region, full, missing, q_sum, q_events, rejected)."""
+    valid = events.status == 0
+    clipped = np.clip(time_s, start, end - 1)
     minute = clipped // 60 - first_minute
     new = (clipped >= lo) & (clipped < hi)
     fresh_ok = ~dropped[np.clip(clipped - lo, 0, max(hi - lo - 1, 0))] if hi > lo else new
-    remembered = (clipped >= max(start, lo - _MEMORY_S)) & (clipped < lo)
-    if cover.dropped_s and remembered.any():
-        remembered &= ~np.isin(clipped, np.array(cover.dropped_s, np.int64))
-    old_ok = remembered
+    remembered = (clipped >= memory_lo) & (clipped < lo)
+    old_ok = remembered & ~np.isin(clipped, memory_dropped)
     judged_ok = np.where(new, fresh_ok, old_ok)
     # events outside the acquisition interval cannot be in its live time: rejected
     counted = valid & judged_ok & (time_s == clipped)
@@ -321,14 +381,7 @@ def tally_chunk(
 
     q_sum = np.bincount(m_hit, weights=events.q_event[has_hits], minlength=n_min)
     q_events = np.bincount(m_hit, minlength=n_min)
-    tally = MinuteTally(
-        minute_s, live, topology, region, full_fid, missing_fid, q_sum, q_events, rejected
-    )
-    covered = max(hi, lo)
-    keep_from = covered - _MEMORY_S
-    memory = [s for s in cover.dropped_s if s >= keep_from]
-    memory += [int(s) for s in seconds[dropped] if s >= keep_from]
-    return tally, FileCover(start, end, covered, tuple(memory))
+    return topology, region, full_fid, missing_fid, q_sum, q_events, rejected
 
 
 def merge_tallies(tallies: Iterable[MinuteTally]) -> MinuteTally:
