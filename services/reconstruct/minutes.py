@@ -331,9 +331,9 @@ def tally_chunk(
     )
     covered = max(hi, lo)
     keep_from = covered - _MEMORY_S
-    memory = [s for s in cover.dropped_s if s >= keep_from]
-    memory += [int(s) for s in seconds[dropped] if s >= keep_from]
-    return tally, FileCover(start, end, covered, tuple(memory))
+    remembered = [s for s in cover.dropped_s if s >= keep_from]
+    remembered += [int(s) for s in seconds[dropped] if s >= keep_from]
+    return tally, FileCover(start, end, covered, tuple(remembered))
 
 
 def _count_events_reference(
