@@ -258,17 +258,24 @@ def _lowest(values: np.ndarray, k: int) -> np.ndarray:
     """The k lowest values (all if fewer), ascending (a copy)."""
     if values.size > k:
         values = np.partition(values, k - 1)[:k]
-    return np.sort(values)
+    else:
+        values = values.copy()
+    values.sort()  # the method: np.sort's dispatch costs as much at a chunk's few values
+    return values
 
 
 def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
     """The k_low lowest and the k_high highest values (all if fewer), each ascending."""
     n = values.size
     if n <= k_low + k_high:
-        every = np.sort(values)
+        every = values.copy()
+        every.sort()
         return every, every
     values = np.partition(values, (k_low - 1, n - k_high))
-    return np.sort(values[:k_low]), np.sort(values[n - k_high :])
+    low, high = values[:k_low].copy(), values[n - k_high :].copy()
+    low.sort()
+    high.sort()
+    return low, high
 
 
 def _gather_reference(
@@ -456,6 +463,8 @@ class CalibrationPool:
     def __init__(self, config: ReconstructionConfig) -> None:
         self.config = config
         self._parts: deque[ChunkPart] = deque()
+        self._keys: set[str | None] = set()  # of the parts, and their events: kept up to date
+        self._events = 0
         self._equations: dict[str | None, TsumEquations] = {}
         self._seconds: dict[str | None, np.ndarray] = {}
         #: The calibration in force, and the events pooled since it was made.
@@ -488,8 +497,10 @@ class CalibrationPool:
         A part whose ``key`` (the chunk id) is still in the pool is not added again: a
         replayed chunk leaves the pool as it was.
         """
-        if part.events and (part.key is None or part.key not in self.keys):
+        if part.events and (part.key is None or part.key not in self._keys):
             self._parts.append(part)
+            self._keys.add(part.key)
+            self._events += part.events
             self.added_since_current += part.events
         newest = max((p.last_time_s for p in self._parts), default=0)
         limit = newest - self.config.calibration_max_age_s
@@ -499,7 +510,10 @@ class CalibrationPool:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        key = self._parts.popleft().key
+        part = self._parts.popleft()
+        key = part.key
+        self._keys.discard(key)
+        self._events -= part.events
         self._equations.pop(key, None)
         self._seconds.pop(key, None)
 
@@ -513,7 +527,7 @@ class CalibrationPool:
         """The T_sum equations of the pooled chunk ``key`` and the histogram of its seconds'
         event counts (``seconds[c]``: seconds with c events); ignored if not pooled or already
         in."""
-        if key not in self._equations and key in self.keys:
+        if key not in self._equations and key in self._keys:
             self._equations[key] = equations
             if seconds is not None:
                 self._seconds[key] = np.asarray(seconds, np.int64)
@@ -541,6 +555,8 @@ class CalibrationPool:
     ) -> None:
         """Set the pool to a stored state (the service's state store)."""
         self._parts = deque(parts)
+        self._keys = {p.key for p in parts}
+        self._events = sum(p.events for p in parts)
         self._equations = {key: value for key, value in equations.items()}
         self._seconds = {key: value for key, value in seconds.items()}
         self.current = current
@@ -559,7 +575,7 @@ class CalibrationPool:
     @property
     def events(self) -> int:
         """Events in the pool."""
-        return sum(p.events for p in self._parts)
+        return self._events
 
     def pedestals_tdif(self) -> tuple[np.ndarray, np.ndarray]:
         """Charge pedestals (4, 4, 2) and T_dif offsets (4, 4) of the pooled chunks. [ns]"""
