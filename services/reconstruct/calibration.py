@@ -256,10 +256,7 @@ class ChunkPart:
 
 def _lowest(values: np.ndarray, k: int) -> np.ndarray:
     """The k lowest values (all if fewer), ascending (a copy)."""
-    if values.size > k:
-        values = np.partition(values, k - 1)[:k]
-    else:
-        values = values.copy()
+    values = np.partition(values, k - 1)[:k] if values.size > k else values.copy()
     values.sort()  # the method: np.sort's dispatch costs as much at a chunk's few values
     return values
 

@@ -452,7 +452,7 @@ def minute_records(
     ok[:, 0:8:2] = ok[:, 1:8:2] = trials > 0
     ok[:, 8] = tally.q_events[keep] > 0
     times = [datetime.fromtimestamp(t, UTC) for t in tally.minute_s[keep].tolist()]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, live_i, counts, rate, eff_row, ok_row, rejected in zip(
         keep.tolist(),
         live.tolist(),
