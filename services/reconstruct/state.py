@@ -33,7 +33,7 @@ from schemas.events import envelope_from_headers, envelope_headers
 from schemas.models import Calibration as CalibrationRecord
 from schemas.models import RawEventChunkEnvelope
 from services.common.stations import ReconstructionConfig
-from services.reconstruct.calibration import ChunkPart, TsumEquations
+from services.reconstruct.calibration import Calibration, ChunkPart, TsumEquations
 from services.reconstruct.calibration_records import from_record, to_record
 from services.reconstruct.minutes import FileCover
 from services.reconstruct.stream import (
@@ -58,14 +58,25 @@ class KeyValueState(Protocol):
 
 
 def _arrays(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
-    return buffer.getvalue()
+    """Named arrays as one value: a JSON index (names, byte sizes) and the arrays' ``.npy``
+    data one after the other (``np.savez``'s zip cost more than the rest of a chunk's state)."""
+    blobs = []
+    for array in arrays.values():
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        blobs.append(buffer.getvalue())
+    index = json.dumps({"names": list(arrays), "sizes": [len(b) for b in blobs]}).encode()
+    return b"".join([len(index).to_bytes(4, "big"), index, *blobs])
 
 
 def _load(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
-        return {name: loaded[name] for name in loaded.files}
+    size = int.from_bytes(data[:4], "big")
+    index = json.loads(data[4 : 4 + size])
+    arrays, at = {}, 4 + size
+    for name, length in zip(index["names"], index["sizes"], strict=True):
+        arrays[name] = np.load(io.BytesIO(data[at : at + length]), allow_pickle=False)
+        at += length
+    return arrays
 
 
 def _joined(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +184,7 @@ class StoredStation:
         self.config = config
         self.stream = StationStream(station, z_of_time, config)
         self.seq = -1  #: sequence number the in-memory stream stands at (-1: not loaded)
+        self._record: tuple[Calibration, str] | None = None
 
     def add(self, state: KeyValueState, headers: Any, payload: bytes) -> StreamOutput:
         """One raw chunk message: into the stream and the state; what the stream gave."""
@@ -243,11 +255,19 @@ class StoredStation:
             },
             "pool": [[part.key, part.source_file] for part in pool.parts],
             "equations": with_equations,
-            "current": to_record(current).model_dump_json() if current is not None else None,
+            "current": self._record_json(current),
             "added": pool.added_since_current,
             "minutes": _runs(minutes, 60),
         }
         state.set(b"meta", json.dumps(new_meta).encode())
+
+    def _record_json(self, calibration: Calibration | None) -> str | None:
+        """The calibration's record as JSON, made once per version (meta is written per chunk)."""
+        if calibration is None:
+            return None
+        if self._record is None or self._record[0] is not calibration:
+            self._record = (calibration, to_record(calibration).model_dump_json())
+        return self._record[1]
 
     def _load(self, state: KeyValueState, meta: dict[str, Any]) -> None:
         """Rebuild the in-memory stream from the state."""
