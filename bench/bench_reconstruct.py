@@ -8,11 +8,12 @@
    ``_kernels.reconstruct_kernel`` (the same plus x, y, t, q per plane, θ, φ, χ², streamer flag),
    timed interleaved (one round runs each variant once; best of ``--repeat`` rounds), as wall time
    and as the thread's CPU time (``time.thread_time``: on a shared machine it leaves out the time
-   the thread waits for a core). ``--kernel-baseline FILE`` adds the ``reconstruct_kernel`` of an
-   older ``_kernels.py`` to the rounds. Also ``events.reconstruct_events`` and
-   ``events.reconstruct_rates`` (validation + allocation + kernel), the event-status pass alone,
-   and the memory-bandwidth limit: bandwidth of ``np.copyto`` on one core / bytes per event read
-   and written.
+   the thread waits for a core). ``--kernel-baseline FILE`` adds both kernels of an older
+   ``_kernels.py`` to the rounds and checks that their outputs are bit-identical to this tree's.
+   Also ``events.reconstruct_events`` and ``events.reconstruct_rates`` (validation + allocation
+   + kernel), the event-status pass alone, a pass that only reads every value once (the least a
+   kernel can cost), and the memory-bandwidth limit: bandwidth of ``np.copyto`` on one core /
+   bytes per event read and written.
 3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
    publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_rates`` +
    ``tally_chunk`` (kernel + per-minute tally) with a fixed calibration → ``merge_tallies`` →
@@ -270,33 +271,32 @@ def kernel_call(
     cal: Calibration,
     config: ReconstructionConfig,
     module: ModuleType = k,
-) -> Callable[[], None]:
+) -> tuple[Callable[[], object], list[np.ndarray]]:
     """The full kernel of ``module`` (this ``_kernels`` or an older one) on preallocated
-    outputs."""
+    outputs, and those outputs."""
     out = _empty(len(channels))
-    args = (
-        channels,
-        *kernel_inputs(cal, np.asarray(Z_MM, np.float64), config),
-        *(getattr(out, name) for name in EventResult.__dataclass_fields__),
-    )
-    return lambda: module.reconstruct_kernel(*args)
+    outputs = [getattr(out, name) for name in EventResult.__dataclass_fields__]
+    args = (channels, *kernel_inputs(cal, np.asarray(Z_MM, np.float64), config), *outputs)
+    return lambda: module.reconstruct_kernel(*args), outputs
 
 
 def rates_call(
-    channels: np.ndarray, cal: Calibration, config: ReconstructionConfig
-) -> Callable[[], None]:
-    """The rates kernel on preallocated outputs."""
+    channels: np.ndarray,
+    cal: Calibration,
+    config: ReconstructionConfig,
+    module: ModuleType = k,
+) -> tuple[Callable[[], object], list[np.ndarray]]:
+    """The rates kernel of ``module`` on preallocated outputs, and those outputs (the packed
+    tracks zeroed, so that two modules' arrays compare whole)."""
     n = len(channels)
+    outputs = [*rates_outputs(n), np.zeros((n, 4), np.int8), np.zeros((n, 4)), np.zeros(n)]
     args = (
         channels,
         *kernel_inputs(cal, np.asarray(Z_MM, np.float64), config),
-        *rates_outputs(n),
-        np.empty((n, 4), np.int8),
-        np.empty((n, 4)),
-        np.empty(n),
+        *outputs,
         TRACK_CHI2_MAX,
     )
-    return lambda: k.rates_kernel(*args)
+    return lambda: module.rates_kernel(*args), outputs
 
 
 def load_kernels(path: Path) -> ModuleType:
@@ -311,10 +311,22 @@ def load_kernels(path: Path) -> ModuleType:
 
 
 @nb.njit(cache=True)
-def _status_pass(channels: np.ndarray, params: np.ndarray, status: np.ndarray) -> None:
+def _status_pass(
+    channels: np.ndarray, params: np.ndarray, status: np.ndarray, strips: np.ndarray
+) -> None:
     lo, hi = k._windows(params)
     for i in range(channels.shape[0]):
-        status[i] = k._event_status(channels, i, lo, hi, params)
+        status[i], strips[i] = k._event_status(channels, i, lo, hi, params)
+
+
+@nb.njit(cache=True)
+def _read_pass(channels: np.ndarray, columns: np.ndarray) -> None:
+    # the least a kernel can do: read every value once (one vector compare each)
+    for i in range(channels.shape[0]):
+        m = 0
+        for c in range(64):
+            m |= (channels[i, c] != 0.0) << c
+        columns[i] = m
 
 
 def output_bytes_per_event(fields: type) -> int:
@@ -479,16 +491,26 @@ def bench_kernel(
     n = len(block)
     params = kernel_params(config)
     status = np.empty(n, np.int8)
+    words = np.empty(n, np.int64)
     calls: dict[str, Callable[[], object]] = {}
-    if baseline is not None:
-        calls["reconstruct_kernel (baseline)"] = kernel_call(block, cal, config, baseline)
-    calls["reconstruct_kernel"] = kernel_call(block, cal, config)
-    calls["rates_kernel"] = rates_call(block, cal, config)
+    outputs: dict[str, list[np.ndarray]] = {}
+    modules = [("", k)] + ([(" (baseline)", baseline)] if baseline is not None else [])
+    for suffix, module in modules:
+        for name, make in (("reconstruct_kernel", kernel_call), ("rates_kernel", rates_call)):
+            calls[name + suffix], outputs[name + suffix] = make(block, cal, config, module)
     calls["reconstruct_events (+ alloc)"] = partial(reconstruct_events, block, cal, Z_MM, config)
     calls["reconstruct_rates (+ alloc)"] = partial(reconstruct_rates, block, cal, Z_MM, config)
-    calls["status pass alone"] = partial(_status_pass, block, params, status)
-    for call in calls.values():  # compile / load from the cache
-        call()
+    calls["status pass alone"] = partial(_status_pass, block, params, status, words)
+    calls["read pass alone"] = partial(_read_pass, block, words)
+    returned = {name: call() for name, call in calls.items()}  # compile / load from the cache
+    if baseline is not None:  # every output, NaN included, and the number of packed tracks
+        for name in ("reconstruct_kernel", "rates_kernel"):
+            other = name + " (baseline)"
+            same = returned[name] == returned[other] and all(
+                np.array_equal(a, b, equal_nan=True)
+                for a, b in zip(outputs[name], outputs[other], strict=True)
+            )
+            out(f"{name}: outputs bit-identical to the baseline's: {same}\n")
     best = interleaved(calls, repeat)
     read_b = block.shape[1] * block.itemsize
     bandwidth = copy_bandwidth(block.nbytes, repeat)
@@ -503,7 +525,8 @@ def bench_kernel(
         limit = bandwidth / (read_b + write_b)
         share = n / best[name][0] / limit
         out(f"  {name}: {read_b} bytes read + {write_b} written per event; bandwidth limit ")
-        out(f"{limit / 1e6:.1f} M events/s; wall speed = {share * 100:.0f} % of it\n")
+        out(f"{limit / 1e6:.1f} M events/s; wall speed = {share * 100:.0f} % of it")
+        out(f" ({best[name][0] / best['read pass alone'][0]:.1f}x the read pass)\n")
 
 
 def _ipc(table: pa.Table, codec: str | None) -> bytes:
@@ -556,7 +579,7 @@ def main() -> None:
     parser.add_argument(
         "--kernel-baseline",
         type=Path,
-        help="an older _kernels.py whose reconstruct_kernel is compared",
+        help="an older _kernels.py whose two kernels are compared (speed, equal outputs)",
     )
     parser.add_argument(
         "--baseline", default="", help="git revision whose StationStream runs interleaved with ours"

@@ -458,6 +458,17 @@ class StationWorker:
             raise
         for progress in unit.progress:
             self.progress.put(progress)
+            log.info(
+                "published",
+                extra={
+                    "station": progress.station,
+                    "kind": progress.kind,
+                    "file": progress.file,
+                    "bytes": progress.offset_bytes,
+                    "chunks": progress.chunks,
+                    "lines_valid": progress.lines_valid,
+                },
+            )
         self.units_done += 1
         return 1
 
@@ -545,6 +556,14 @@ def run_ingest(
     dict
         Station id -> units of work published.
     """
+    producers = {}
+    for station in stations:
+        producers[station.id] = make_producer(
+            kafka, transactional_id=transactional_id(options.instance, station.id)
+        )
+        producers[station.id].init_transactions(60)  # fences a previous incarnation, aborts its
+        # open transaction; only then can the progress topic be read to its end (read_committed
+        # stops at an open transaction)
     progress = ProgressBook.restore(kafka)
     log.info(
         "ingest starting",
@@ -558,11 +577,9 @@ def run_ingest(
             if source_factory
             else open_source(station.source, options.ssh_config, options.ssh_key_passphrase)
         )
-        producer = make_producer(
-            kafka, transactional_id=transactional_id(options.instance, station.id)
+        workers.append(
+            StationWorker(station, source, producers[station.id], progress, options, stop)
         )
-        producer.init_transactions(60)  # fences a previous incarnation and aborts its transaction
-        workers.append(StationWorker(station, source, producer, progress, options, stop))
 
     threads = [
         threading.Thread(

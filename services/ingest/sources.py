@@ -50,7 +50,10 @@ class Source(Protocol):
         ...
 
     def read(self, file: RemoteFile, offset: int = 0) -> bytes:
-        """Bytes of ``file`` from ``offset`` up to its listed size."""
+        """Bytes of ``file`` from ``offset`` up to its listed size, all of them.
+
+        Raises SourceUnavailableError when fewer arrive (connection lost, file truncated).
+        """
         ...
 
     def close(self) -> None:
@@ -89,9 +92,10 @@ class LocalSource:
         try:
             with open(file.path, "rb") as handle:
                 handle.seek(offset)
-                return handle.read(max(file.size - offset, 0))
+                data = handle.read(max(file.size - offset, 0))
         except OSError as exc:
             raise SourceUnavailableError(f"{file.path}: {exc.strerror}") from exc
+        return _complete(data, file, offset, self.label)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -216,10 +220,15 @@ class SftpSource:
     def read(self, file: RemoteFile, offset: int = 0) -> bytes:
         try:
             with self._connect().open(file.path, "rb") as handle:
-                return _read_pipelined(handle, offset, max(file.size - offset, 0))
+                data = _read_pipelined(handle, offset, max(file.size - offset, 0))
         except (OSError, paramiko.SSHException, EOFError, TimeoutError) as exc:
             self.close()
             raise SourceUnavailableError(f"{self.label}:{file.path}: {exc}") from exc
+        if len(data) < file.size - offset:
+            # paramiko's read answers a closed channel with a short result, not an error; the
+            # connection is suspect, so the next attempt opens a new one
+            self.close()
+        return _complete(data, file, offset, self.label)
 
     def close(self) -> None:
         if self._client is not None:
@@ -250,9 +259,24 @@ def _read_pipelined(handle: paramiko.SFTPFile, offset: int, size: int) -> bytes:
         for (_, length), data in zip(spans, handle.readv(spans), strict=True):
             out += data
             if len(data) < length:
-                return bytes(out)  # the file shrank since it was listed
+                return bytes(out)  # connection lost or file shrank: the caller decides
         offset = stop
     return bytes(out)
+
+
+def _complete(data: bytes, file: RemoteFile, offset: int, label: str) -> bytes:
+    """``data`` if it holds every byte of ``file`` from ``offset`` to its listed size.
+
+    A short read is never passed on as the file: published as complete, the lost tail would never
+    be read again. The next poll lists the file anew and reads it whole.
+    """
+    expected = max(file.size - offset, 0)
+    if len(data) < expected:
+        raise SourceUnavailableError(
+            f"{label}:{file.path}: read {len(data)} of {expected} bytes from offset {offset} "
+            "(connection lost or file truncated while reading); retrying later"
+        )
+    return data
 
 
 def open_source(

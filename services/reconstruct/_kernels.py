@@ -7,8 +7,9 @@ Two kernels share the event status, the hit search and the track fit: ``reconstr
 writes every per-event quantity (``mingo reconstruct --events``), ``rates_kernel`` only what the
 per-minute tally and the T_sum calibration (the good 4-plane tracks) need, and decides the
 angular region from the fitted slopes without atan/atan2 (see :func:`_region_of_slopes`). Rows
-are indexed as ``channels[i, c]``: a row view (``channels[i]``) costs two reference-count calls
-per event.
+are indexed as ``channels[i, c]``, and every helper called per event is inlined: a row view
+(``channels[i]``) or a call that is not inlined makes numba count references to the arrays, two
+to four ``NRT_incref``/``NRT_decref`` calls per event.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 #: Event status codes (``status`` output).
 OK = 0
@@ -64,36 +66,49 @@ def _windows(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @nb.njit(cache=True, inline="always")
 def _event_status(
     channels: np.ndarray, i: int, lo: np.ndarray, hi: np.ndarray, params: np.ndarray
-) -> int:
+) -> tuple[int, int]:
+    """Status of event i and its written strips: bit 4·plane + strip set when all four values
+    (T_F, T_B, Q_F, Q_B) are non-zero; no strips unless the status is OK."""
     # Fast path, one branch-free pass over the row that vectorises (stride-1 over the columns
     # with per-column bounds): an event with a non-zero value and every value, zeros included,
     # inside its window is OK. Anything else (NaN fails both comparisons; a window without 0
-    # fails on zeros) goes to the exact scan, which decides the status.
+    # fails on zeros) goes to the exact scan, which decides the status. The same pass collects
+    # which columns are non-zero (compare + mask in the vector registers), so the hit search
+    # needs no branch per strip.
     inside = True
-    nonzero = False
+    columns = 0
     for c in range(64):
         v = channels[i, c]
-        nonzero |= v != 0.0
+        columns |= (v != 0.0) << c
         inside &= (v >= lo[c]) & (v <= hi[c])
-    if nonzero and inside:
-        return OK
-    return _event_status_exact(channels[i], params)
+    # a plane's block holds 4 nibbles (T_F, T_B, Q_F, Q_B; bit = strip): a strip is written
+    # where all four nibbles have its bit (the arithmetic shift of bit 63 is masked off)
+    strips = 0
+    for p in range(_N):
+        b = columns >> ((3 - p) * 16)
+        strips |= (b & (b >> 4) & (b >> 8) & (b >> 12) & 15) << (4 * p)
+    if (columns != 0) & inside:
+        return OK, strips
+    code = _event_status_exact(channels, i, params)
+    return code, strips if code == OK else 0
 
 
-@nb.njit(cache=True)
-def _event_status_exact(row: np.ndarray, params: np.ndarray) -> int:
+@nb.njit(cache=True, inline="always")
+def _event_status_exact(channels: np.ndarray, i: int, params: np.ndarray) -> int:
+    # inlined although rarely run: as a call, it kept numba's reference counting of the
+    # arrays in the event loop (two NRT_incref and two NRT_decref calls per event)
     nonzero = False
     for c in range(64):
-        if not math.isfinite(row[c]):
+        if not math.isfinite(channels[i, c]):
             return NOT_FINITE
-        if row[c] != 0.0:
+        if channels[i, c] != 0.0:
             nonzero = True
     if not nonzero:
         return ALL_ZERO
     for p in range(_N):
         for q in range(_N):
             for s in range(_N):
-                v = row[_column(p, q, s)]
+                v = channels[i, _column(p, q, s)]
                 if v == 0.0:
                     continue
                 if q < 2 and (v < params[P_TMIN] or v > params[P_TMAX]):
@@ -129,36 +144,60 @@ def _strip_constants(
 
 
 @nb.njit(cache=True, inline="always")
-def _plane_hit(
-    channels: np.ndarray, i: int, p: int, const: np.ndarray, params: np.ndarray
-) -> tuple[int, float, float, float]:
-    """Hit strip of plane p (-1 if none), plane charge, calibrated T_dif and raw T_sum of the
-    hit strip."""
-    base = (3 - p) * 16
-    best = -1
-    best_q = -np.inf
-    plane_q = 0.0
-    b_tdif = 0.0
-    b_tsum = 0.0
-    for s in range(_N):
-        tf = channels[i, base + s]
-        tb = channels[i, base + 4 + s]
-        qf = channels[i, base + 8 + s]
-        qb = channels[i, base + 12 + s]
-        # '&' evaluates all four tests: one branch per strip instead of four
-        if (tf != 0.0) & (tb != 0.0) & (qf != 0.0) & (qb != 0.0):
-            j = 4 * p + s
-            qs = 0.5 * ((qf - const[0, j]) + (qb - const[1, j]))
-            tdif = 0.5 * (tb - tf) - const[2, j]
-            if (qs > params[P_QTHR]) & (abs(tdif) <= params[P_TDIF_CUT]):
-                plane_q += qs
-                # which strip has the most charge is a coin flip: selects, not a branch
-                better = qs > best_q
-                best = s if better else best
-                best_q = max(best_q, qs)
-                b_tdif = tdif if better else b_tdif
-                b_tsum = 0.5 * (tf + tb) if better else b_tsum
-    return best, plane_q, b_tdif, b_tsum
+def _lowest_set_bit(w: int) -> int:
+    """Index of the lowest set bit of w > 0 (one tzcnt instruction)."""
+    # mypy sees the intrinsic's typing signature (typing context, value), not the call's
+    return trailing_zeros(w)  # type: ignore[call-arg]
+
+
+#: Rows of the per-plane scratch of :func:`_hits`.
+_BEST_Q, _PLANE_Q, _TDIF, _TSUM = range(4)
+
+
+@nb.njit(cache=True, inline="always")
+def _hits(
+    channels: np.ndarray,
+    i: int,
+    strips: int,
+    const: np.ndarray,
+    params: np.ndarray,
+    best: np.ndarray,
+    plane: np.ndarray,
+) -> None:
+    """Hit search of event i over its written ``strips`` (:func:`_event_status`).
+
+    Per plane p: ``best[p]`` the hit strip (-1 if none); ``plane[_PLANE_Q, p]`` the plane
+    charge (0 if none); ``plane[_TDIF, p]`` the calibrated T_dif and ``plane[_TSUM, p]`` the raw
+    T_sum of the hit strip (stale if none).
+    """
+    for p in range(_N):
+        best[p] = -1
+        plane[_BEST_Q, p] = -np.inf
+        plane[_PLANE_Q, p] = 0.0
+    # only the written strips, 2-6 per event, in the order of the strip loop they replace
+    # (plane, then strip), so that the charge sums are the same floats
+    w = strips
+    while w:
+        j = _lowest_set_bit(w)  # bit 4·plane + strip; also the column of ``const``
+        w &= w - 1
+        p = j >> 2
+        s = j & 3
+        c = (3 - p) * 16 + s
+        tf = channels[i, c]
+        tb = channels[i, c + 4]
+        qf = channels[i, c + 8]
+        qb = channels[i, c + 12]
+        qs = 0.5 * ((qf - const[0, j]) + (qb - const[1, j]))
+        tdif = 0.5 * (tb - tf) - const[2, j]
+        # which strips pass and which has the most charge are coin flips: written as selects
+        # (LLVM still branches on the strongest-strip update; forcing that out was slower)
+        good = (qs > params[P_QTHR]) & (abs(tdif) <= params[P_TDIF_CUT])
+        plane[_PLANE_Q, p] += qs if good else 0.0
+        better = good & (qs > plane[_BEST_Q, p])
+        best[p] = s if better else best[p]
+        plane[_BEST_Q, p] = qs if better else plane[_BEST_Q, p]
+        plane[_TDIF, p] = tdif if better else plane[_TDIF, p]
+        plane[_TSUM, p] = 0.5 * (tf + tb) if better else plane[_TSUM, p]
 
 
 @nb.njit(cache=True)
@@ -175,8 +214,9 @@ def _setup(
 def _keep_hit(
     hit: np.ndarray, p: int, best: int, b_tdif: float, const: np.ndarray, params: np.ndarray
 ) -> int:
-    """Store plane p's hit in the scratch; its column in ``const``."""
-    j = 4 * p + best
+    """Store plane p's hit in the scratch; its column in ``const``. Without a hit (best -1),
+    strip 0's values: the fit skips the plane, and the kernels select what they write."""
+    j = 4 * p + max(best, 0)
     hit[0, p] = b_tdif * params[P_SPEED]
     hit[1, p] = const[4, j]
     hit[2, p] = const[6, j]
@@ -345,32 +385,28 @@ def reconstruct_kernel(
     n = channels.shape[0]
     const = _strip_constants(pedestal, tdif_offset, tsum_offset, strip_y, strip_w)
     lo, hi, zr, wx, hit = _setup(params, z)
+    best = np.empty(_N, np.int64)
+    plane = np.zeros((4, _N))
     for i in range(n):
-        code = _event_status(channels, i, lo, hi, params)
+        code, strips = _event_status(channels, i, lo, hi, params)
         status[i] = code
+        _hits(channels, i, strips, const, params, best, plane)
         m = 0
         qe = 0.0
         is_streamer = 0
         for p in range(_N):
-            best, plane_q, b_tdif, b_tsum = -1, 0.0, 0.0, 0.0
-            if code == OK:
-                best, plane_q, b_tdif, b_tsum = _plane_hit(channels, i, p, const, params)
-            strip[i, p] = best
-            if best < 0:
-                x[i, p] = np.nan
-                y[i, p] = np.nan
-                t[i, p] = np.nan
-                q[i, p] = 0.0
-                continue
-            j = _keep_hit(hit, p, best, b_tdif, const, params)
-            x[i, p] = hit[0, p]
-            y[i, p] = hit[1, p]
-            t[i, p] = b_tsum - const[3, j]
-            q[i, p] = plane_q
-            qe += plane_q
-            if plane_q > params[P_STREAMER]:
-                is_streamer = 1
-            m |= 1 << p
+            # which planes are hit is a coin flip: every plane is written, with selects
+            has = best[p] >= 0
+            plane_q = plane[_PLANE_Q, p]
+            j = _keep_hit(hit, p, best[p], plane[_TDIF, p], const, params)
+            strip[i, p] = best[p]
+            x[i, p] = hit[0, p] if has else np.nan
+            y[i, p] = hit[1, p] if has else np.nan
+            t[i, p] = plane[_TSUM, p] - const[3, j] if has else np.nan
+            q[i, p] = plane_q  # 0 without a hit
+            qe += plane_q  # + 0.0 without a hit: the same float
+            is_streamer |= has & (plane_q > params[P_STREAMER])
+            m |= has << p
         mask[i] = m
         q_event[i] = qe
         streamer[i] = is_streamer
@@ -430,23 +466,18 @@ def rates_kernel(
     th_lo = params[P_THETA_LOW]
     t2_hi = tan2_limit(th_hi)
     t2_lo = tan2_limit(th_lo)
-    hit_t = np.empty(_N)
-    hit_strip = np.empty(_N, np.int8)
     tracks = 0
+    best = np.empty(_N, np.int64)
+    plane = np.zeros((4, _N))
     for i in range(n):
-        code = _event_status(channels, i, lo, hi, params)
+        code, strips = _event_status(channels, i, lo, hi, params)
         status[i] = code
+        _hits(channels, i, strips, const, params, best, plane)
         m = 0
         qe = 0.0
-        if code == OK:
-            for p in range(_N):
-                best, plane_q, b_tdif, b_tsum = _plane_hit(channels, i, p, const, params)
-                if best >= 0:
-                    j = _keep_hit(hit, p, best, b_tdif, const, params)
-                    hit_t[p] = b_tsum - const[3, j]
-                    hit_strip[p] = best
-                    qe += plane_q
-                    m |= 1 << p
+        for p in range(_N):  # no branch on the hit planes: + 0.0 without a hit
+            qe += plane[_PLANE_Q, p]
+            m |= (best[p] >= 0) << p
         mask[i] = m
         q_event[i] = qe
         topology[i] = topology_of_mask[m]
@@ -454,13 +485,16 @@ def rates_kernel(
         region[i] = -1
         if (m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + (m >> 3) < 3:
             continue
+        # the fit's inputs only for the events it fits (36 % in simulated data)
+        for p in range(_N):
+            _keep_hit(hit, p, best[p], plane[_TDIF, p], const, params)
         sx, ax, sy, ay = _fit(m, hit, zr, wx)
         fiducial[i] = _fiducial(sx, ax, sy, ay, zr, params)
         region[i] = _region_of_slopes(sx, sy, t2_hi, t2_lo, th_hi, th_lo)
         if m == 15 and _chi2(m, hit, zr, wx, sx, ax, sy, ay) < chi2_cut:
             for p in range(_N):
-                track_strip[tracks, p] = hit_strip[p]
-                track_t[tracks, p] = hit_t[p]
+                track_strip[tracks, p] = best[p]
+                track_t[tracks, p] = plane[_TSUM, p] - const[3, 4 * p + best[p]]
             track_theta[tracks] = math.atan(math.sqrt(sx * sx + sy * sy)) * _RAD
             tracks += 1
     return tracks

@@ -7,12 +7,15 @@ must leave the topics exactly as an uninterrupted run does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -30,7 +33,7 @@ from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGBOOK, LOGS_RAW, REJEC
 from services.common.kafka import create_topics, delete_topics, read_all
 from services.common.settings import KafkaSettings
 from services.common.stations import StationSource
-from services.ingest.sources import HostKeyRejectedError, SftpSource
+from services.ingest.sources import HostKeyRejectedError, SftpSource, SourceUnavailableError
 from tests.integration.conftest import SftpServer
 from tests.simulated import simulate_day
 
@@ -297,6 +300,94 @@ def test_sftp_read_returns_the_exact_bytes_across_batches_and_from_an_offset(
         assert source.read(listed, offset=len(data)) == b""
         source.close()
     finally:
+        path.unlink()
+
+
+class _CuttingRelay:
+    """A TCP relay to the test sshd that drops the connection after ``limit`` bytes to the client.
+
+    A real network fault in the middle of a transfer: both sockets close, as when a station's
+    link goes down or its sshd is killed.
+    """
+
+    def __init__(self, target: tuple[str, int], limit: int) -> None:
+        self.target = target
+        self.limit = limit
+        self.relayed = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        client, _ = self._listener.accept()
+        server = socket.create_connection(self.target)
+        threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+        self._pump(server, client, self.limit)
+        for sock in (client, server, self._listener):
+            sock.close()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+                if limit is not None:
+                    self.relayed += len(data)
+                    if self.relayed >= limit:
+                        break
+        with contextlib.suppress(OSError):
+            source.shutdown(socket.SHUT_RDWR)
+            sink.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_connection_lost_mid_file_is_an_error_never_a_short_file(
+    sftp_server: SftpServer, tmp_path: Path
+) -> None:
+    size = 8 * 256 * 32768  # 8 read batches
+    path = sftp_server.root / f"cut-{uuid.uuid4().hex[:8]}.bin"
+    path.write_bytes(os.urandom(size))
+    relay = _CuttingRelay((sftp_server.host, sftp_server.port), limit=size // 3)
+    known_hosts = tmp_path / "known_hosts"  # the sshd's own host key, at the relay's address
+    known_hosts.write_text(
+        sftp_server.known_hosts.read_text().replace(f"]:{sftp_server.port} ", f"]:{relay.port} ")
+    )
+    station = StationSource(
+        kind="sftp", host="127.0.0.1", port=relay.port, user=sftp_server.user,
+        key_file=str(sftp_server.key), known_hosts=str(known_hosts), root=str(sftp_server.root),
+    )  # fmt: skip
+    source = SftpSource(station, ssh_config=None, timeout_s=10)
+    try:
+        (listed,) = [f for f in source.list(".") if f.name == path.name]
+        with pytest.raises(SourceUnavailableError, match=path.name):
+            source.read(listed)
+        assert relay.relayed >= size // 3  # the cut came mid-file, after the listing
+    finally:
+        source.close()
+        path.unlink()
+
+
+def test_a_file_cut_short_after_listing_is_read_again_not_published_short(
+    sftp_server: SftpServer,
+) -> None:
+    # The fault suite once published a file without its last chunk while the station's sshd was
+    # stopped mid-read. paramiko's read turns the server's end-of-file answer into a short result,
+    # not an error; a short result taken as the file loses the tail for good, since the progress
+    # record then says the file is done.
+    size = 3 * 256 * 32768 + 999
+    path = sftp_server.root / f"short-{uuid.uuid4().hex[:8]}.bin"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    source = _source_checking(sftp_server, sftp_server.known_hosts)
+    try:
+        (listed,) = [f for f in source.list(".") if f.name == path.name]
+        with open(path, "r+b") as handle:
+            handle.truncate(size // 2)
+        with pytest.raises(SourceUnavailableError, match=rf"read {size // 2} of {size} bytes"):
+            source.read(listed)
+        path.write_bytes(data)  # whole again: the next poll reads it all
+        (listed,) = [f for f in source.list(".") if f.name == path.name]
+        assert source.read(listed) == data
+    finally:
+        source.close()
         path.unlink()
 
 

@@ -13,7 +13,7 @@ from services.common.logging import JsonFormatter, TextFormatter, configure_logg
 from services.common.runtime import RunBounds, StopFlag, run_loop
 from services.common.settings import ServiceSettings
 from services.common.stations import NetworkConfigError, load_network
-from services.ingest.sources import LocalSource, resolve_ssh_target
+from services.ingest.sources import LocalSource, SourceUnavailableError, resolve_ssh_target
 
 pytestmark = pytest.mark.unit
 
@@ -118,6 +118,17 @@ def test_local_source_lists_files_and_reads_from_an_offset(tmp_path: Path) -> No
     assert (file.name, file.size) == ("a.dat", 10)
     assert source.read(file, 4) == b"456789"
     assert source.list("missing") == []
+
+
+def test_local_source_refuses_a_file_cut_short_since_its_listing(tmp_path: Path) -> None:
+    (tmp_path / "dat").mkdir()
+    path = tmp_path / "dat" / "a.dat"
+    path.write_bytes(b"0123456789")
+    source = LocalSource(tmp_path)
+    [file] = source.list("dat")
+    path.write_bytes(b"01234")
+    with pytest.raises(SourceUnavailableError, match=r"a.dat: read 3 of 8 bytes from offset 2"):
+        source.read(file, 2)
 
 
 def test_local_source_skips_a_file_renamed_during_the_listing(

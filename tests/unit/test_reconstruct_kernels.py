@@ -123,6 +123,29 @@ def test_rates_kernel_equals_reference_and_full_kernel() -> None:
         np.testing.assert_array_equal(array, getattr(by_events, name), err_msg=name)
 
 
+# a T_dif window wide enough that a strip missing a time would pass the cuts if counted
+@pytest.mark.parametrize("config", [CONFIG, ReconstructionConfig(tdif_cut_ns=1e3)])
+def test_strips_with_some_values_missing_are_no_hits(config: ReconstructionConfig) -> None:
+    # every value zeroed on its own: strips with one to three of their four values, which the
+    # kernels' bit mask of written strips must leave out; column 63 (plane 1, Q_B of strip 4)
+    # is the mask's sign bit
+    channels, cal = _events(4000, 9), _calibration()
+    rng = np.random.default_rng(10)
+    channels[rng.random(channels.shape) < 0.12] = 0.0
+    written = (channels.reshape(-1, 4, 4, 4) != 0).sum(axis=2)  # (event, plane, strip)
+    assert ((written > 0) & (written < 4)).sum() > 5000
+    assert (channels[:, 63] != 0).sum() > 500 and (channels[:, 63] == 0).sum() > 500
+    fast = reconstruct_events(channels, cal, Z, config)  # type: ignore[arg-type]
+    slow = reconstruct_events_reference(channels, cal, Z, config)  # type: ignore[arg-type]
+    rates = reconstruct_rates(channels, cal, Z, config)  # type: ignore[arg-type]
+    for field in dataclasses.fields(fast):
+        a, b = getattr(fast, field.name), getattr(slow, field.name)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, equal_nan=True, err_msg=field.name)
+    for name in ("status", "mask", "q_event", "topology", "region", "fiducial"):
+        np.testing.assert_array_equal(getattr(rates, name), getattr(fast, name), err_msg=name)
+    assert (fast.mask > 0).sum() > 1000 and (fast.region >= 0).sum() > 100
+
+
 def _region_by_angles(sx: float, sy: float, th_hi: float, th_lo: float) -> int:
     """The region definition, θ and φ with libm's atan/atan2 as the kernels compute them."""
     rad = 180.0 / math.pi
