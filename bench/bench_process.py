@@ -82,7 +82,9 @@ def _breakdown(sim: Path, out: Path) -> tuple[dict[str, tuple[float, float]], di
         return z_positions_at(entries, STATION, datetime.fromtimestamp(t, UTC))
 
     def reconstruct() -> list[dict[str, Any]]:
-        results = reconstruct_files(STATION, iter(files), z_of_time, station.reconstruction)
+        results = reconstruct_files(
+            STATION, iter(files), z_of_time, station.reconstruction, per_event=False
+        )
         return rates_rows(STATION, results)
 
     rates = _timed("reconstruct", times, reconstruct)

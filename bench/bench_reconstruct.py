@@ -15,20 +15,25 @@
    kernel can cost), and the memory-bandwidth limit: bandwidth of ``np.copyto`` on one core /
    bytes per event read and written.
 3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
-   publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_one`` (kernel +
-   per-minute tally) → ``merge_tallies`` → ``minute_records``; time per stage; the Arrow read of
-   one chunk written with zstd, lz4 (the wire format) and no compression; and the peak of traced
-   allocations (tracemalloc) for 1x and 4x the events at one chunk size.
+   publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_rates`` +
+   ``tally_chunk`` (kernel + per-minute tally) with a fixed calibration → ``merge_tallies`` →
+   ``minute_records``; time per stage; the Arrow read of one chunk written with zstd, lz4 (the
+   wire format) and no compression.
 4. Station stream: the day's files as ingest's chunk messages (both trigger types) through
-   ``StationStream.add``, as the service runs them: chunk decoding, file assembly, the per-file
-   calibration from the station's pool, reconstruction, tally and minute records; time per stage.
-   With ``--baseline REV``, the ``StationStream`` of that git revision (its calibration, minutes,
+   ``StationStream.add``, as the service runs them: chunk decoding, the calibration from the
+   station's pool, reconstruction, tally and minute records; time per stage. With
+   ``--baseline REV``, the ``StationStream`` of that git revision (its calibration, minutes,
    pipeline and stream modules) runs interleaved with this tree's, ``--stream-repeat`` times each,
    so that a loaded machine affects both alike; then this tree's ``StoredStation`` (the service's
    state encoding) on a dict state, with the bytes it writes (what the changelog carries).
+5. Memory (``--memory``): the day's coincidence events as 24 hourly files, as one file of the
+   day, and as one file of ``--memory-days`` days (the day repeated, times shifted), their chunk
+   messages made one at a time, through this tree's ``StationStream``: the peak of traced
+   allocations (tracemalloc) against the bound the configuration sets (``memory_bound``).
 
     python bench/bench_reconstruct.py                       # 4 M events, chunks of 2048
     python bench/bench_reconstruct.py --stream-only --baseline main   # only 4., main vs this tree
+    python bench/bench_reconstruct.py --memory --memory-days 10       # only 5.
     python bench/bench_reconstruct.py --kernel-only --kernel-baseline old_kernels.py   # only 2.
     python bench/bench_reconstruct.py --events 2000000 --chunk 8192 --repeat 3
 """
@@ -55,12 +60,19 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.dat_format import TRIGGER_COINCIDENCE
-from schemas.events import channel_matrix, decode_events, encode_events, envelope_from_headers
+from schemas.events import (
+    channel_matrix,
+    decode_events,
+    encode_events,
+    envelope_from_headers,
+    envelope_headers,
+)
 from services.common.stations import ReconstructionConfig, load_network
+from services.ingest.chunking import chunk_envelopes, plan_chunks
 from services.ingest.dat_parser import parse_dat
 from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct import _kernels as k
-from services.reconstruct import pipeline
+from services.reconstruct import stream as stream_module
 from services.reconstruct.calibration import Calibration, CalibrationPool, calibrate
 from services.reconstruct.cli import load_dat
 from services.reconstruct.events import (
@@ -74,8 +86,15 @@ from services.reconstruct.events import (
     reconstruct_events,
     reconstruct_rates,
 )
-from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records
-from services.reconstruct.pipeline import FileEvents, reconstruct_one
+from services.reconstruct.minutes import (
+    NO_LIMIT,
+    FileCover,
+    MinuteTally,
+    merge_tallies,
+    minute_records,
+    second_counts,
+    tally_chunk,
+)
 from services.reconstruct.state import StoredStation
 from services.reconstruct.stream import StationStream, chunk_from_message
 from simulator.run import SimulationRequest, run_batch
@@ -166,13 +185,12 @@ def station_stream(
 ) -> tuple[int, dict[str, float]]:
     """The messages through one StationStream: (minute records, seconds per stage).
 
-    Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: assembly, calibration,
-    kernel, tally, records); for this tree's stream also, within ``add``, the calibration's
-    ``part`` (``file_part``), ``equations`` (``tsum_equations`` of a file that reused a
-    calibration) and ``solve`` (``CalibrationPool.calibration``: merge, trial reconstruction,
-    T_sum solution), ``kernel`` (``reconstruct_rates`` of the files that reused a calibration;
-    a calibrated file's rates are its trial's, in ``solve``) and
-    ``tally`` (``tally_file``).
+    Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: calibration, kernel,
+    tally, records); for this tree's stream also, within ``add``, the calibration's ``part``
+    (``chunk_part``), ``equations`` (``tsum_equations``) and ``solve``
+    (``CalibrationPool.calibration``: merge of the pooled parts, T_sum solution, band),
+    ``kernel`` (``reconstruct_rates``, the held chunks' trial included) and ``tally``
+    (``tally_chunk``).
     """
     spent = dict.fromkeys(("decode", "add", "part", "equations", "solve", "kernel", "tally"), 0.0)
     timed = stream_class is StationStream
@@ -192,11 +210,11 @@ def station_stream(
         setattr(owner, name, wrapper)
 
     if timed:
-        timer(pipeline, "file_part", "part")
-        timer(pipeline, "tsum_equations", "equations")
+        timer(stream_module, "chunk_part", "part")
+        timer(stream_module, "tsum_equations", "equations")
         timer(CalibrationPool, "calibration", "solve")
-        timer(pipeline, "reconstruct_rates", "kernel")
-        timer(pipeline, "tally_file", "tally")
+        timer(stream_module, "reconstruct_rates", "kernel")
+        timer(stream_module, "tally_chunk", "tally")
     stream = stream_class(0, lambda _: Z_MM, config)
     records = 0
     try:
@@ -343,26 +361,21 @@ def copy_bandwidth(n_bytes: int, repeat: int) -> float:
 def chunk_path(
     payloads: list[bytes], cal: Calibration, config: ReconstructionConfig
 ) -> tuple[list[dict], dict[str, float]]:
-    """Arrow chunks to minute records; the seconds spent per stage."""
+    """Arrow chunks to minute records with a fixed calibration; the seconds spent per stage."""
     stages = dict.fromkeys(("decode", "matrix", "reconstruct+tally", "merge+records"), 0.0)
     tallies: list[MinuteTally] = []
-    for index, payload in enumerate(payloads):
+    for payload in payloads:
         t0 = time.perf_counter()
         table = decode_events(payload)
         t1 = time.perf_counter()
         channels = channel_matrix(table)
         time_s = table.column("time_s").to_numpy()
         t2 = time.perf_counter()
-        file = FileEvents(
-            f"chunk{index}",
-            int(time_s[0]),
-            int(time_s[-1]) + 1,
-            time_s,
-            np.full(len(time_s), TRIGGER_COINCIDENCE, np.int8),
-            table.column("line").to_numpy(),
-            channels,
-        )
-        tallies.append(reconstruct_one(file, cal, Z_MM, config).tally)
+        events = reconstruct_rates(channels, cal, Z_MM, config)
+        cover = FileCover.new(int(time_s[0]), int(time_s[-1]) + 1)
+        counts = second_counts(time_s, events.status == 0, cover.start_s, cover.end_s)
+        band = (0.0, NO_LIMIT)
+        tallies.append(tally_chunk(time_s, events, cover, cover.end_s, counts, band)[0])
         t3 = time.perf_counter()
         stages["decode"] += t1 - t0
         stages["matrix"] += t2 - t1
@@ -383,13 +396,87 @@ def encode_chunks(
     ]
 
 
-def traced_peak(payloads: list[bytes], cal: Calibration, config: ReconstructionConfig) -> int:
-    """Peak of traced allocations while the chunks go to minute records. [bytes]"""
-    tracemalloc.start()
-    chunk_path(payloads, cal, config)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+def repeated_file(
+    time_s: np.ndarray, days: int, chunk: int, name: str
+) -> tuple[list[tuple[object, np.ndarray, np.ndarray]], int]:
+    """One file of the day's coincidence events repeated ``days`` times (times shifted by a day
+    each): per chunk its envelope headers, rows of the day's arrays and time shift [s]; the
+    file's events. Made before the measurement: the rows are the harness's, not the stream's."""
+    n = len(time_s)
+    every = np.arange(n * days)
+    times = time_s[every % n] + 86_400 * (every // n)
+    slices = plan_chunks(times, np.full(len(times), TRIGGER_COINCIDENCE, np.int8), chunk)
+    start = int(times.min())
+    envelopes = chunk_envelopes(0, name, start, times, slices)
+    plan = [
+        (envelope_headers(e), s.rows % n, 86_400 * (s.rows // n))
+        for s, e in zip(slices, envelopes, strict=True)
+    ]
+    return plan, len(times)
+
+
+def memory_bound(config: ReconstructionConfig, chunk: int, horizon_s: int = 86_400) -> float:
+    """What :class:`StationStream` may hold, from the configuration alone. [bytes]
+
+    Held chunks: at most ``calibration_min_events`` + one chunk of events, 532 bytes each
+    (64 channels, time, line, the Arrow payload's share not kept). The pool: at most
+    ``calibration_max_events`` events, and a chunk's part keeps at most its 32 charges and 16
+    T_dif values per event (8 bytes each): 384 bytes per pooled event, plus ~2 kB equations and
+    histogram per chunk. Minute sums: one per minute of the horizon, ~1 kB. The chunk being
+    processed: its channels (512 bytes per event), the decoded Arrow table and the kernel outputs
+    and scratch (~1 kB per event), the tally (small).
+    """
+    held = 532 * (config.calibration_min_events + chunk)
+    pool = 384 * config.calibration_max_events + 2048 * (config.calibration_max_events // chunk + 1)
+    minutes = 1024 * (horizon_s // 60 + 1)
+    working = (512 + 1024) * chunk
+    return float(held + pool + minutes + working)
+
+
+def bench_memory(
+    time_s: np.ndarray,
+    line: np.ndarray,
+    channels: np.ndarray,
+    config: ReconstructionConfig,
+    chunk: int,
+    days: int,
+) -> None:
+    """Peak traced memory of this tree's stream: hourly files, one day-long file, one file of
+    ``days`` days (see the module doc, 5.)."""
+    out = sys.stdout.write
+    hour = (time_s - time_s.min()) // 3600
+    variants: list[tuple[str, list[tuple[list, int]]]] = [
+        (
+            "24 hourly files",
+            [
+                repeated_file(time_s[hour == h], 1, chunk, f"hour{h:02d}.dat")
+                for h in np.unique(hour)
+            ],
+        ),
+        ("one file of 1 day", [repeated_file(time_s, 1, chunk, "day.dat")]),
+        (f"one file of {days} days", [repeated_file(time_s, days, chunk, "days.dat")]),
+    ]
+    bound = memory_bound(config, chunk)
+    out(f"memory, chunks of {chunk}, bound from the configuration {bound / 1e6:.0f} MB:\n")
+    starts = np.cumsum([0, *[len(np.flatnonzero(hour == h)) for h in np.unique(hour)]])
+    for label, files in variants:
+        stream = StationStream(0, lambda _: Z_MM, config)
+        events = 0
+        t0 = time.perf_counter()
+        tracemalloc.start()
+        for number, (plan, count) in enumerate(files):
+            offset = starts[number] if label.startswith("24") else 0
+            for headers, rows, shift in plan:
+                rows = rows + offset
+                payload = encode_events(time_s[rows] + shift, line[rows], channels[rows])
+                stream.add(chunk_from_message(envelope_from_headers(headers), payload))
+            events += count
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        elapsed = time.perf_counter() - t0
+        out(f"  {label:22s} {events:9d} events: traced peak {peak / 1e6:6.1f} MB")
+        out(f" ({peak / bound * 100:.0f} % of the bound; {elapsed:.0f} s traced, ")
+        out(f"load {os.getloadavg()[0]:.1f})\n")
 
 
 def bench_kernel(
@@ -498,12 +585,18 @@ def main() -> None:
         "--baseline", default="", help="git revision whose StationStream runs interleaved with ours"
     )
     parser.add_argument("--stream-repeat", type=int, default=2, help="station stream runs each")
+    parser.add_argument("--memory", action="store_true", help="only the memory measurement (5.)")
+    parser.add_argument("--memory-days", type=int, default=10, help="days of the long file")
     args = parser.parse_args()
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
 
     time_s, line, channels, messages = simulated_events(args.rate, args.chunk)
     config = load_network().station(0).reconstruction
+    if args.memory:
+        bench_memory(time_s, line, channels, config, args.chunk, args.memory_days)
+        out(f"load average after: {os.getloadavg()}\n")
+        return
     if args.kernel_only:
         cal = calibrate(0, time_s, channels, Z_MM, config)
         baseline = load_kernels(args.kernel_baseline) if args.kernel_baseline else None
@@ -592,16 +685,7 @@ def other_parts(
         out(f"    {name:20s} {seconds / best * 100:5.1f} %  {seconds * 1e9 / n:7.1f} ns/event\n")
     wire_formats(payloads[0], args.repeat * 4)
     t_cal = _best(lambda: calibrate(0, time_s, channels, Z_MM, config), 1)
-    out(f"  calibrate() on the day's {len(time_s)} events: {t_cal:.2f} s (once per file)\n")
-
-    # memory: traced peak for 1x and 4x the chunks
-    quarter = payloads[: max(1, len(payloads) // 4)]
-    peak_1 = traced_peak(quarter, cal, config)
-    peak_4 = traced_peak(quarter * 4, cal, config)
-    chunk_bytes = args.chunk * channels.shape[1] * channels.itemsize
-    out(f"  traced peak, {len(quarter)} chunks: {peak_1 / 1e6:.1f} MB; ")
-    out(f"{4 * len(quarter)} chunks: {peak_4 / 1e6:.1f} MB ")
-    out(f"(one chunk's channel matrix: {chunk_bytes / 1e6:.1f} MB)\n")
+    out(f"  calibrate() on the day's {len(time_s)} events: {t_cal:.2f} s\n")
 
 
 if __name__ == "__main__":

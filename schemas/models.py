@@ -157,16 +157,22 @@ Sides4 = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tu
 
 
 class Calibration(Contract):
-    """Calibration constants of one station, one version (compacted ``mingo.calibration.v1``).
+    """Calibration constants of one station, one version (compacted ``mingo.calibration.v2``).
 
     Every ``MinuteRates.calibration_version`` names one of these (or several joined by ``+`` for a
-    minute shared by two files); with the raw events of the minute's file, the record is enough
-    to recompute the minute exactly. Arrays are indexed [plane 1-4][strip 1-4][side].
+    minute shared by chunks reconstructed with different calibrations); with the raw events of
+    the minute's file, the records are enough to recompute the minute exactly. A calibration
+    applies to the station's chunks from ``source_file``/``source_chunk`` on, until the next one
+    (the station's first calibration also to the chunks held before it). Arrays are indexed
+    [plane 1-4][strip 1-4][side].
     """
 
     station: int = station_field
     version: str = Field(
-        description="<station>-<last pooled event, UTC>Z-<hash of the constants>; deterministic."
+        description=(
+            "<station>-<last pooled event, UTC>Z-<hash of the constants, z and outlier band>; "
+            "deterministic."
+        )
     )
     pedestal_ns: tuple[Sides4, Sides4, Sides4, Sides4] = Field(
         description="Charge pedestal per plane, strip and side (front, back). [ns]"
@@ -177,12 +183,21 @@ class Calibration(Contract):
     tsum_offset_ns: tuple[Grid4, Grid4, Grid4, Grid4] = Field(
         description="Relative T_sum offset per plane and strip (they sum to 0). [ns]"
     )
-    z_mm: Grid4 = Field(description="Plane z positions of the calibrated file (logbook). [mm]")
+    z_mm: Grid4 = Field(description="Plane z positions the chunks are reconstructed with. [mm]")
+    outlier_band: tuple[float, float] = Field(
+        description=(
+            "A second whose count of valid coincidence events is below the first or above the "
+            "second value is an outlier second (not live, its events rejected). [events]"
+        )
+    )
     events: int = Field(ge=0, description="Coincidence events in the pool. [events]")
     first_time_s: int = Field(description="First pooled event. [s since epoch, UTC]")
     last_time_s: int = Field(description="Last pooled event. [s since epoch, UTC]")
     pool_files: list[str] = Field(description="Files whose events were pooled, oldest first.")
-    source_file: str = Field(description="The file this calibration was made for.")
+    source_file: str = Field(description="File of the first chunk reconstructed with it.")
+    source_chunk: int = Field(
+        ge=0, description="Index in source_file of the first chunk reconstructed with it."
+    )
 
 
 def _rate_fields() -> dict[str, Any]:

@@ -108,7 +108,7 @@ RATES_MINUTE = TopicSpec(
     retention_ms=-1,
 )
 CALIBRATION = TopicSpec(
-    "mingo.calibration.v1",
+    "mingo.calibration.v2",
     key="calibration version",
     value_format="json",
     model=Calibration,

@@ -130,12 +130,17 @@ class ReconstructionConfig(_Frozen):
         (0.02, 0.98), description="Quantiles whose midpoint is the T_dif plateau centre. [1]"
     )
     calibration_min_events: int = Field(
-        20_000, ge=100, description="Events needed in the pool before a calibration. [events]"
+        20_000,
+        ge=100,
+        description=(
+            "A station's first chunks are held until they have this many events (or a file is "
+            "complete), then calibrated together. [events]"
+        ),
     )
     calibration_max_events: int = Field(
         200_000,
         ge=100,
-        description="The pool holds the newest whole files up to this many events. [events]",
+        description="The pool holds the newest whole chunks up to this many events. [events]",
     )
     calibration_max_age_s: float = Field(
         86_400.0, gt=0, description="Pooled events older than this are forgotten. [s]"
@@ -144,13 +149,13 @@ class ReconstructionConfig(_Frozen):
         100_000,
         ge=1,
         description=(
-            "A file reuses the last calibration until the pool has gained this many events since "
-            "it (while that calibration had fewer events than this, every file recalibrates). "
-            "[events]"
+            "Chunks reuse the calibration in force until the pool has gained this many events "
+            "since it, or as many as it was made from if fewer. [events]"
         ),
     )
     outlier_quantiles: tuple[float, float] = Field(
-        (0.005, 0.995), description="Quantiles of a file's per-second counts (outlier band). [1]"
+        (0.005, 0.995),
+        description="Quantiles of the pooled seconds' event counts (outlier band). [1]",
     )
     outlier_margin_sigma: float = Field(
         3.0,

@@ -11,6 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.models import RawEventChunkEnvelope
+
+#: Events per chunk at most, unless configured otherwise (ingest's default; ``mingo reconstruct``
+#: cuts its files the same way).
+MAX_CHUNK_EVENTS = 2048
+
 
 @dataclass(frozen=True)
 class ChunkSlice:
@@ -63,3 +69,35 @@ def plan_chunks(time_s: np.ndarray, trigger_type: np.ndarray, max_events: int) -
         if current:
             chunks.append(ChunkSlice(trigger, np.concatenate(current)))
     return chunks
+
+
+def chunk_envelopes(
+    station: int,
+    source_file: str,
+    file_start_s: int,
+    time_s: np.ndarray,
+    slices: list[ChunkSlice],
+    archive: str | None = None,
+) -> list[RawEventChunkEnvelope]:
+    """The envelopes of a file's chunks (``plan_chunks`` of its events, times in ``time_s``)."""
+    file_end_s = int(time_s.max()) + 1
+    envelopes = []
+    for index, chunk in enumerate(slices):
+        times = time_s[chunk.rows]
+        envelopes.append(
+            RawEventChunkEnvelope(
+                station=station,
+                source_file=source_file,
+                archive=archive,
+                chunk_id=f"{station}/{source_file}/{index}",
+                chunk_index=index,
+                chunk_count=len(slices),
+                trigger_type=chunk.trigger_type,
+                event_count=len(chunk.rows),
+                first_time_s=int(times[0]),
+                last_time_s=int(times[-1]),
+                file_start_s=file_start_s,
+                file_end_s=file_end_s,
+            )
+        )
+    return envelopes

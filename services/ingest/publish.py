@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 import numpy as np
 
 from schemas.events import encode_events, envelope_headers
-from schemas.models import IngestProgress, LogReading, RawEventChunkEnvelope
+from schemas.models import IngestProgress, LogReading
 from schemas.station_logs import LogType
 from schemas.topics import EVENTS_RAW, INGEST_PROGRESS, LOGS_RAW, REJECTS, station_key
 from services.common.rejects import LineReject, reject_records
-from services.ingest.chunking import plan_chunks
+from services.ingest.chunking import chunk_envelopes, plan_chunks
 from services.ingest.dat_parser import DatParseResult
 from services.ingest.log_parser import LogParseResult
 
@@ -68,27 +68,14 @@ def event_chunk_messages(
     if len(result.time_s) == 0:
         return []
     slices = plan_chunks(result.time_s, result.trigger_type, max_events)
-    file_end_s = int(result.time_s.max()) + 1
+    envelopes = chunk_envelopes(station, source_file, file_start_s, result.time_s, slices, archive)
     messages = []
-    for index, chunk in enumerate(slices):
+    for chunk, envelope in zip(slices, envelopes, strict=True):
         rows = chunk.rows
-        times = result.time_s[rows]
-        envelope = RawEventChunkEnvelope(
-            station=station,
-            source_file=source_file,
-            archive=archive,
-            chunk_id=f"{station}/{source_file}/{index}",
-            chunk_index=index,
-            chunk_count=len(slices),
-            trigger_type=chunk.trigger_type,
-            event_count=len(rows),
-            first_time_s=int(times[0]),
-            last_time_s=int(times[-1]),
-            file_start_s=file_start_s,
-            file_end_s=file_end_s,
-        )
         payload = encode_events(
-            times, result.line_number[rows], np.ascontiguousarray(result.channels[rows])
+            result.time_s[rows],
+            result.line_number[rows],
+            np.ascontiguousarray(result.channels[rows]),
         )
         messages.append(
             Outgoing(EVENTS_RAW.name, station_key(station), payload, envelope_headers(envelope))

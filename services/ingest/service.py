@@ -36,6 +36,7 @@ from services.common.settings import KafkaSettings
 from services.common.stations import Station
 from services.common.status import Heartbeat, produce_status, status_key, status_message
 from services.ingest.archives import ArchiveError, read_dat_archive
+from services.ingest.chunking import MAX_CHUNK_EVENTS
 from services.ingest.dat_parser import parse_dat
 from services.ingest.log_parser import parse_log
 from services.ingest.names import check_dat_name
@@ -62,7 +63,7 @@ class IngestOptions:
     instance: str
     poll_interval_s: float = 30.0
     settle_s: float = 60.0  #: a .dat file is taken once unchanged for this long [s]
-    max_chunk_events: int = 2048
+    max_chunk_events: int = MAX_CHUNK_EVENTS
     ssh_config: Path | None = None
     ssh_key_passphrase: SecretStr | None = None  #: unlocks an encrypted key; never logged
     backoff_initial_s: float = 5.0

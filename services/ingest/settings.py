@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 
 from services.common.settings import ServiceSettings
 from services.common.stations import Network, Station
+from services.ingest.chunking import MAX_CHUNK_EVENTS
 from services.ingest.service import IngestOptions
 
 
@@ -21,7 +22,9 @@ class IngestSettings(ServiceSettings):
     ingest_settle_s: float = Field(
         60.0, ge=0, description="A .dat file is taken once unchanged this long. [s]"
     )
-    ingest_max_chunk_events: int = Field(2048, gt=0, description="Events per chunk at most.")
+    ingest_max_chunk_events: int = Field(
+        MAX_CHUNK_EVENTS, gt=0, description="Events per chunk at most."
+    )
     ssh_config: Path = Field(
         Path("~/.ssh/config").expanduser(), description="ssh client config with station aliases."
     )

@@ -1,6 +1,6 @@
 """Numba kernel of the calibration pool: one file's channels gathered per channel in one pass.
 
-Called through :func:`services.reconstruct.calibration.file_part`, which validates the inputs;
+Called through :func:`services.reconstruct.calibration.chunk_part`, which validates the inputs;
 the plain-numpy reference is ``calibration._gather_reference``, which the tests compare with.
 """
 

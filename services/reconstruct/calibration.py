@@ -1,10 +1,11 @@
 """Calibration constants of one station from a pool of its raw events (DOMAIN.md §5.1).
 
-A station's :class:`CalibrationPool` holds, per pooled file, a small :class:`FilePart` (what the
-file contributes to each constant), and :meth:`CalibrationPool.calibration` merges the parts into
-a :class:`Calibration`, a versioned record that every minute says it was computed with. A
-calibration so costs one pass over the new file plus a merge of the parts, not a pass over the
-whole pool (bench/README.md, "Calibration from per-file parts").
+A station's :class:`CalibrationPool` holds, per pooled chunk, a small :class:`ChunkPart` (what the
+chunk contributes to each constant), its T_sum normal equations and the histogram of its
+per-second event counts; :meth:`CalibrationPool.calibration` merges them into a
+:class:`Calibration`, a versioned record that every minute says it was computed with. A
+calibration so costs one pass over each chunk (done as the chunk arrives) plus a merge of the
+parts, not a pass over the whole pool (bench/README.md, "Calibration from per-file parts").
 
 * Charge pedestal per channel: the lower edge of the channel's time-over-threshold distribution
   (quantile ``pedestal_quantile`` of its non-zero values). A written charge always lies above the
@@ -15,14 +16,16 @@ whole pool (bench/README.md, "Calibration from per-file parts").
 * T_sum offset per strip: least squares over the time differences between the planes of 4-plane
   tracks (after the time of flight along the fitted track at c); only differences matter, so the
   offsets are relative (gauge: their sum is 0).
+* Outlier band: the per-second counts outside it are outlier seconds (``minutes.outlier_band``),
+  from the pooled seconds' counts.
 
 The quantiles are exact, not binned: a quantile q of N pooled values is an interpolation between
 the order statistics of rank ⌊q(N - 1)⌋ and the next, and both are among the
-⌊q(M - 1)⌋ + 2 lowest values of every file when the pool never holds more than M events.
+⌊q(M - 1)⌋ + 2 lowest values of every chunk when the pool never holds more than M events.
 Each part therefore keeps only that many lowest (or highest) values per channel, and the pool
-keeps whole files, at most ``calibration_max_events`` events (the newest file always). The
-T_sum normal equations add up: each part keeps its own 16 x 16 system (pairs of the file's
-tracks whose residual from the file's own first solution is below 1 ns).
+keeps whole chunks, at most ``calibration_max_events`` events (the newest chunk always). The
+T_sum normal equations add up: each chunk keeps its own 16 x 16 system (pairs of the chunk's
+tracks whose residual from the chunk's own first solution is below 1 ns).
 """
 
 from __future__ import annotations
@@ -40,20 +43,22 @@ import numpy as np
 from services.common.stations import ReconstructionConfig
 from services.reconstruct._calibration_kernels import gather_channels
 from services.reconstruct.geometry import C_MM_NS
+from services.reconstruct.minutes import NO_LIMIT, outlier_band
 
 if TYPE_CHECKING:  # events imports this module
-    from services.reconstruct.events import EventRates, Tracks
+    from services.reconstruct.events import Tracks
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Calibration",
     "CalibrationPool",
-    "FilePart",
+    "ChunkPart",
     "TsumEquations",
     "calibrate",
-    "file_part",
+    "chunk_part",
     "identity_calibration",
+    "make_calibration",
     "tsum_equations",
 ]
 
@@ -84,6 +89,14 @@ class Calibration:
         Events the constants were computed from.
     first_time_s, last_time_s : int
         Time span of the pooled events. [s since epoch, UTC]
+    z_mm : tuple of 4 float
+        Plane z positions the events are reconstructed with (logbook). [mm]
+    outlier_band : tuple of 2 float
+        Per-second counts below the first or above the second make an outlier second. [events]
+    pool_files : tuple of str
+        Files whose chunks were pooled, oldest first.
+    source_file, source_chunk : str, int
+        The first chunk reconstructed with this calibration (file and chunk index).
     """
 
     station: int
@@ -95,8 +108,10 @@ class Calibration:
     first_time_s: int
     last_time_s: int
     z_mm: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    outlier_band: tuple[float, float] = (0.0, NO_LIMIT)
     pool_files: tuple[str, ...] = ()
     source_file: str = ""
+    source_chunk: int = 0
 
 
 def _version(station: int, last_time_s: int, *arrays: np.ndarray) -> str:
@@ -116,21 +131,26 @@ def make_calibration(
     first_time_s: int,
     last_time_s: int,
     z_mm: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+    outlier_band: tuple[float, float] = (0.0, NO_LIMIT),
 ) -> Calibration:
-    """A :class:`Calibration` with its deterministic version string."""
+    """A :class:`Calibration` with its deterministic version string (the hash covers the
+    constants, the plane z and the outlier band: everything a minute's numbers depend on)."""
     arrays = (
         np.asarray(pedestal_ns, np.float64).reshape(4, 4, 2),
         np.asarray(tdif_offset_ns, np.float64).reshape(4, 4),
         np.asarray(tsum_offset_ns, np.float64).reshape(4, 4),
     )
+    z = _z4(z_mm)
+    band = (float(outlier_band[0]), float(outlier_band[1]))
     return Calibration(
         station,
-        _version(station, last_time_s, *arrays),
+        _version(station, last_time_s, *arrays, np.array(z), np.array(band)),
         *arrays,
         events=events,
         first_time_s=first_time_s,
         last_time_s=last_time_s,
-        z_mm=_z4(z_mm),
+        z_mm=z,
+        outlier_band=band,
     )
 
 
@@ -198,15 +218,15 @@ class TsumEquations:
 
 
 @dataclass(frozen=True, eq=False)
-class FilePart:
-    """One file's contribution to the calibration pool: exact tails and counts, additive.
+class ChunkPart:
+    """One chunk's contribution to the calibration pool: exact tails and counts, additive.
 
     Attributes
     ----------
     key : str or None
-        The file name (a file is pooled once).
+        The chunk id (a chunk is pooled once).
     events : int
-        Finite coincidence events of the file.
+        Finite coincidence events of the chunk.
     first_time_s, last_time_s : int
         Time span of those events. [s since epoch, UTC]
     charge_count : int64 (4, 4, 2)
@@ -217,7 +237,9 @@ class FilePart:
         Events with both times and charges of the strip written.
     tdif_low, tdif_high : list of 16 float64 arrays
         The lowest and highest T_dif values per strip (plane, strip, C order), ascending (one
-        array for both when the file has no more values than the two tails). [ns]
+        array for both when the chunk has no more values than the two tails). [ns]
+    source_file : str
+        The file the chunk comes from.
     """
 
     key: str | None
@@ -229,23 +251,28 @@ class FilePart:
     tdif_count: np.ndarray
     tdif_low: list[np.ndarray]
     tdif_high: list[np.ndarray]
+    source_file: str = ""
 
 
 def _lowest(values: np.ndarray, k: int) -> np.ndarray:
     """The k lowest values (all if fewer), ascending (a copy)."""
-    if values.size > k:
-        values = np.partition(values, k - 1)[:k]
-    return np.sort(values)
+    values = np.partition(values, k - 1)[:k] if values.size > k else values.copy()
+    values.sort()  # the method: np.sort's dispatch costs as much at a chunk's few values
+    return values
 
 
 def _tails(values: np.ndarray, k_low: int, k_high: int) -> tuple[np.ndarray, np.ndarray]:
     """The k_low lowest and the k_high highest values (all if fewer), each ascending."""
     n = values.size
     if n <= k_low + k_high:
-        every = np.sort(values)
+        every = values.copy()
+        every.sort()
         return every, every
     values = np.partition(values, (k_low - 1, n - k_high))
-    return np.sort(values[:k_low]), np.sort(values[n - k_high :])
+    low, high = values[:k_low].copy(), values[n - k_high :].copy()
+    low.sort()
+    high.sort()
+    return low, high
 
 
 def _gather_reference(
@@ -270,13 +297,14 @@ def _gather_reference(
     return charges, tdif, n, int(time_s.min()) if n else 0, int(time_s.max()) if n else 0
 
 
-def file_part(
+def chunk_part(
     time_s: np.ndarray,
     channels: np.ndarray,
     config: ReconstructionConfig,
     key: str | None = None,
-) -> FilePart:
-    """What one file's coincidence events contribute to the pool (rows with a NaN are left out).
+    source_file: str = "",
+) -> ChunkPart:
+    """What one chunk's coincidence events contribute to the pool (rows with a NaN are left out).
 
     Parameters
     ----------
@@ -287,7 +315,9 @@ def file_part(
     config : ReconstructionConfig
         Quantiles, windows and ``calibration_max_events`` (which sets the tail sizes).
     key : str, optional
-        The file name.
+        The chunk id.
+    source_file : str, optional
+        The chunk's file.
     """
     channels = np.ascontiguousarray(channels, np.float64)
     time_s = np.ascontiguousarray(time_s, np.int64)
@@ -301,7 +331,7 @@ def file_part(
     usable = gather_channels(
         time_s, channels, lo, hi, charges, charge_count, tdif, tdif_count, span
     )
-    # a pool never holds more than max(max_events, the newest file) events (CalibrationPool.add)
+    # a pool never holds more than max(max_events, the newest chunk) events (CalibrationPool.add)
     most = max(config.calibration_max_events, usable)
     k_charge = _tail_size(config.pedestal_quantile, most)
     q_lo, q_hi = config.tdif_plateau_quantiles
@@ -311,7 +341,7 @@ def file_part(
         low, high = _tails(tdif[c, : tdif_count[c]], k_low, k_high)
         tdif_low.append(low)
         tdif_high.append(high)
-    return FilePart(
+    return ChunkPart(
         key,
         usable,
         int(span[0]),
@@ -321,6 +351,7 @@ def file_part(
         tdif_count.reshape(4, 4),
         tdif_low,
         tdif_high,
+        source_file,
     )
 
 
@@ -331,7 +362,7 @@ def _fill(values: np.ndarray) -> np.ndarray:
     return np.where(good, values, fill)
 
 
-def _pedestals(parts: Sequence[FilePart], config: ReconstructionConfig) -> np.ndarray:
+def _pedestals(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.ndarray:
     counts = sum(part.charge_count for part in parts)
     pedestal = np.full(32, np.nan)
     for c, n in enumerate(np.ravel(counts)):
@@ -341,7 +372,7 @@ def _pedestals(parts: Sequence[FilePart], config: ReconstructionConfig) -> np.nd
     return _fill(pedestal.reshape(4, 4, 2))
 
 
-def _tdif_offsets(parts: Sequence[FilePart], config: ReconstructionConfig) -> np.ndarray:
+def _tdif_offsets(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.ndarray:
     counts = sum(part.tdif_count for part in parts)
     q_lo, q_hi = config.tdif_plateau_quantiles
     offsets = np.full(16, np.nan)
@@ -372,22 +403,27 @@ def tsum_equations(
     tracks: Tracks,
     z_mm: tuple[float, float, float, float] | np.ndarray,
     tsum_offset_ns: np.ndarray,
+    reference_ns: np.ndarray | None = None,
 ) -> TsumEquations:
-    """T_sum normal equations of one file's 4-plane tracks.
+    """T_sum normal equations of one chunk's 4-plane tracks.
 
     Each pair (p, q) of planes of a 4-plane track (χ²/ndf < 4: ``events.tracks_of``) gives
     (t_p - tof_p) - (t_q - tof_q) = o[p, s_p] - o[q, s_q] plus noise, with t the raw T_sum (the
     calibrated one plus the offsets the events were reconstructed with). Pairs whose residual
-    from the file's own solution exceeds 1 ns (noise hits, streamers' late times) are dropped.
+    from ``reference_ns`` (the offsets of the calibration in force), or without it from the
+    chunk's own solution, exceeds 1 ns (noise hits, streamers' late times) are dropped.
 
     Parameters
     ----------
     tracks : Tracks
-        The tracks of the file's reconstructed coincidence events.
+        The tracks of the chunk's reconstructed coincidence events.
     z_mm : sequence of 4 float
         Plane z positions the events were reconstructed with. [mm]
     tsum_offset_ns : ndarray (4, 4)
         T_sum offsets the events were reconstructed with. [ns]
+    reference_ns : ndarray (4, 4), optional
+        Offsets to measure the residuals from; None: the chunk's own least-squares solution
+        (when no fitted offsets exist yet). [ns]
     """
     strip = tracks.strip.astype(np.int64)
     z = np.asarray(z_mm, np.float64)
@@ -398,19 +434,22 @@ def tsum_equations(
     a = np.concatenate([index[:, p] for p, _ in _PAIRS])
     b = np.concatenate([index[:, q] for _, q in _PAIRS])
     value = np.concatenate([residual[:, p] - residual[:, q] for p, q in _PAIRS])
-    normal, rhs = _pair_system(a, b, value)
-    offsets = _solve(normal, rhs)
+    if reference_ns is None:
+        offsets = _solve(*_pair_system(a, b, value))
+    else:
+        offsets = np.asarray(reference_ns, np.float64).reshape(16)
     keep = np.abs(value - (offsets[a] - offsets[b])) < _TSUM_CUT_NS
     normal, rhs = _pair_system(a[keep], b[keep], value[keep])
     return TsumEquations(normal, rhs, len(tracks))
 
 
 class CalibrationPool:
-    """The parts of one station's recent files, bounded by count and age (DOMAIN.md §5.1).
+    """The parts of one station's recent chunks, bounded by count and age (DOMAIN.md §5.1).
 
-    Whole files are pooled: the newest files whose events add up to at most
-    ``calibration_max_events`` (the newest file always, however large), and none whose last event
-    is older than ``calibration_max_age_s`` before the newest event.
+    Whole chunks are pooled: the newest chunks whose events add up to at most
+    ``calibration_max_events`` (the newest chunk always, however large), and none whose last
+    event is older than ``calibration_max_age_s`` before the newest event. With each part the
+    pool keeps the chunk's T_sum normal equations and the histogram of its per-second counts.
 
     Parameters
     ----------
@@ -420,43 +459,45 @@ class CalibrationPool:
 
     def __init__(self, config: ReconstructionConfig) -> None:
         self.config = config
-        self._parts: deque[FilePart] = deque()
+        self._parts: deque[ChunkPart] = deque()
+        self._keys: set[str | None] = set()  # of the parts, and their events: kept up to date
+        self._events = 0
         self._equations: dict[str | None, TsumEquations] = {}
-        #: The calibration last computed from this pool, and the events added since.
+        self._seconds: dict[str | None, np.ndarray] = {}
+        #: The calibration in force, and the events pooled since it was made.
         self.current: Calibration | None = None
         self.added_since_current = 0
 
-    def needs_calibration(self, z_mm: tuple[float, float, float, float]) -> bool:
-        """Whether the next file must recalibrate rather than reuse :attr:`current`.
+    def refresh_due(self) -> bool:
+        """Whether the next chunk must be reconstructed with a new calibration.
 
-        It must when there is no calibration yet, when the plane z differ from the current
-        one's (the T_sum fit depends on them), while the current one had fewer than
-        ``calibration_refresh_events`` events (a filling pool), and once the pool has gained
-        ``calibration_refresh_events`` events since. Depends only on the events and files
-        added, so a replay gives the same calibrations.
+        It must once the pool has gained ``calibration_refresh_events`` events since the
+        current calibration was made, or, while the pool fills, as many events as the current
+        one was made from (so the first calibrations follow each other at 2, 4, 8, ... times
+        the first one's events). Depends only on the chunks pooled, so the command, the
+        service and a replay make the same calibrations.
         """
-        refresh = self.config.calibration_refresh_events
         current = self.current
-        return (
-            current is None
-            or current.z_mm != _z4(z_mm)
-            or current.events < refresh
-            or self.added_since_current >= refresh
-        )
+        if current is None:
+            return False
+        due = min(self.config.calibration_refresh_events, max(current.events, 1))
+        return self.added_since_current >= due
 
     def calibrated(self, calibration: Calibration) -> None:
         """Record ``calibration`` as computed from the pool as it is now."""
         self.current = calibration
         self.added_since_current = 0
 
-    def add(self, part: FilePart) -> None:
-        """Pool a file's part and forget the files that fall out.
+    def add(self, part: ChunkPart) -> None:
+        """Pool a chunk's part and forget the chunks that fall out.
 
-        A part whose ``key`` (the source file) is still in the pool is not added again: a
-        replayed file leaves the pool as it was.
+        A part whose ``key`` (the chunk id) is still in the pool is not added again: a
+        replayed chunk leaves the pool as it was.
         """
-        if part.events and (part.key is None or part.key not in self.files):
+        if part.events and (part.key is None or part.key not in self._keys):
             self._parts.append(part)
+            self._keys.add(part.key)
+            self._events += part.events
             self.added_since_current += part.events
         newest = max((p.last_time_s for p in self._parts), default=0)
         limit = newest - self.config.calibration_max_age_s
@@ -466,56 +507,80 @@ class CalibrationPool:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        self._equations.pop(self._parts.popleft().key, None)
+        part = self._parts.popleft()
+        key = part.key
+        self._keys.discard(key)
+        self._events -= part.events
+        self._equations.pop(key, None)
+        self._seconds.pop(key, None)
 
     def has_equations(self, key: str | None) -> bool:
-        """Whether the pooled file ``key`` has its T_sum equations."""
+        """Whether the pooled chunk ``key`` has its T_sum equations."""
         return key in self._equations
 
-    def add_equations(self, key: str | None, equations: TsumEquations) -> None:
-        """The T_sum equations of the pooled file ``key`` (ignored if not pooled or already in)."""
-        if key not in self._equations and any(p.key == key for p in self._parts):
+    def add_equations(
+        self, key: str | None, equations: TsumEquations, seconds: np.ndarray | None = None
+    ) -> None:
+        """The T_sum equations of the pooled chunk ``key`` and the histogram of its seconds'
+        event counts (``seconds[c]``: seconds with c events); ignored if not pooled or already
+        in."""
+        if key not in self._equations and key in self._keys:
             self._equations[key] = equations
+            if seconds is not None:
+                self._seconds[key] = np.asarray(seconds, np.int64)
 
     @property
-    def parts(self) -> tuple[FilePart, ...]:
+    def parts(self) -> tuple[ChunkPart, ...]:
         """The pooled parts, oldest first."""
         return tuple(self._parts)
 
     def equations(self, key: str) -> TsumEquations | None:
-        """The T_sum equations of the pooled file ``key``, if it has them."""
+        """The T_sum equations of the pooled chunk ``key``, if it has them."""
         return self._equations.get(key)
+
+    def seconds(self, key: str) -> np.ndarray | None:
+        """The histogram of the per-second counts of the pooled chunk ``key``, if it has one."""
+        return self._seconds.get(key)
 
     def restore(
         self,
-        parts: list[FilePart],
+        parts: list[ChunkPart],
         equations: dict[str, TsumEquations],
+        seconds: dict[str, np.ndarray],
         current: Calibration | None,
         added_since_current: int,
     ) -> None:
         """Set the pool to a stored state (the service's state store)."""
         self._parts = deque(parts)
+        self._keys = {p.key for p in parts}
+        self._events = sum(p.events for p in parts)
         self._equations = {key: value for key, value in equations.items()}
+        self._seconds = {key: value for key, value in seconds.items()}
         self.current = current
         self.added_since_current = added_since_current
 
     @property
-    def files(self) -> tuple[str, ...]:
-        """Keys (source files) of the pooled parts, oldest first."""
+    def keys(self) -> tuple[str, ...]:
+        """Keys (chunk ids) of the pooled parts, oldest first."""
         return tuple(p.key for p in self._parts if p.key is not None)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files of the pooled chunks, oldest first, each once."""
+        return tuple(dict.fromkeys(p.source_file for p in self._parts))
 
     @property
     def events(self) -> int:
         """Events in the pool."""
-        return sum(p.events for p in self._parts)
+        return self._events
 
     def pedestals_tdif(self) -> tuple[np.ndarray, np.ndarray]:
-        """Charge pedestals (4, 4, 2) and T_dif offsets (4, 4) of the pooled files. [ns]"""
+        """Charge pedestals (4, 4, 2) and T_dif offsets (4, 4) of the pooled chunks. [ns]"""
         parts = list(self._parts)
         return _pedestals(parts, self.config), _tdif_offsets(parts, self.config)
 
     def tsum_offsets(self, station: int) -> np.ndarray:
-        """T_sum offsets (4, 4) from the summed equations of the pooled files. [ns]"""
+        """T_sum offsets (4, 4) from the summed equations of the pooled chunks. [ns]"""
         equations = list(self._equations.values())
         if sum(e.tracks for e in equations) < _MIN_VALUES:
             log.warning("too few 4-plane tracks for T_sum offsets", extra={"station": station})
@@ -524,40 +589,31 @@ class CalibrationPool:
         rhs = sum((e.rhs for e in equations), np.zeros(16))
         return _solve(normal, rhs).reshape(4, 4)
 
+    def band(self) -> tuple[float, float]:
+        """Outlier band of the pooled chunks' seconds (``minutes.outlier_band``). [events]"""
+        hists = list(self._seconds.values())
+        total = np.zeros(max((len(h) for h in hists), default=0), np.int64)
+        for hist in hists:
+            total[: len(hist)] += hist
+        return outlier_band(total, self.config)
+
     def calibration(
         self,
         station: int,
-        channels: np.ndarray,
         z_mm: tuple[float, float, float, float],
-        key: str | None,
-    ) -> tuple[Calibration, EventRates | None]:
-        """Calibrate from the pool; the newest file ``key`` (raw coincidence ``channels``) gets its
-        T_sum equations from a trial reconstruction (these pedestals and T_dif offsets, no T_sum
-        offsets) if it has none yet.
-
-        Returns
-        -------
-        Calibration
-        EventRates or None
-            The trial's rates of ``channels`` (None when the file had its equations): those of
-            the calibration too, since only T_sum, which the rates do not read, depends on the
-            T_sum offsets.
-        """
-        from services.reconstruct.events import reconstruct_rates  # events imports this module
-
-        pedestal, tdif = self.pedestals_tdif()
-        trial_rates = None
-        if key in self.files and not self.has_equations(key):
-            zero = np.zeros((4, 4))
-            trial = make_calibration(station, pedestal, tdif, zero, 0, 0, 0)
-            trial_rates = reconstruct_rates(channels, trial, z_mm, self.config)
-            self.add_equations(key, tsum_equations(trial_rates.tracks, z_mm, zero))
+        pedestal_tdif: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Calibration:
+        """The calibration of the pool as it is (``pedestal_tdif``: those constants when
+        already computed from it); not yet :meth:`calibrated`."""
+        pedestal, tdif = pedestal_tdif or self.pedestals_tdif()
         tsum = self.tsum_offsets(station)
         parts = list(self._parts)
         first = min((p.first_time_s for p in parts), default=0)
         last = max((p.last_time_s for p in parts), default=0)
-        made = make_calibration(station, pedestal, tdif, tsum, self.events, first, last, z_mm)
-        return replace(made, pool_files=self.files), trial_rates
+        made = make_calibration(
+            station, pedestal, tdif, tsum, self.events, first, last, z_mm, self.band()
+        )
+        return replace(made, pool_files=self.files)
 
 
 def calibrate(
@@ -567,7 +623,8 @@ def calibrate(
     z_mm: tuple[float, float, float, float] | np.ndarray,
     config: ReconstructionConfig,
 ) -> Calibration:
-    """Calibration constants from the coincidence events of one station (a pool of one part).
+    """Calibration constants from the coincidence events of one station (a pool of one part;
+    no outlier band: per-second counts need the events' reconstruction status).
 
     Parameters
     ----------
@@ -586,7 +643,15 @@ def calibrate(
     -------
     Calibration
     """
-    pool = CalibrationPool(config)  # the newest file is always pooled, however large
-    pool.add(file_part(time_s, channels, config, key="events"))
-    calibration = pool.calibration(station, channels, _z4(z_mm), "events")[0]
-    return replace(calibration, pool_files=())
+    from services.reconstruct.events import reconstruct_rates  # events imports this module
+
+    z = _z4(z_mm)
+    pool = CalibrationPool(config)  # the newest chunk is always pooled, however large
+    pool.add(chunk_part(time_s, channels, config, key="events"))
+    pedestal, tdif = pool.pedestals_tdif()
+    zero = np.zeros((4, 4))
+    trial = reconstruct_rates(
+        channels, make_calibration(station, pedestal, tdif, zero, 0, 0, 0), z, config
+    )
+    pool.add_equations("events", tsum_equations(trial.tracks, z, zero))
+    return replace(pool.calibration(station, z, (pedestal, tdif)), pool_files=())

@@ -1,4 +1,4 @@
-"""Calibrations as versioned records: the ``mingo.calibration.v1`` contract and files on disk.
+"""Calibrations as versioned records: the ``mingo.calibration.v2`` contract and files on disk.
 
 A :class:`~services.reconstruct.calibration.Calibration` becomes a
 :class:`schemas.models.Calibration` record (JSON) for the compacted calibration topic, and the
@@ -38,11 +38,13 @@ def to_record(calibration: Calibration) -> CalibrationRecord:
         tdif_offset_ns=calibration.tdif_offset_ns.tolist(),
         tsum_offset_ns=calibration.tsum_offset_ns.tolist(),
         z_mm=calibration.z_mm,
+        outlier_band=calibration.outlier_band,
         events=calibration.events,
         first_time_s=calibration.first_time_s,
         last_time_s=calibration.last_time_s,
         pool_files=list(calibration.pool_files),
         source_file=calibration.source_file,
+        source_chunk=calibration.source_chunk,
     )
 
 
@@ -57,12 +59,18 @@ def from_record(record: CalibrationRecord) -> Calibration:
         record.first_time_s,
         record.last_time_s,
         record.z_mm,
+        record.outlier_band,
     )
     if made.version != record.version:
         raise ValueError(
             f"calibration {record.version}: the constants hash to {made.version}, not its version"
         )
-    return replace(made, pool_files=tuple(record.pool_files), source_file=record.source_file)
+    return replace(
+        made,
+        pool_files=tuple(record.pool_files),
+        source_file=record.source_file,
+        source_chunk=record.source_chunk,
+    )
 
 
 def calibration_path(directory: Path, station: int, version: str) -> Path:

@@ -28,16 +28,17 @@ from schemas.models import MinuteRates
 from services.common.cli_options import network_option, run_bounds, service_run_options
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
+from services.ingest.chunking import MAX_CHUNK_EVENTS
 from services.ingest.dat_parser import parse_dat
 from services.reconstruct.calibration_records import to_record, write_calibration
 from services.reconstruct.events import EventResult
 from services.reconstruct.pipeline import (
     FileEvents,
-    FileResult,
     parsed_file_events,
     rates_rows,
     reconstruct_files,
 )
+from services.reconstruct.stream import ChunkResult
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def rates_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     return frame
 
 
-def events_frame(results: list[FileResult]) -> pd.DataFrame:
+def events_frame(results: list[ChunkResult]) -> pd.DataFrame:
     """The per-event table: hits, topology, θ, φ, χ², region, charge, streamer flag."""
     frames = []
     topologies = np.array(["", *TOPOLOGIES])
@@ -135,7 +136,14 @@ def _station(network_file: Path, station_id: int) -> Station:
     "--calibrations",
     "calibration_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Also keep each file's calibration record here, as <station>/<version>.json.",
+    help="Also keep each calibration record here, as <station>/<version>.json.",
+)
+@click.option(
+    "--chunk-events",
+    type=click.IntRange(min=1),
+    default=MAX_CHUNK_EVENTS,
+    show_default=True,
+    help="Events per chunk at most: ingest's MINGO_INGEST_MAX_CHUNK_EVENTS (same records).",
 )
 def reconstruct(
     files: tuple[Path, ...],
@@ -145,6 +153,7 @@ def reconstruct(
     events_out: Path | None,
     network_file: Path,
     calibration_dir: Path | None,
+    chunk_events: int,
 ) -> None:
     """Per-minute rates of the .dat FILES of one station (calibrated from their events)."""
     try:
@@ -174,7 +183,12 @@ def reconstruct(
 
     results = list(
         reconstruct_files(
-            station_id, inputs(), z_of_time, station.reconstruction, events_out is not None
+            station_id,
+            inputs(),
+            z_of_time,
+            station.reconstruction,
+            events_out is not None,
+            chunk_events,
         )
     )
     rows = rates_rows(station_id, results)
@@ -182,8 +196,8 @@ def reconstruct(
     if events_out is not None:
         events_frame(results).to_parquet(events_out, index=False)
     if calibration_dir is not None:
-        for result in results:
-            write_calibration(calibration_dir, to_record(result.calibration))
+        for calibration in {r.calibration.version: r.calibration for r in results}.values():
+            write_calibration(calibration_dir, to_record(calibration))
     counted = sum(len(r.time_s) for r in results)
     click.echo(f"{len(rows)} minutes from {counted} coincidence events -> {out}", err=True)
 

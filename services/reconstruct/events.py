@@ -15,7 +15,7 @@ y' = 0 exactly (φ = 0° or 180°), not a rounding-noise sign that picks a φ se
 
 :func:`reconstruct_rates` is the rates path: the same status, hits, topology, event charge, fit,
 fiducial planes and region, but only those (:class:`EventRates`, what
-``minutes.tally_file`` reads), the fit only for 3- and 4-plane events (the others have no
+``minutes.tally_chunk`` reads), the fit only for 3- and 4-plane events (the others have no
 region), and the region from the slopes without atan/atan2; it equals the corresponding fields
 of :func:`reconstruct_events` exactly (``_kernels._region_of_slopes``). It also gives the
 4-plane tracks that the T_sum calibration fits (:class:`Tracks`), the same numbers

@@ -1,52 +1,46 @@
 """From the events of station files to minute records: calibration, kernel, tallies (no Kafka).
 
-The same functions serve ``mingo reconstruct`` and the streaming service, so both give the same
-minute records for the same files. Files of a station are taken in time order; each file is
-calibrated from the station's pool of recent coincidence events, this file included
-(``CalibrationPool``), then reconstructed with the plane z in force at the file's start.
+``mingo reconstruct`` (and ``mingo process``) cut each file into the chunks ingest would publish
+(``services.ingest.chunking``) and run them through the service's
+:class:`~services.reconstruct.stream.StationStream`, so the command and the service compute the
+same minute records for the same files. :func:`recompute_chunks` recomputes a file's tallies
+from its raw events and the stored calibration records alone.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from schemas.dat_format import TRIGGER_COINCIDENCE, parse_dat_filename
+from schemas.dat_format import parse_dat_filename
 from services.common.stations import ReconstructionConfig
+from services.ingest.chunking import MAX_CHUNK_EVENTS, chunk_envelopes, plan_chunks
 from services.ingest.dat_parser import DatParseResult
-from services.reconstruct.calibration import (
-    Calibration,
-    CalibrationPool,
-    file_part,
-    tsum_equations,
+from services.reconstruct.calibration import Calibration
+from services.reconstruct.events import reconstruct_rates
+from services.reconstruct.minutes import (
+    FileCover,
+    MinuteTally,
+    chunk_end,
+    merge_tallies,
+    minute_records,
+    second_counts,
+    tally_chunk,
 )
-from services.reconstruct.events import (
-    EventRates,
-    EventResult,
-    reconstruct_events,
-    reconstruct_rates,
-    tracks_of,
-)
-from services.reconstruct.minutes import MinuteTally, merge_tallies, minute_records, tally_file
-
-log = logging.getLogger(__name__)
+from services.reconstruct.stream import Chunk, ChunkResult, StationStream, ZOfTime
 
 __all__ = [
     "FileEvents",
-    "FileResult",
-    "calibrate_and_reconstruct",
-    "coincidence",
+    "file_chunks",
+    "parsed_file_events",
     "rates_rows",
+    "recompute_chunks",
     "reconstruct_files",
-    "reconstruct_one",
     "tally_rows",
 ]
-
-ZOfTime = Callable[[int], tuple[float, float, float, float]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,8 +56,7 @@ class FileEvents:
     time_s : int64 (n,)
         Event times. [s since epoch, UTC]
     trigger_type : int8 (n,)
-        1 coincidence, 2 self-trigger. Events are in file order, or in file order within each
-        trigger type (coincidence first) as ``StationStream`` assembles them.
+        1 coincidence, 2 self-trigger; events in file order.
     line : int32 (n,)
         Line numbers in the file.
     channels : float64 (n, 64)
@@ -94,63 +87,16 @@ def parsed_file_events(name: str, result: DatParseResult) -> FileEvents:
     )
 
 
-@dataclass(frozen=True, eq=False)
-class FileResult:
-    """What reconstruct made of one file (coincidence events only); ``events`` is the per-event
-    table (:class:`EventResult`) or, when it was not asked for, what the tally reads
-    (:class:`EventRates`)."""
-
-    name: str
-    calibration: Calibration
-    z_mm: tuple[float, float, float, float]
-    time_s: np.ndarray
-    line: np.ndarray
-    events: EventResult | EventRates
-    tally: MinuteTally
-    self_trigger_events: int
-
-
-def reconstruct_one(
-    file: FileEvents,
-    calibration: Calibration,
-    z_mm: tuple[float, float, float, float],
-    config: ReconstructionConfig,
-    per_event: bool = True,
-    rates: EventRates | None = None,
-) -> FileResult:
-    """Reconstruct one file's coincidence events with a given calibration and tally them.
-
-    ``per_event=False`` runs the rates kernel only, or takes ``rates`` (the file's rates with
-    this calibration's pedestals and T_dif offsets) as they are.
-    """
-    physics = coincidence(file)
-    time_s = file.time_s[physics]
-    events: EventResult | EventRates
-    if per_event:
-        events = reconstruct_events(file.channels[physics], calibration, z_mm, config)
-    elif rates is None:
-        events = reconstruct_rates(file.channels[physics], calibration, z_mm, config)
-    else:
-        events = rates
-    tally = tally_file(time_s, events, file.start_s, file.end_s, config)
-    return FileResult(
-        file.name,
-        calibration,
-        z_mm,
-        time_s,
-        file.line[physics],
-        events,
-        tally,
-        len(file.time_s) - len(time_s),
-    )
-
-
-def coincidence(file: FileEvents) -> slice | np.ndarray:
-    """Index of the file's coincidence events: a slice (views, no copy) when they come first, as
-    ``StationStream`` assembles files, else a boolean mask."""
-    physics = file.trigger_type == TRIGGER_COINCIDENCE
-    n = int(np.count_nonzero(physics))
-    return slice(0, n) if physics[:n].all() else physics
+def file_chunks(station: int, file: FileEvents, max_events: int = MAX_CHUNK_EVENTS) -> list[Chunk]:
+    """The file cut into the chunks ingest publishes for it (same cut, same envelopes)."""
+    if not len(file.time_s):
+        return []
+    slices = plan_chunks(file.time_s, file.trigger_type, max_events)
+    envelopes = chunk_envelopes(station, file.name, file.start_s, file.time_s, slices)
+    return [
+        Chunk(envelope, file.time_s[s.rows], file.line[s.rows], file.channels[s.rows])
+        for s, envelope in zip(slices, envelopes, strict=True)
+    ]
 
 
 def reconstruct_files(
@@ -159,8 +105,9 @@ def reconstruct_files(
     z_of_time: ZOfTime,
     config: ReconstructionConfig,
     per_event: bool = True,
-) -> Iterator[FileResult]:
-    """Calibrate and reconstruct the files of one station, in the order given (time order).
+    max_chunk_events: int = MAX_CHUNK_EVENTS,
+) -> Iterator[ChunkResult]:
+    """Calibrate and reconstruct the files of one station chunk by chunk, as the service does.
 
     Parameters
     ----------
@@ -174,62 +121,76 @@ def reconstruct_files(
         The station's reconstruction settings.
     per_event : bool
         Whether the results carry the per-event table (else only what the tally reads).
+    max_chunk_events : int
+        Events per chunk at most: ingest's setting, for records equal to the service's.
+
+    Yields
+    ------
+    ChunkResult
+        Each chunk as it is reconstructed (the first ones once the first calibration is made).
     """
-    pool = CalibrationPool(config)
+    stream = StationStream(station, z_of_time, config, per_event=per_event)
     for file in files:
-        yield calibrate_and_reconstruct(station, pool, file, z_of_time, config, per_event)
+        for chunk in file_chunks(station, file, max_chunk_events):
+            yield from stream.add(chunk).results
 
 
-def calibrate_and_reconstruct(
+def recompute_chunks(
     station: int,
-    pool: CalibrationPool,
     file: FileEvents,
-    z_of_time: ZOfTime,
+    calibration_of: Callable[[str, int], Calibration],
     config: ReconstructionConfig,
-    per_event: bool = True,
-) -> FileResult:
-    """Add the file's coincidence events to the station's pool, calibrate from it, reconstruct.
+    max_chunk_events: int = MAX_CHUNK_EVENTS,
+) -> list[tuple[MinuteTally, str]]:
+    """A file's chunk tallies again, from its raw events and stored calibrations alone.
 
-    The pool is keyed by file name, so a file seen again does not enter it twice. The file
-    reuses the pool's current calibration unless :meth:`CalibrationPool.needs_calibration`
-    (``calibration_refresh_events``); a reused calibration keeps its version and its record
-    (``source_file`` is the file it was computed for). Without ``per_event`` a file that is
-    calibrated is not reconstructed again: the calibration's trial gave its rates.
+    Parameters
+    ----------
+    station : int
+        Station id.
+    file : FileEvents
+        The file.
+    calibration_of : callable
+        ``calibration_of(file name, chunk index)`` → the :class:`Calibration` the chunk was
+        reconstructed with: the stored record with the latest (``source_file``,
+        ``source_chunk``) not after the chunk in the station's order (the first calibration
+        also for the chunks held before it).
+    config, max_chunk_events
+        As for :func:`reconstruct_files`.
+
+    Returns
+    -------
+    list of (MinuteTally, version)
+        For :func:`tally_rows`, with the tallies of a neighbouring file for shared minutes.
     """
-    physics = coincidence(file)
-    channels = file.channels[physics]
-    pool.add(file_part(file.time_s[physics], channels, config, key=file.name))
-    z_mm = z_of_time(file.start_s)
-    calibration = pool.current
-    trial = None
-    if calibration is None or pool.needs_calibration(z_mm):
-        calibration, trial = pool.calibration(station, channels, z_mm, file.name)
-        calibration = replace(calibration, source_file=file.name)
-        pool.calibrated(calibration)
-        log.info(
-            "file calibrated",
-            extra={"file": file.name, "version": calibration.version, "pool": pool.events},
-        )
-    result = reconstruct_one(file, calibration, z_mm, config, per_event, trial)
-    if not pool.has_equations(file.name):
-        # a file that reused a calibration: its T_sum equations from its own reconstruction
-        events = result.events
-        tracks = events.tracks if isinstance(events, EventRates) else tracks_of(events)
-        pool.add_equations(file.name, tsum_equations(tracks, z_mm, calibration.tsum_offset_ns))
-    return result
+    cover = FileCover.new(file.start_s, file.end_s)
+    tallies = []
+    for chunk in file_chunks(station, file, max_chunk_events):
+        env = chunk.envelope
+        calibration = calibration_of(env.source_file, env.chunk_index)
+        coincident = chunk.coincidence
+        time_s = chunk.time_s if coincident else chunk.time_s[:0]
+        channels = chunk.channels if coincident else chunk.channels[:0]
+        events = reconstruct_rates(channels, calibration, calibration.z_mm, config)
+        closes = not coincident or env.chunk_index == env.chunk_count - 1
+        hi = chunk_end(cover, env.last_time_s, closes)
+        counts = second_counts(time_s, events.status == 0, cover.covered_s, hi)
+        tally, cover = tally_chunk(time_s, events, cover, hi, counts, calibration.outlier_band)
+        tallies.append((tally, calibration.version))
+    return tallies
 
 
-def rates_rows(station: int, results: Iterable[FileResult]) -> list[dict[str, Any]]:
-    """Minute records of the files together: a minute covered by two files gets both.
+def rates_rows(station: int, results: Iterable[ChunkResult]) -> list[dict[str, Any]]:
+    """Minute records of the chunks together: a minute covered by two chunks gets both.
 
-    The calibration version of a minute is that of its file, or the versions of the files that
-    share it joined by ``+`` (in file order).
+    The calibration version of a minute is that of its chunks, or the versions of the chunks
+    that share it joined by ``+`` (in chunk order).
     """
     return tally_rows(station, [(r.tally, r.calibration.version) for r in results])
 
 
 def tally_rows(station: int, parts: Sequence[tuple[MinuteTally, str]]) -> list[dict[str, Any]]:
-    """Minute records of per-file (tally, calibration version) pairs in file order (see
+    """Minute records of per-chunk (tally, calibration version) pairs in chunk order (see
     :func:`rates_rows`)."""
     merged = merge_tallies(tally for tally, _ in parts)
     versions: list[list[str]] = [[] for _ in merged.minute_s]

@@ -2,11 +2,11 @@
 
 One Quix Streams application consumes ``mingo.events.raw.v1`` (keyed by station). A stateful
 step gives each chunk to its station's :class:`~services.reconstruct.state.StoredStation`, whose
-stream (pending chunks, calibration pool, file tallies) lives in the station's key of the Quix
-state store (RocksDB, backed by a changelog topic). The minute records a chunk completes go, as
-``MinuteRates`` JSON keyed by station, to ``mingo.rates.minute.v1``; the calibration they were
-made with goes, keyed by its version, to the compacted ``mingo.calibration.v1`` and (before the
-checkpoint commits) to the calibration directory.
+stream (held chunks, calibration pool, file covers, minute sums) lives in the station's keys of
+the Quix state store (RocksDB, backed by a changelog topic). The minute records a chunk touched
+go, as ``MinuteRates`` JSON keyed by station, to ``mingo.rates.minute.v1``; the calibrations
+they were made with go, keyed by version, to the compacted ``mingo.calibration.v2`` and
+(before the checkpoint commits) to the calibration directory.
 
 With ``processing_guarantee="exactly-once"`` the produced records, the changelog writes and the
 consumed offsets of a checkpoint are committed in one Kafka transaction. The transactional id is
@@ -155,9 +155,9 @@ class Reconstructor:
         self.chunks_in += 1
         self.partitions[station] = message_context().partition
         items: list[tuple[str, bytes]] = []
-        if output.calibration is not None:
+        for calibration in output.calibrations:
             # on disk before the checkpoint: a version on the topic is always on disk too
-            record = to_record(output.calibration)
+            record = to_record(calibration)
             write_calibration(self.options.calibration_dir, record)
             items.append((_CALIBRATION, record.to_json_bytes()))
             self.calibrations_out += 1

@@ -3,13 +3,16 @@
 The reconstruct service keeps each station's stream in its Quix state store, whose changelog
 topic lets a restarted or reassigned instance resume. Keys (bytes, under the station's prefix):
 
-* ``meta``: JSON: a sequence number (one per chunk), the pooled files, the kept tallies, the
-  pending chunks per file, the current calibration record and the events added since it;
-* ``chunk/<file>/<index>``: a chunk of a file still arriving (envelope JSON and Arrow payload);
-* ``part/<file>/q``, ``part/<file>/t<plane>``: the file's calibration part, charges and the
-  T_dif tails of each plane, apart so that each value stays well under a changelog message
-  limit of 1 MB (the broker default);
-* ``eq/<file>``: the file's T_sum normal equations; ``tally/<file>``: its minute tally.
+* ``meta``: JSON: a sequence number (one per chunk), the newest event time, the held chunks, per
+  recent file its cover and the chunk indices counted, the pooled chunks, the current
+  calibration record and the events pooled since it, the kept minutes (as runs);
+* ``chunk/<file>/<index>``: a chunk held for the first calibration (envelope JSON and Arrow
+  payload);
+* ``part/<chunk id>/q``, ``part/<chunk id>/t<plane>``: a pooled chunk's calibration part,
+  charges and the T_dif tails of each plane (each value stays well under a changelog message
+  limit of 1 MB, the broker default);
+* ``eq/<chunk id>``: its T_sum normal equations and per-second count histogram;
+* ``minute/<minute start>``: a kept minute's summed tally and calibration versions (JSON).
 
 Arrays are stored as ``.npy`` data (``allow_pickle=False``), never as pickles: the store is
 read back from a Kafka topic. The in-memory stream is reused while its sequence number equals
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,11 +33,18 @@ from schemas.events import envelope_from_headers, envelope_headers
 from schemas.models import Calibration as CalibrationRecord
 from schemas.models import RawEventChunkEnvelope
 from services.common.stations import ReconstructionConfig
-from services.reconstruct.calibration import FilePart, TsumEquations
+from services.reconstruct.calibration import Calibration, ChunkPart, TsumEquations
 from services.reconstruct.calibration_records import from_record, to_record
-from services.reconstruct.minutes import MinuteTally
-from services.reconstruct.pipeline import ZOfTime
-from services.reconstruct.stream import StationStream, StreamOutput, chunk_from_message
+from services.reconstruct.minutes import FileCover
+from services.reconstruct.stream import (
+    Chunk,
+    FileProgress,
+    MinuteSum,
+    StationStream,
+    StreamOutput,
+    ZOfTime,
+    chunk_from_message,
+)
 
 __all__ = ["KeyValueState", "StoredStation"]
 
@@ -47,14 +58,25 @@ class KeyValueState(Protocol):
 
 
 def _arrays(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
-    return buffer.getvalue()
+    """Named arrays as one value: a JSON index (names, byte sizes) and the arrays' ``.npy``
+    data one after the other (``np.savez``'s zip cost more than the rest of a chunk's state)."""
+    blobs = []
+    for array in arrays.values():
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        blobs.append(buffer.getvalue())
+    index = json.dumps({"names": list(arrays), "sizes": [len(b) for b in blobs]}).encode()
+    return b"".join([len(index).to_bytes(4, "big"), index, *blobs])
 
 
 def _load(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
-        return {name: loaded[name] for name in loaded.files}
+    size = int.from_bytes(data[:4], "big")
+    index = json.loads(data[4 : 4 + size])
+    arrays, at = {}, 4 + size
+    for name, length in zip(index["names"], index["sizes"], strict=True):
+        arrays[name] = np.load(io.BytesIO(data[at : at + length]), allow_pickle=False)
+        at += length
+    return arrays
 
 
 def _joined(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +87,7 @@ def _split(values: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
     return list(np.split(values, np.cumsum(sizes)[:-1])) if len(sizes) else []
 
 
-def _part_values(part: FilePart) -> dict[bytes, bytes]:
+def _part_values(part: ChunkPart) -> dict[bytes, bytes]:
     values = {}
     low, low_sizes = _joined(part.charge_low)
     values[b"q"] = _arrays(
@@ -87,7 +109,7 @@ def _part_values(part: FilePart) -> dict[bytes, bytes]:
     return values
 
 
-def _part_of(key: str, values: dict[bytes, bytes]) -> FilePart:
+def _part_of(key: str, values: dict[bytes, bytes]) -> ChunkPart:
     q = _load(values[b"q"])
     events, first, last = (int(v) for v in q["meta"])
     tdif_low: list[np.ndarray] = []
@@ -99,7 +121,7 @@ def _part_of(key: str, values: dict[bytes, bytes]) -> FilePart:
         for low, shared in zip(lows, t["same"], strict=True):
             tdif_low.append(low)
             tdif_high.append(low if shared else next(highs))
-    return FilePart(
+    return ChunkPart(
         key,
         events,
         first,
@@ -112,14 +134,32 @@ def _part_of(key: str, values: dict[bytes, bytes]) -> FilePart:
     )
 
 
-def _tally_value(start_s: int, tally: MinuteTally, version: str) -> bytes:
-    return _arrays(start_s=np.array(start_s), version=np.array(version), **tally.to_arrays())
+def _minute_value(total: MinuteSum) -> bytes:
+    # Python floats print as their shortest repr: the JSON round trip is exact
+    data = {"i": total.ints.tolist(), "f": total.floats.tolist(), "v": total.versions}
+    return json.dumps(data).encode()
 
 
-def _tally_of(data: bytes) -> tuple[int, MinuteTally, str]:
-    arrays = _load(data)
-    start_s, version = int(arrays.pop("start_s")), str(arrays.pop("version"))
-    return start_s, MinuteTally(**arrays), version
+def _minute_of(data: bytes) -> MinuteSum:
+    loaded = json.loads(data)
+    return MinuteSum(
+        np.array(loaded["i"], np.int64), np.array(loaded["f"], np.float64), loaded["v"]
+    )
+
+
+def _runs(values: list[int], step: int) -> list[list[int]]:
+    """Sorted values as [first, last] runs of consecutive multiples of ``step``."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and v == runs[-1][1] + step:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return runs
+
+
+def _unrun(runs: list[list[int]], step: int) -> list[int]:
+    return [v for first, last in runs for v in range(first, last + step, step)]
 
 
 def _chunk_value(envelope: RawEventChunkEnvelope, payload: bytes) -> bytes:
@@ -144,89 +184,126 @@ class StoredStation:
         self.config = config
         self.stream = StationStream(station, z_of_time, config)
         self.seq = -1  #: sequence number the in-memory stream stands at (-1: not loaded)
+        self._record: tuple[Calibration, str] | None = None
 
     def add(self, state: KeyValueState, headers: Any, payload: bytes) -> StreamOutput:
-        """One raw chunk message: into the stream and the state; what the stream completed."""
+        """One raw chunk message: into the stream and the state; what the stream gave."""
         meta = json.loads(state.get(b"meta") or b"{}")
         if meta.get("seq", 0) != self.seq:
             self._load(state, meta)
         envelope = envelope_from_headers(headers)
         output = self.stream.add(chunk_from_message(envelope, payload))
-        name = envelope.source_file
-        if output.calibration is None:
-            state.set(_chunk_key(name, envelope.chunk_index), _chunk_value(envelope, payload))
-        else:  # the file is complete: its chunks leave, its results enter
-            for index in meta.get("pending", {}).get(name, []):
+        held = {(c.envelope.source_file, c.envelope.chunk_index) for c in self.stream.held}
+        if (envelope.source_file, envelope.chunk_index) in held:
+            key = _chunk_key(envelope.source_file, envelope.chunk_index)
+            state.set(key, _chunk_value(envelope, payload))
+        for name, index in meta.get("held", []):
+            if (name, index) not in held:  # released
                 state.delete(_chunk_key(name, index))
-        self._store(state, meta, name if output.calibration is not None else None)
+        self._store(state, meta, output)
         return output
 
-    def _store(self, state: KeyValueState, meta: dict[str, Any], completed: str | None) -> None:
+    def _store(self, state: KeyValueState, meta: dict[str, Any], output: StreamOutput) -> None:
         pool, stream = self.stream.pool, self.stream
-        files = list(pool.files)
-        for name in set(meta.get("pool", [])) - set(files):
+        keys = list(pool.keys)
+        was_pooled = set(meta.get("equations", [])) | {k for k, _ in meta.get("pool", [])}
+        for key in was_pooled - set(keys):
             for suffix in _SUFFIXES:
-                state.delete(f"part/{name}/".encode() + suffix)
-            state.delete(f"eq/{name}".encode())
+                state.delete(f"part/{key}/".encode() + suffix)
+            state.delete(f"eq/{key}".encode())
+        stored = {k for k, _ in meta.get("pool", [])}
         for part in pool.parts:
-            if part.key is not None and part.key not in meta.get("pool", []):
+            if part.key is not None and part.key not in stored:
                 for piece, value in _part_values(part).items():
                     state.set(f"part/{part.key}/".encode() + piece, value)
-        for name in files:
-            equations = pool.equations(name)
-            if equations is not None and name not in meta.get("equations", []):
-                state.set(
-                    f"eq/{name}".encode(),
-                    _arrays(
-                        normal=equations.normal,
-                        rhs=equations.rhs,
-                        tracks=np.array(equations.tracks),
-                    ),
-                )
-        tallies = stream.tallies
-        for name in set(meta.get("tallies", [])) - set(tallies):
-            state.delete(f"tally/{name}".encode())
-        if completed is not None and completed in tallies:
-            state.set(f"tally/{completed}".encode(), _tally_value(*tallies[completed]))
+        with_equations = [key for key in keys if pool.equations(key) is not None]
+        for key in set(with_equations) - set(meta.get("equations", [])):
+            equations = pool.equations(key)
+            seconds = pool.seconds(key)
+            assert equations is not None
+            state.set(
+                f"eq/{key}".encode(),
+                _arrays(
+                    normal=equations.normal,
+                    rhs=equations.rhs,
+                    tracks=np.array(equations.tracks),
+                    seconds=np.zeros(0, np.int64) if seconds is None else seconds,
+                ),
+            )
+        minutes = sorted(stream.minutes)
+        for minute in set(_unrun(meta.get("minutes", []), 60)) - set(minutes):
+            state.delete(f"minute/{minute}".encode())
+        for minute in output.minutes:
+            if minute in stream.minutes:
+                state.set(f"minute/{minute}".encode(), _minute_value(stream.minutes[minute]))
         current = pool.current
         self.seq = meta.get("seq", 0) + 1
         new_meta = {
             "seq": self.seq,
-            "pool": files,
-            "equations": [name for name in files if pool.equations(name) is not None],
-            "tallies": sorted(tallies),
-            "pending": {name: sorted(parts) for name, parts in stream.pending.items()},
-            "current": to_record(current).model_dump_json() if current is not None else None,
+            "newest": stream.newest_s,
+            "held": [[c.envelope.source_file, c.envelope.chunk_index] for c in stream.held],
+            "files": {
+                name: [
+                    p.cover.start_s,
+                    p.cover.end_s,
+                    p.cover.covered_s,
+                    list(p.cover.dropped_s),
+                    p.chunk_count,
+                    sorted(p.done),
+                ]
+                for name, p in stream.files.items()
+            },
+            "pool": [[part.key, part.source_file] for part in pool.parts],
+            "equations": with_equations,
+            "current": self._record_json(current),
             "added": pool.added_since_current,
+            "minutes": _runs(minutes, 60),
         }
         state.set(b"meta", json.dumps(new_meta).encode())
+
+    def _record_json(self, calibration: Calibration | None) -> str | None:
+        """The calibration's record as JSON, made once per version (meta is written per chunk)."""
+        if calibration is None:
+            return None
+        if self._record is None or self._record[0] is not calibration:
+            self._record = (calibration, to_record(calibration).model_dump_json())
+        return self._record[1]
 
     def _load(self, state: KeyValueState, meta: dict[str, Any]) -> None:
         """Rebuild the in-memory stream from the state."""
         stream = StationStream(self.station, self.z_of_time, self.config)
         parts = [
-            _part_of(name, {s: state.get(f"part/{name}/".encode() + s) for s in _SUFFIXES})
-            for name in meta.get("pool", [])
+            replace(
+                _part_of(key, {s: state.get(f"part/{key}/".encode() + s) for s in _SUFFIXES}),
+                source_file=name,
+            )
+            for key, name in meta.get("pool", [])
         ]
-        equations = {}
-        for name in meta.get("equations", []):
-            arrays = _load(state.get(f"eq/{name}".encode()))
-            equations[name] = TsumEquations(arrays["normal"], arrays["rhs"], int(arrays["tracks"]))
+        equations, seconds = {}, {}
+        for key in meta.get("equations", []):
+            arrays = _load(state.get(f"eq/{key}".encode()))
+            equations[key] = TsumEquations(arrays["normal"], arrays["rhs"], int(arrays["tracks"]))
+            seconds[key] = arrays["seconds"]
         current = meta.get("current")
         stream.pool.restore(
             parts,
             equations,
+            seconds,
             from_record(CalibrationRecord.model_validate_json(current)) if current else None,
             int(meta.get("added", 0)),
         )
-        tallies = {
-            name: _tally_of(state.get(f"tally/{name}".encode())) for name in meta.get("tallies", [])
+        stream.held = [
+            _chunk_of(state.get(_chunk_key(name, index))) for name, index in meta.get("held", [])
+        ]
+        stream.files = {
+            name: FileProgress(FileCover(start, end, covered, tuple(dropped)), count, set(done))
+            for name, (start, end, covered, dropped, count, done) in meta.get("files", {}).items()
         }
-        pending = {
-            name: [_chunk_of(state.get(_chunk_key(name, index))) for index in indices]
-            for name, indices in meta.get("pending", {}).items()
+        stream.minutes = {
+            minute: _minute_of(state.get(f"minute/{minute}".encode()))
+            for minute in _unrun(meta.get("minutes", []), 60)
         }
-        stream.restore(tallies, pending)
+        stream.newest_s = int(meta.get("newest", 0))
         self.stream = stream
         self.seq = meta.get("seq", 0)
 
@@ -234,7 +311,7 @@ class StoredStation:
 _SUFFIXES = (b"q", b"t0", b"t1", b"t2", b"t3")
 
 
-def _chunk_of(value: bytes) -> Any:
+def _chunk_of(value: bytes) -> Chunk:
     size = int.from_bytes(value[:4], "big")
     envelope = RawEventChunkEnvelope.model_validate_json(value[4 : 4 + size])
     return chunk_from_message(envelope, value[4 + size :])

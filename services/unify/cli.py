@@ -154,7 +154,9 @@ def station_rates(
                     yield _file_events(name, data, rejects, path.name)
             advance()
 
-    results = reconstruct_files(station.id, inputs(), z_of_time, station.reconstruction)
+    results = reconstruct_files(
+        station.id, inputs(), z_of_time, station.reconstruction, per_event=False
+    )
     return rates_rows(station.id, results)
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import Station, load_network
 from services.reconstruct.cli import load_dat
-from services.reconstruct.pipeline import FileResult, rates_rows, reconstruct_files
+from services.reconstruct.pipeline import rates_rows, reconstruct_files
+from services.reconstruct.stream import ChunkResult
 from tests.simulated import simulate_day
 
 
@@ -22,7 +23,7 @@ class Reconstructed:
 
     station: Station
     params: dict
-    results: list[FileResult]
+    results: list[ChunkResult]
     rows: list[dict]
     truth: pd.DataFrame  #: per-event truth of the coincidence events, in result order
     truth_live_s: float
@@ -54,10 +55,11 @@ def reconstruct_station(out: Path, truth: dict, station_id: int) -> Reconstructe
             station.reconstruction,
         )
     )
-    truths = []
-    for name, result in zip(files, results, strict=True):
-        table = pd.read_parquet(out / entry["files"][name]["truth_parquet"]).set_index("line")
-        truths.append(table.loc[result.line])
+    tables = {
+        name: pd.read_parquet(out / entry["files"][name]["truth_parquet"]).set_index("line")
+        for name in files
+    }
+    truths = [tables[result.name].loc[result.line] for result in results]
     live = sum(entry["files"][name]["live_s"] for name in files)
     return Reconstructed(
         station,
@@ -70,7 +72,7 @@ def reconstruct_station(out: Path, truth: dict, station_id: int) -> Reconstructe
 
 
 def concat(rec: Reconstructed, name: str) -> np.ndarray:
-    """One EventResult field over all files."""
+    """One EventResult field over all chunks."""
     return np.concatenate([getattr(r.events, name) for r in rec.results])
 
 

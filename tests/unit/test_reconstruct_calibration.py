@@ -1,4 +1,4 @@
-"""The calibration pool of per-file parts gives exactly the quantiles of the pooled events."""
+"""The calibration pool of per-chunk parts gives exactly the quantiles of the pooled events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from services.common.stations import ReconstructionConfig
 from services.reconstruct._calibration_kernels import gather_channels
-from services.reconstruct.calibration import CalibrationPool, _gather_reference, file_part
+from services.reconstruct.calibration import CalibrationPool, _gather_reference, chunk_part
 
 pytestmark = pytest.mark.unit
 
@@ -50,18 +50,18 @@ def test_pool_of_parts_gives_the_exact_quantiles_of_its_events() -> None:
     for i, n in enumerate([2500, 900, 1700, 100, 3100, 400, 1200]):
         channels = _channels(rng, n)
         files.append((f"f{i}", channels))
-        part = file_part(np.arange(n) + 1000 * i, channels, config, key=f"f{i}")
+        part = chunk_part(np.arange(n) + 1000 * i, channels, config, key=f"f{i}")
         if n > 2000:
             assert len(part.tdif_low[0]) < part.tdif_count.flat[0] / 4  # only a tail is kept
         pool.add(part)
         pool.add(part)  # a replayed file is pooled once
-        pooled = np.concatenate([c for name, c in files if name in pool.files])
+        pooled = np.concatenate([c for name, c in files if name in pool.keys])
         assert len(pooled) == pool.events <= config.calibration_max_events
         pedestal, tdif = pool.pedestals_tdif()
         exact_pedestal, exact_tdif = _exact(pooled, config)
         assert np.array_equal(pedestal, exact_pedestal)
         assert np.array_equal(tdif, exact_tdif)
-    assert pool.files == ("f3", "f4", "f5", "f6")  # with f2 the pool would hold 6500 > 6000
+    assert pool.keys == ("f3", "f4", "f5", "f6")  # with f2 the pool would hold 6500 > 6000
 
 
 def test_gather_kernel_equals_numpy_reference() -> None:

@@ -13,17 +13,20 @@ import pytest
 from schemas.models import Calibration as CalibrationRecord
 from schemas.models import MinuteRates
 from services.common.stations import load_network
-from services.reconstruct.calibration import make_calibration
+from services.reconstruct.calibration import Calibration, make_calibration
 from services.reconstruct.calibration_records import (
-    calibration_path,
     from_record,
     read_calibration,
     to_record,
     write_calibration,
 )
 from services.reconstruct.cli import load_dat
-from services.reconstruct.minutes import minute_records
-from services.reconstruct.pipeline import rates_rows, reconstruct_files, reconstruct_one
+from services.reconstruct.pipeline import (
+    rates_rows,
+    recompute_chunks,
+    reconstruct_files,
+    tally_rows,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reconstruct_truth import simulate
@@ -31,6 +34,7 @@ from reconstruct_truth import simulate
 pytestmark = pytest.mark.unit
 
 Z_MM = (0.0, 150.0, 300.0, 450.0)
+CHUNK = 300  #: events per chunk (several chunks per file)
 
 
 def test_minutes_recomputed_exactly_from_stored_calibrations(tmp_path: Path) -> None:
@@ -38,32 +42,44 @@ def test_minutes_recomputed_exactly_from_stored_calibrations(tmp_path: Path) -> 
     entry = truth["stations"]["0"]
     names = sorted(n for n, f in entry["files"].items() if f["path"] and f["readable"])[:4]
     paths = {n: tmp_path / "sim" / entry["files"][n]["path"] for n in names}
-    config = load_network().station(0).reconstruction
-    results = list(
-        reconstruct_files(0, (load_dat(paths[n]) for n in names), lambda _: Z_MM, config)
+    config = (
+        load_network()
+        .station(0)
+        .reconstruction.model_copy(
+            update={"calibration_min_events": 500, "calibration_refresh_events": 1500}
+        )
     )
+    files = (load_dat(paths[n]) for n in names)
+    results = list(reconstruct_files(0, files, lambda _: Z_MM, config, False, CHUNK))
     published = [MinuteRates(**row).to_json_bytes() for row in rates_rows(0, results)]
     store = tmp_path / "calibrations"
-    for result in results:
-        write_calibration(store, to_record(result.calibration))
-    assert len({r.calibration.version for r in results}) == len(results)  # one per file
+    for calibration in {r.calibration.version: r.calibration for r in results}.values():
+        write_calibration(store, to_record(calibration))
 
-    # Every minute again, from nothing but the raw files and the stored records they name.
-    recomputed = []
-    for name in names:
-        version = next(r.calibration.version for r in results if r.name == name)
-        stored = read_calibration(calibration_path(store, 0, version))
-        assert stored.source_file == name
-        assert stored.pool_files[-1] == name
-        recomputed.append(reconstruct_one(load_dat(paths[name]), stored, stored.z_mm, config))
-    assert [MinuteRates(**r).to_json_bytes() for r in rates_rows(0, recomputed)] == published
+    # Every minute again, from nothing but the raw files and the stored records.
+    stored = sorted(
+        (read_calibration(p) for p in (store / "0").glob("*.json")),
+        key=lambda c: (c.source_file, c.source_chunk),
+    )
+    assert len(stored) >= 4
 
-    # One minute inside a file (not a boundary minute), from that file and its record alone.
+    def calibration_of(name: str, index: int) -> Calibration:
+        """The latest calibration starting at or before the chunk (the first one also for the
+        chunks held before it)."""
+        earlier = [c for c in stored if (c.source_file, c.source_chunk) <= (name, index)]
+        return earlier[-1] if earlier else stored[0]
+
+    tallies = [
+        t
+        for n in names
+        for t in recompute_chunks(0, load_dat(paths[n]), calibration_of, config, CHUNK)
+    ]
+    assert [MinuteRates(**r).to_json_bytes() for r in tally_rows(0, tallies)] == published
+
+    # One minute inside a file (not a boundary minute), from that file and the records alone.
     record = MinuteRates.model_validate_json(published[len(published) // 2 + 10])
-    assert "+" not in record.calibration_version
-    stored = read_calibration(calibration_path(store, 0, record.calibration_version))
-    result = reconstruct_one(load_dat(paths[stored.source_file]), stored, stored.z_mm, config)
-    rows = minute_records(result.tally, 0, stored.version)
+    name = next(r.name for r in results if (r.time_s // 60 * 60 == record.time.timestamp()).any())
+    rows = tally_rows(0, recompute_chunks(0, load_dat(paths[name]), calibration_of, config, CHUNK))
     again = next(r for r in rows if r["time"] == record.time)
     assert MinuteRates(**again).to_json_bytes() == record.to_json_bytes()
 
@@ -80,9 +96,11 @@ def test_record_round_trip_is_bitwise_and_checks_the_version(tmp_path: Path) -> 
             1_709_251_200,
             1_709_254_800,
             Z_MM,
+            (-1.5, 17.25),
         ),
         pool_files=("a.dat", "b.dat"),
         source_file="b.dat",
+        source_chunk=3,
     )
     path = write_calibration(tmp_path, to_record(calibration))
     assert path == tmp_path / "2" / f"{calibration.version}.json"
@@ -95,6 +113,7 @@ def test_record_round_trip_is_bitwise_and_checks_the_version(tmp_path: Path) -> 
         Z_MM,
         ("a.dat", "b.dat"),
     )
+    assert (back.outlier_band, back.source_file, back.source_chunk) == ((-1.5, 17.25), "b.dat", 3)
 
     tampered = to_record(calibration).model_dump()
     tsum = np.array(tampered["tsum_offset_ns"])
@@ -102,6 +121,9 @@ def test_record_round_trip_is_bitwise_and_checks_the_version(tmp_path: Path) -> 
     tampered["tsum_offset_ns"] = tsum.tolist()
     with pytest.raises(ValueError, match="hash to"):
         from_record(CalibrationRecord(**tampered))
+    shifted = to_record(calibration).model_dump() | {"outlier_band": (-1.5, 18.0)}
+    with pytest.raises(ValueError, match="hash to"):  # the band is part of the version
+        from_record(CalibrationRecord(**shifted))
     path.write_text("{not json")
     with pytest.raises(ValueError, match=str(path.name)):
         read_calibration(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,15 @@ from services.reconstruct.events import (
     reconstruct_rates_reference,
     tracks_of,
 )
-from services.reconstruct.minutes import merge_tallies, minute_records, tally_file
+from services.reconstruct.minutes import (
+    FileCover,
+    MinuteTally,
+    merge_tallies,
+    minute_records,
+    outlier_band,
+    second_counts,
+    tally_chunk,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -50,6 +59,14 @@ def _events(n: int, seed: int) -> np.ndarray:
     channels[3::50, 0] = -900.0  # time out of window
     channels[4::50, 40] = 5000.0  # charge out of window
     return channels
+
+
+def _tally(time_s: np.ndarray, events: Any, start: int, end: int, config: Any) -> MinuteTally:
+    """A whole block as one chunk covering [start, end), judged with the band of its seconds."""
+    cover = FileCover.new(start, end)
+    counts = second_counts(time_s, events.status == 0, start, end)
+    band = outlier_band(np.bincount(counts), config)
+    return tally_chunk(time_s, events, cover, end, counts, band)[0]
 
 
 def _calibration() -> object:
@@ -100,8 +117,8 @@ def test_rates_kernel_equals_reference_and_full_kernel() -> None:
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=name)
     time_s = 60 * 1000 + np.arange(5000) // 9
     end = int(time_s.max()) + 1
-    by_rates = tally_file(time_s, fast, 60 * 1000, end, CONFIG)
-    by_events = tally_file(time_s, full, 60 * 1000, end, CONFIG)
+    by_rates = _tally(time_s, fast, 60 * 1000, end, CONFIG)
+    by_events = _tally(time_s, full, 60 * 1000, end, CONFIG)
     for name, array in by_rates.to_arrays().items():
         np.testing.assert_array_equal(array, getattr(by_events, name), err_msg=name)
 
@@ -173,7 +190,7 @@ def test_damaged_events_get_a_status_and_never_count() -> None:
     bad = ev.status != k.OK
     assert np.all(ev.mask[bad] == 0) and np.all(ev.region[bad] == -1)
     time_s = 60 * 1000 + np.arange(500) // 9
-    tally = tally_file(time_s, ev, 60 * 1000, int(time_s.max()) + 1, CONFIG)
+    tally = _tally(time_s, ev, 60 * 1000, int(time_s.max()) + 1, CONFIG)
     assert tally.rejected.sum() == bad.sum()
     assert tally.topology.sum() == np.count_nonzero(~bad & (ev.topology >= 0))
 
@@ -202,8 +219,8 @@ def test_minute_split_by_two_files_gets_both_live_parts() -> None:
     second = {f.name: getattr(ev, f.name)[100:] for f in dataclasses.fields(ev)}
     t1 = 6000 + np.arange(100) * 40 // 100  # 6000..6039
     t2 = 6045 + np.arange(100) * 75 // 100  # 6045..6119
-    a = tally_file(t1, half(ev, **first), 6000, 6040, CONFIG)
-    b = tally_file(t2, half(ev, **second), 6045, 6120, CONFIG)
+    a = _tally(t1, half(ev, **first), 6000, 6040, CONFIG)
+    b = _tally(t2, half(ev, **second), 6045, 6120, CONFIG)
     merged = merge_tallies([a, b])
     assert list(merged.minute_s) == [6000, 6060]
     assert list(merged.live_s) == [40 + 15, 60]
@@ -243,7 +260,39 @@ def test_cli_writes_rates_and_events(tmp_path: Path) -> None:
     assert rates["time"].iloc[0].endswith("Z") and (rates["live_s"] <= 60).all()
     table = pd.read_parquet(events)
     assert {"theta_deg", "phi_deg", "chi2", "topology", "x_p1_mm"} <= set(table.columns)
-    # every version the rates name is kept on disk, one record per file
+    # every version the rates or events name is kept on disk
     stored = {p.stem for p in (tmp_path / "cal" / "0").glob("*.json")}
-    assert len(stored) == len(files)
+    assert set(table["calibration_version"]) == stored
     assert {v for vs in rates["calibration_version"] for v in vs.split("+")} == stored
+
+
+def test_tally_kernel_equals_numpy_reference() -> None:
+    """The numba count of a chunk's events into minutes against its numpy specification, with
+    invalid events, events outside the file, outlier seconds and remembered earlier seconds."""
+    from services.reconstruct._tally_kernels import count_events
+    from services.reconstruct.minutes import _count_events_reference
+
+    rng = np.random.default_rng(12)
+    ev = reconstruct_rates(_events(3000, 4), _calibration(), Z, CONFIG)  # type: ignore[arg-type]
+    start, end, lo, hi = 60_000, 60_400, 60_100, 60_300
+    time_s = rng.integers(start - 20, end + 20, len(ev)).astype(np.int64)
+    dropped = rng.random(hi - lo) < 0.1
+    memory_lo, memory = lo - 60, np.array([lo - 50, lo - 3], np.int64)
+    first, n_min = (start - 20) // 60, (end + 20) // 60 - (start - 20) // 60 + 1
+    args = (start, end, lo, hi, dropped, memory_lo, memory, first)
+    expected = _count_events_reference(time_s, ev, *args, n_min)
+    got = [
+        np.zeros((n_min, 15), np.int64),
+        np.zeros((n_min, 13), np.int64),
+        np.zeros((n_min, 4), np.int64),
+        np.zeros((n_min, 4), np.int64),
+        np.zeros(n_min),
+        np.zeros(n_min, np.int64),
+        np.zeros(n_min, np.int64),
+    ]
+    fields = (ev.status, ev.topology, ev.region, ev.mask, ev.fiducial, ev.q_event)
+    count_events(time_s, *fields, *args, *got)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)  # the charge sums too: same order of additions
+    assert got[6].sum() > (ev.status != 0).sum()  # outliers and outside events rejected
+    assert got[3].sum() > 0 and got[2].sum() > 0

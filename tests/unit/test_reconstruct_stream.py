@@ -1,9 +1,9 @@
 """The streaming domain: ingest's chunk messages of a simulated day, through StationStream, give
-the minute records of ``mingo reconstruct`` (reconstruct_files + rates_rows), replays included."""
+the minute records of ``mingo reconstruct`` (reconstruct_files + rates_rows), replays included;
+calibrations follow the refresh rule; minutes split over chunks and files are right."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -16,8 +16,8 @@ from services.common.stations import load_network
 from services.ingest.dat_parser import parse_dat
 from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct.cli import load_dat
-from services.reconstruct.pipeline import coincidence, rates_rows, reconstruct_files
-from services.reconstruct.stream import Chunk, StationStream, _assemble, chunk_from_message
+from services.reconstruct.pipeline import file_chunks, rates_rows, reconstruct_files
+from services.reconstruct.stream import StationStream, chunk_from_message
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reconstruct_truth import simulate
@@ -25,6 +25,8 @@ from reconstruct_truth import simulate
 pytestmark = pytest.mark.unit
 
 Z_MM = (0.0, 150.0, 300.0, 450.0)
+CHUNK = 300  #: events per chunk in these tests (ingest's default is 2048)
+_COLUMNS = ("time_s", "trigger_type", "line", "channels")
 
 
 def _files(out: Path, truth: dict) -> list[Path]:
@@ -35,109 +37,173 @@ def _files(out: Path, truth: dict) -> list[Path]:
 
 def _messages(path: Path) -> list[Outgoing]:
     start = int(load_dat(path).start_s)
-    return event_chunk_messages(0, path.name, start, parse_dat(path.read_bytes()), 300)
+    return event_chunk_messages(0, path.name, start, parse_dat(path.read_bytes()), CHUNK)
+
+
+def _command(paths: list[Path], config, per_event: bool = False) -> list:  # type: ignore[no-untyped-def]
+    files = (load_dat(p) for p in paths)
+    return list(reconstruct_files(0, files, lambda _: Z_MM, config, per_event, CHUNK))
 
 
 def test_stream_equals_command_with_replays(tmp_path: Path) -> None:
     truth = simulate(tmp_path, (0,), 0.5)
     paths = _files(tmp_path, truth)
     config = load_network().station(0).reconstruction
-    expected = rates_rows(
-        0, reconstruct_files(0, (load_dat(p) for p in paths), lambda _: Z_MM, config)
-    )
+    results = _command(paths, config)
+    expected = rates_rows(0, results)
+    # the per-event kernel gives the same minutes
+    assert rates_rows(0, _command(paths, config, per_event=True)) == expected
 
     stream = StationStream(0, lambda _: Z_MM, config)
     latest: dict[datetime, dict] = {}
+    made = []
     for number, path in enumerate(paths):
         messages = _messages(path)
         assert len(messages) > 1  # several chunks per file
-        # the chunks out of order, the first one twice; the second file published again whole
-        order = [*messages[1:-1], messages[0], messages[0], messages[-1]]
+        # the first chunk replayed after the second; the second file published again whole
+        order = [messages[0], messages[1], messages[0], *messages[1:]]
         if number == 1:
             order += messages
         for message in order:
             chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
-            for row in stream.add(chunk).rows:
+            output = stream.add(chunk)
+            made += output.calibrations
+            for row in output.rows:
                 latest[row["time"]] = row
-    assert stream.pending_files == []
     assert [latest[t] for t in sorted(latest)] == expected
-    # a lone chunk of a finished file waits for the rest of a republication, counting nothing
-    lone = _messages(paths[2])[0]
-    waiting = stream.add(chunk_from_message(envelope_from_headers(lone.headers), lone.value))
-    assert waiting.rows == []
-    assert waiting.calibration is None
-    assert stream.pending_files == [paths[2].name]
+    versions = list(dict.fromkeys(r.calibration.version for r in results))
+    assert [c.version for c in made] == versions
+    assert len(versions) >= 2
 
 
-def test_calibration_reused_until_refresh(tmp_path: Path) -> None:
-    """With a small ``calibration_refresh_events``, files reuse the last calibration (same
-    version) until the pool gained that many events; stream and command still agree."""
+def test_calibrations_follow_the_refresh_rule(tmp_path: Path) -> None:
+    """The first chunks are held until ``calibration_min_events``, then calibrated together;
+    later chunks use the calibration in force, and a new one is made when the pool has gained
+    min(``calibration_refresh_events``, the current one's events) events since it."""
     truth = simulate(tmp_path, (0,), 0.5)
     paths = _files(tmp_path, truth)
     base = load_network().station(0).reconstruction
-    config = base.model_copy(update={"calibration_refresh_events": 3000})
-    results = list(reconstruct_files(0, (load_dat(p) for p in paths), lambda _: Z_MM, config))
-    expected = rates_rows(0, results)
-
-    versions = [r.calibration.version for r in results]
-    assert len(set(versions)) < len(versions)  # some files reused a calibration
-    assert versions[1] != versions[0]  # the first calibration had fewer events than the refresh
-    added = 0
-    for before, result in itertools.pairwise(results):
-        added += len(result.time_s)
-        if result.calibration.version == before.calibration.version:
-            assert added < 3000  # reused only while the pool gained fewer events
+    config = base.model_copy(
+        update={"calibration_min_events": 700, "calibration_refresh_events": 3000}
+    )
+    results = _command(paths, config)
+    first = results[0].calibration
+    sizes = np.array([len(r.time_s) for r in results])
+    held = (
+        int(np.searchsorted(np.cumsum(sizes), first.events)) + 1
+    )  # the chunks calibrated together
+    assert 700 <= first.events == sizes[:held].sum() < 700 + CHUNK
+    assert (first.source_file, first.source_chunk) == (results[0].name, 0)
+    added, events = 0, first.events
+    for before, result in zip(results[held - 1 :], results[held:], strict=False):
+        added += len(before.time_s) if before is not results[held - 1] else 0
+        cal = result.calibration
+        if cal is before.calibration:
+            assert added < min(3000, events)  # reused only while the pool gained too few
         else:
-            assert result.calibration.source_file == result.name
-            added = 0
-    # the default recalibrates every file of these small pools: a refresh changes the constants
-    default = list(reconstruct_files(0, (load_dat(p) for p in paths), lambda _: Z_MM, base))
-    assert len({r.calibration.version for r in default}) == len(default)
-
-    stream = StationStream(0, lambda _: Z_MM, config)
-    latest: dict[datetime, dict] = {}
-    for path in [*paths, paths[-1]]:  # the last file published again: no new calibration
-        for message in _messages(path):
-            chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
-            output = stream.add(chunk)
-            for row in output.rows:
-                latest[row["time"]] = row
-    assert output.calibration is not None
-    assert output.calibration.version == versions[-1]
-    assert [latest[t] for t in sorted(latest)] == expected
+            assert added >= min(3000, events)
+            assert (cal.source_file, cal.source_chunk) == (result.name, result.chunk_index)
+            assert cal.pool_files[-1] == before.name
+            added, events = 0, cal.events
+    versions = list(dict.fromkeys(r.calibration.version for r in results))
+    assert len(versions) >= 4
+    # pool bounded by calibration_max_events, in whole chunks
+    assert all(r.calibration.events <= config.calibration_max_events for r in results)
 
 
-def test_file_assembled_coincidence_first_in_line_order(tmp_path: Path) -> None:
-    """Chunks whose lines are out of order across chunks (times going backwards in the file)
-    are sorted by line within each trigger type, coincidence events first, so that
-    reconstruction takes them as a view (``coincidence`` gives a slice)."""
+def test_outlier_seconds_and_split_minutes(tmp_path: Path) -> None:
+    """A burst second is dropped with the band of the calibration in force, whichever chunk
+    it falls in; a minute whose events fill several chunks (ingest cuts it) is tallied once,
+    its seconds judged by the chunk that covers them."""
     truth = simulate(tmp_path, (0,), 0.5)
-    path = _files(tmp_path, truth)[0]
-    chunks = [
-        chunk_from_message(envelope_from_headers(m.headers), m.value) for m in _messages(path)
+    path = _files(tmp_path, truth)[2]
+    file = load_dat(path)
+    config = load_network().station(0).reconstruction
+    # a burst: 3 x CHUNK copies of the file's first coincidence events in one second of the
+    # file's middle, so that its minute is cut into several chunks
+    first = np.flatnonzero(file.trigger_type == 1)[:10]
+    burst_s = int(file.time_s[len(file.time_s) // 2])
+    copies = np.tile(first, 3 * CHUNK // 10)
+    order = np.argsort(np.concatenate([file.time_s, np.full(len(copies), burst_s)]), kind="stable")
+
+    def stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, b])[order]
+
+    burst = type(file)(
+        file.name,
+        file.start_s,
+        file.end_s,
+        stack(file.time_s, np.full(len(copies), burst_s)),
+        stack(file.trigger_type, file.trigger_type[copies]),
+        stack(file.line, file.line[copies]),
+        stack(file.channels, file.channels[copies]),
+    )
+    prior = [load_dat(p) for p in _files(tmp_path, truth)[:2]]
+    plain = list(reconstruct_files(0, [*prior, file], lambda _: Z_MM, config, False, CHUNK))
+    burst_run = list(reconstruct_files(0, [*prior, burst], lambda _: Z_MM, config, False, CHUNK))
+    rows = {r["time"]: r for r in rates_rows(0, plain)}
+    burst_rows = {r["time"]: r for r in rates_rows(0, burst_run)}
+    minute = datetime.fromtimestamp(burst_s // 60 * 60, rows[next(iter(rows))]["time"].tzinfo)
+    chunks_in_minute = [
+        r
+        for r in burst_run
+        if r.name == file.name and (r.time_s // 60 * 60 == burst_s // 60 * 60).any()
     ]
-    assert len(chunks) >= 3
-    first, second, last = chunks[0], chunks[1], chunks[-1]
-    parts = [
-        # the first two chunks' rows swapped: lines out of order
-        Chunk(first.envelope, second.time_s, second.line, second.channels),
-        Chunk(second.envelope, first.time_s, first.line, first.channels),
-        *chunks[2:-1],
-        # the last chunk as self-trigger events
-        Chunk(last.envelope.model_copy(update={"trigger_type": 2}), *_rows(last)),
-    ]
-    file = _assemble(first.envelope, parts[::-1])
-    coincident = np.concatenate([c.line for c in chunks[:-1]])
-    n = len(coincident)
-    assert coincidence(file) == slice(0, n)
-    assert (file.trigger_type[n:] == 2).all()
-    assert np.array_equal(file.line, np.concatenate([np.sort(coincident), last.line]))
-    by_line = {int(line): row for c in chunks for line, row in zip(c.line, c.channels, strict=True)}
-    assert all(
-        np.array_equal(by_line[int(x)], row)
-        for x, row in zip(file.line, file.channels, strict=True)
+    assert len(chunks_in_minute) >= 3  # the minute is cut into several chunks
+    # the burst second is dropped: one second less of live time, its events rejected
+    assert burst_rows[minute]["live_s"] == rows[minute]["live_s"] - 1
+    assert burst_rows[minute]["rejected_events"] >= len(copies)
+    # the other minutes are unchanged
+    for time, row in rows.items():
+        if time != minute:
+            assert burst_rows[time] == row
+
+
+def test_memory_bounded_by_chunk_not_file(tmp_path: Path) -> None:
+    """The same events as one file of a day and as one file of three days (the day repeated,
+    times shifted): the stream's peak of traced allocations does not grow with the file, and
+    stays under what the configuration allows (``bench_reconstruct.memory_bound``'s terms:
+    held chunks, pool tails, minute sums of the horizon, the chunk being processed)."""
+    import tracemalloc
+
+    truth = simulate(tmp_path, (0,), 0.5)
+    day = [load_dat(p) for p in _files(tmp_path, truth)]
+    config = (
+        load_network()
+        .station(0)
+        .reconstruction.model_copy(
+            update={"calibration_min_events": 1000, "calibration_max_events": 3000}
+        )
     )
 
+    def long_file(days: int) -> list:  # type: ignore[type-arg]
+        one = type(day[0])(
+            "long.dat",
+            day[0].start_s,
+            day[-1].end_s,
+            *(np.concatenate([getattr(f, a) for f in day]) for a in _COLUMNS),
+        )
+        shift = one.end_s - one.start_s
+        stacked = type(one)(
+            "long.dat",
+            one.start_s,
+            one.end_s + (days - 1) * shift,
+            np.concatenate([one.time_s + d * shift for d in range(days)]),
+            *(np.concatenate([getattr(one, a)] * days) for a in _COLUMNS[1:]),
+        )
+        return file_chunks(0, stacked, CHUNK)
 
-def _rows(chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return chunk.time_s, chunk.line, chunk.channels
+    peaks = []
+    for days in (1, 3):
+        chunks = long_file(days)  # made before tracing: the harness's memory, not the stream's
+        # minute sums are kept for the horizon: an hour here, shorter than both files
+        stream = StationStream(0, lambda _: Z_MM, config, horizon_s=3600)
+        tracemalloc.start()
+        for chunk in chunks:
+            stream.add(chunk)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        del chunks
+    per_event = 532 + 384 + 1536  # held row, pooled tails, working set (see memory_bound) [B]
+    bound = per_event * (config.calibration_max_events + 2 * CHUNK) + 1024 * 61
+    assert peaks[1] < 1.15 * peaks[0] < bound, (peaks, bound)

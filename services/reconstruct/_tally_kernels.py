@@ -1,0 +1,104 @@
+"""Numba kernel of the per-minute tally: one chunk's events counted into its minutes in one pass.
+
+Called through :func:`services.reconstruct.minutes.tally_chunk`, which computes the minutes, the
+live time and the judged seconds; the plain-numpy reference is
+``minutes._count_events_reference``, which the tests compare with. One pass instead of ~30 numpy
+calls per chunk (their overhead was most of the tally's time at 2048-event chunks).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_FULL = 15
+
+
+@nb.njit(cache=True)
+def count_events(
+    time_s: np.ndarray,
+    status: np.ndarray,
+    topology: np.ndarray,
+    region: np.ndarray,
+    mask: np.ndarray,
+    fiducial: np.ndarray,
+    q_event: np.ndarray,
+    start: int,
+    end: int,
+    lo: int,
+    hi: int,
+    dropped: np.ndarray,
+    memory_lo: int,
+    memory_dropped: np.ndarray,
+    first_minute: int,
+    out_topology: np.ndarray,
+    out_region: np.ndarray,
+    out_full: np.ndarray,
+    out_missing: np.ndarray,
+    out_q_sum: np.ndarray,
+    out_q_events: np.ndarray,
+    out_rejected: np.ndarray,
+) -> None:
+    """Count a chunk's events into per-minute arrays (zeroed by the caller).
+
+    An event counts when its status is 0, its time lies in the file's [start, end) and its
+    second is judged live: in [lo, hi) by ``dropped[t - lo]`` (False: live), in [memory_lo, lo)
+    unless listed in ``memory_dropped``; any other event is rejected in the minute of its time
+    clipped to the file. Counted events add to the topology, region, 3-of-4 efficiency
+    counters and, with hits, to the charge sum, in event order (as ``np.bincount`` adds).
+
+    Parameters
+    ----------
+    time_s : int64 (n,)
+        Event times. [s since epoch, UTC]
+    status, topology, region, mask, fiducial, q_event : (n,)
+        The reconstructed events' fields (``events.EventRates``); q_event [ns].
+    start, end : int
+        The file's acquisition interval, end exclusive. [s since epoch, UTC]
+    lo, hi : int
+        The seconds this chunk judges. [s since epoch, UTC]
+    dropped : bool (hi - lo,)
+        Outlier seconds among them.
+    memory_lo : int
+        Start of the earlier judged seconds remembered (up to lo). [s since epoch, UTC]
+    memory_dropped : int64 (k,)
+        The outlier seconds among those. [s since epoch, UTC]
+    first_minute : int
+        Minute index (time // 60) of row 0 of the outputs.
+    out_topology, out_region, out_full, out_missing : int64 (m, 15), (m, 13), (m, 4), (m, 4)
+    out_q_sum : float64 (m,)
+        [ns]
+    out_q_events, out_rejected : int64 (m,)
+    """
+    for i in range(time_s.shape[0]):
+        t = time_s[i]
+        c = min(max(t, start), end - 1)
+        m = c // 60 - first_minute
+        if lo <= c < hi:
+            ok = not dropped[c - lo]
+        elif memory_lo <= c < lo:
+            ok = True
+            for s in memory_dropped:
+                if s == c:
+                    ok = False
+        else:
+            ok = False
+        if not (ok and status[i] == 0 and t == c):
+            out_rejected[m] += 1
+            continue
+        if topology[i] >= 0:
+            out_topology[m, topology[i]] += 1
+            out_q_sum[m] += q_event[i]
+            out_q_events[m] += 1
+        if region[i] >= 0:
+            out_region[m, region[i]] += 1
+        k = mask[i]
+        f = fiducial[i]
+        if k == _FULL:
+            for p in range(4):
+                if (f >> p) & 1:
+                    out_full[m, p] += 1
+        else:
+            for p in range(4):
+                if k == _FULL ^ (1 << p) and (f >> p) & 1:
+                    out_missing[m, p] += 1
