@@ -462,6 +462,7 @@ class CalibrationPool:
         self._parts: deque[ChunkPart] = deque()
         self._keys: set[str | None] = set()  # of the parts, and their events: kept up to date
         self._events = 0
+        self._newest = 0  # the parts' latest last_time_s (0 without parts)
         self._equations: dict[str | None, TsumEquations] = {}
         self._seconds: dict[str | None, np.ndarray] = {}
         #: The calibration in force, and the events pooled since it was made.
@@ -498,9 +499,9 @@ class CalibrationPool:
             self._parts.append(part)
             self._keys.add(part.key)
             self._events += part.events
+            self._newest = max(self._newest, part.last_time_s)
             self.added_since_current += part.events
-        newest = max((p.last_time_s for p in self._parts), default=0)
-        limit = newest - self.config.calibration_max_age_s
+        limit = self._newest - self.config.calibration_max_age_s
         while self._parts and self._parts[0].last_time_s < limit:
             self._drop_oldest()
         while len(self._parts) > 1 and self.events > self.config.calibration_max_events:
@@ -511,6 +512,8 @@ class CalibrationPool:
         key = part.key
         self._keys.discard(key)
         self._events -= part.events
+        if part.last_time_s >= self._newest:  # (a late chunk dropped by count)
+            self._newest = max((p.last_time_s for p in self._parts), default=0)
         self._equations.pop(key, None)
         self._seconds.pop(key, None)
 
@@ -554,6 +557,7 @@ class CalibrationPool:
         self._parts = deque(parts)
         self._keys = {p.key for p in parts}
         self._events = sum(p.events for p in parts)
+        self._newest = max((p.last_time_s for p in parts), default=0)
         self._equations = {key: value for key, value in equations.items()}
         self._seconds = {key: value for key, value in seconds.items()}
         self.current = current
