@@ -87,3 +87,78 @@ def gather_channels(
     span[0] = first if usable else 0
     span[1] = last if usable else 0
     return usable
+
+
+@nb.njit(cache=True)
+def pair_differences(
+    strip: np.ndarray,
+    t: np.ndarray,
+    secant: np.ndarray,
+    z: np.ndarray,
+    tsum_offset: np.ndarray,
+    c_mm_ns: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair of planes (p < q, in order) and track, the unknowns and the time difference of
+    the T_sum equations (``calibration.tsum_equations``, which states them).
+
+    Parameters
+    ----------
+    strip : int8 (k, 4)
+        Hit strip per plane.
+    t : float64 (k, 4)
+        Calibrated T_sum per plane. [ns]
+    secant : float64 (k,)
+        1 / cos of the track zenith.
+    z : float64 (4,)
+        Plane z positions. [mm]
+    tsum_offset : float64 (4, 4)
+        T_sum offsets the events were reconstructed with. [ns]
+    c_mm_ns : float
+        Speed of light. [mm/ns]
+
+    Returns
+    -------
+    a, b : int64 (6 k,)
+        Unknown (plane * 4 + strip) of the first and the second plane of each pair.
+    value : float64 (6 k,)
+        (t_p - tof_p) - (t_q - tof_q) with the raw T_sum t. [ns]
+    """
+    k = t.shape[0]
+    a = np.empty(6 * k, np.int64)
+    b = np.empty(6 * k, np.int64)
+    value = np.empty(6 * k)
+    residual = np.empty(4)
+    at = 0
+    for p in range(4):
+        for q in range(p + 1, 4):
+            for i in range(k):
+                for plane in (p, q):
+                    raw = t[i, plane] + tsum_offset[plane, strip[i, plane]]
+                    residual[plane] = raw - (z[plane] - z[0]) * secant[i] / c_mm_ns
+                a[at] = p * 4 + strip[i, p]
+                b[at] = q * 4 + strip[i, q]
+                value[at] = residual[p] - residual[q]
+                at += 1
+    return a, b, value
+
+
+@nb.njit(cache=True)
+def kept_pair_system(
+    a: np.ndarray, b: np.ndarray, value: np.ndarray, offsets: np.ndarray, cut: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normal equations (16 x 16, without the gauge term) and right-hand side [ns] of the pairs
+    whose residual from ``offsets`` [ns] is below ``cut`` [ns]; the same floats as the numpy
+    ``calibration._pair_system`` of those pairs (each side's sum in pair order, then the
+    difference)."""
+    normal = np.zeros((16, 16))
+    plus = np.zeros(16)
+    minus = np.zeros(16)
+    for i in range(a.size):
+        if abs(value[i] - (offsets[a[i]] - offsets[b[i]])) < cut:
+            normal[a[i], a[i]] += 1.0
+            normal[b[i], b[i]] += 1.0
+            normal[a[i], b[i]] -= 1.0
+            normal[b[i], a[i]] -= 1.0
+            plus[a[i]] += value[i]
+            minus[b[i]] += value[i]
+    return normal, plus - minus

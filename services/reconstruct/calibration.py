@@ -41,7 +41,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from services.common.stations import ReconstructionConfig
-from services.reconstruct._calibration_kernels import gather_channels
+from services.reconstruct._calibration_kernels import (
+    gather_channels,
+    kept_pair_system,
+    pair_differences,
+)
 from services.reconstruct.geometry import C_MM_NS
 from services.reconstruct.minutes import NO_LIMIT, outlier_band
 
@@ -66,7 +70,6 @@ __all__ = [
 _MIN_VALUES = 50
 #: A pair of planes whose residual from the first T_sum solution exceeds this is dropped. [ns]
 _TSUM_CUT_NS = 1.0
-_PAIRS = [(p, q) for p in range(4) for q in range(p + 1, 4)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -425,21 +428,15 @@ def tsum_equations(
         Offsets to measure the residuals from; None: the chunk's own least-squares solution
         (when no fitted offsets exist yet). [ns]
     """
-    strip = tracks.strip.astype(np.int64)
     z = np.asarray(z_mm, np.float64)
     secant = np.sqrt(1.0 + np.tan(np.radians(tracks.theta)) ** 2)
-    raw_t = tracks.t + np.asarray(tsum_offset_ns)[np.arange(4)[None, :], strip]
-    residual = raw_t - (z - z[0])[None, :] * secant[:, None] / C_MM_NS
-    index = np.arange(4)[None, :] * 4 + strip  # unknown of each hit
-    a = np.concatenate([index[:, p] for p, _ in _PAIRS])
-    b = np.concatenate([index[:, q] for _, q in _PAIRS])
-    value = np.concatenate([residual[:, p] - residual[:, q] for p, q in _PAIRS])
+    offsets_in = np.ascontiguousarray(tsum_offset_ns, np.float64)
+    a, b, value = pair_differences(tracks.strip, tracks.t, secant, z, offsets_in, C_MM_NS)
     if reference_ns is None:
         offsets = _solve(*_pair_system(a, b, value))
     else:
         offsets = np.asarray(reference_ns, np.float64).reshape(16)
-    keep = np.abs(value - (offsets[a] - offsets[b])) < _TSUM_CUT_NS
-    normal, rhs = _pair_system(a[keep], b[keep], value[keep])
+    normal, rhs = kept_pair_system(a, b, value, offsets, _TSUM_CUT_NS)
     return TsumEquations(normal, rhs, len(tracks))
 
 

@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 
 from services.common.stations import ReconstructionConfig
-from services.reconstruct._calibration_kernels import gather_channels
-from services.reconstruct.calibration import CalibrationPool, _gather_reference, chunk_part
+from services.reconstruct._calibration_kernels import (
+    gather_channels,
+    kept_pair_system,
+    pair_differences,
+)
+from services.reconstruct.calibration import (
+    CalibrationPool,
+    _gather_reference,
+    _pair_system,
+    chunk_part,
+)
+from services.reconstruct.geometry import C_MM_NS
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +98,34 @@ def test_gather_kernel_equals_numpy_reference() -> None:
         assert np.array_equal(charges[c, : charge_count[c]], ref_charges[c])
     for s in range(16):
         assert np.array_equal(tdif[s, : tdif_count[s]], ref_tdif[s])
+
+
+def test_tsum_pair_kernels_equal_numpy_specification() -> None:
+    """The numba T_sum pair kernels give the floats of their numpy statement: the differences
+    per pair of planes (pairs in order, then tracks), the kept pairs' normal equations."""
+    rng = np.random.default_rng(4)
+    k = 700
+    strip = rng.integers(0, 4, (k, 4)).astype(np.int8)
+    t = rng.normal(0.0, 2.0, (k, 4))
+    secant = 1.0 / np.cos(np.radians(rng.uniform(0.0, 60.0, k)))
+    z = np.array([0.0, 103.0, 206.0, 401.0])
+    offsets_in = rng.normal(0.0, 0.5, (4, 4))
+    a, b, value = pair_differences(strip, t, secant, z, offsets_in, C_MM_NS)
+
+    pairs = [(p, q) for p in range(4) for q in range(p + 1, 4)]
+    index = np.arange(4)[None, :] * 4 + strip.astype(np.int64)
+    raw_t = t + offsets_in[np.arange(4)[None, :], strip.astype(np.int64)]
+    residual = raw_t - (z - z[0])[None, :] * secant[:, None] / C_MM_NS
+    assert np.array_equal(a, np.concatenate([index[:, p] for p, _ in pairs]))
+    assert np.array_equal(b, np.concatenate([index[:, q] for _, q in pairs]))
+    assert np.array_equal(
+        value, np.concatenate([residual[:, p] - residual[:, q] for p, q in pairs])
+    )
+
+    reference = rng.normal(0.0, 0.5, 16)
+    keep = np.abs(value - (reference[a] - reference[b])) < 1.0
+    assert 0 < keep.sum() < len(keep)
+    normal, rhs = kept_pair_system(a, b, value, reference, 1.0)
+    expected_normal, expected_rhs = _pair_system(a[keep], b[keep], value[keep])
+    assert np.array_equal(normal, expected_normal)
+    assert np.array_equal(rhs, expected_rhs)
