@@ -189,14 +189,17 @@ def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q
     position = q * (n - 1)
     i = math.floor(position)
     j = min(i + 1, n - 1)
+    # the merged copy partitioned in place (np.partition would copy it once more)
     if q <= 0.5:
         merged = np.concatenate([low[: j + 1] for low in lows])
-        a, b = np.partition(merged, (i, j))[[i, j]]
+        merged.partition((i, j))
+        a, b = merged[i], merged[j]
     else:
         top_i, top_j = n - 1 - i, n - 1 - j  # ranks from the top
         merged = np.concatenate([high[max(high.size - top_i - 1, 0) :] for high in highs])
         m = merged.size
-        b, a = np.partition(merged, (m - 1 - top_j, m - 1 - top_i))[[m - 1 - top_j, m - 1 - top_i]]
+        merged.partition((m - 1 - top_j, m - 1 - top_i))
+        a, b = merged[m - 1 - top_i], merged[m - 1 - top_j]
     return _lerp(float(a), float(b), position - i)
 
 
