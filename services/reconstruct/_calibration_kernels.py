@@ -162,3 +162,14 @@ def kept_pair_system(
             plus[a[i]] += value[i]
             minus[b[i]] += value[i]
     return normal, plus - minus
+
+
+@nb.njit(cache=True)
+def pack_rows(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The first ``counts[r]`` values of each row r, one row after the other in one array."""
+    packed = np.empty(counts.sum())
+    at = 0
+    for r in range(rows.shape[0]):
+        packed[at : at + counts[r]] = rows[r, : counts[r]]
+        at += counts[r]
+    return packed

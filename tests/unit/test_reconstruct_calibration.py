@@ -49,20 +49,35 @@ def _exact(channels: np.ndarray, config: ReconstructionConfig) -> tuple[np.ndarr
     return pedestal, tdif
 
 
-def test_pool_of_parts_gives_the_exact_quantiles_of_its_events() -> None:
+@pytest.mark.parametrize(
+    "config",
+    [
+        ReconstructionConfig(calibration_max_events=6000, pedestal_quantile=0.01),
+        # tails longer than the files' values: every part keeps all, sorted in one packed array
+        ReconstructionConfig(
+            calibration_max_events=6000, pedestal_quantile=0.45, tdif_plateau_quantiles=(0.4, 0.6)
+        ),
+    ],
+)
+def test_pool_of_parts_gives_the_exact_quantiles_of_its_events(
+    config: ReconstructionConfig,
+) -> None:
     """Files of varied sizes through a pool that drops the oldest: the constants equal
     np.quantile over the events of the pooled files, bit for bit (each part keeps only the
     tails a pool of at most ``calibration_max_events`` can need)."""
     rng = np.random.default_rng(5)
-    config = ReconstructionConfig(calibration_max_events=6000, pedestal_quantile=0.01)
+    short_tails = config.pedestal_quantile < 0.1
     pool = CalibrationPool(config)
     files = []
     for i, n in enumerate([2500, 900, 1700, 100, 3100, 400, 1200]):
         channels = _channels(rng, n)
         files.append((f"f{i}", channels))
         part = chunk_part(np.arange(n) + 1000 * i, channels, config, key=f"f{i}")
-        if n > 2000:
+        if n > 2000 and short_tails:
             assert len(part.tdif_low[0]) < part.tdif_count.flat[0] / 4  # only a tail is kept
+        if not short_tails:
+            assert sum(len(v) for v in part.charge_low) == part.charge_count.sum()
+            assert part.charge_low[0].base is part.tdif_low[0].base  # views of one array
         pool.add(part)
         pool.add(part)  # a replayed file is pooled once
         pooled = np.concatenate([c for name, c in files if name in pool.keys])
