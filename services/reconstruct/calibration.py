@@ -204,6 +204,22 @@ def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q
     return _lerp(float(a), float(b), position - i)
 
 
+def _quantiles_of_all(values: Sequence[np.ndarray], qs: Sequence[float]) -> list[float]:
+    """Quantiles (linear, ``np.quantile``'s) of all the values of the arrays, from one merge and
+    one partition (the same order statistics, so the same floats, as :func:`_quantile` each)."""
+    merged = np.concatenate(values)
+    n = merged.size
+    ranks = []
+    for q in qs:
+        i = math.floor(q * (n - 1))
+        ranks += [i, min(i + 1, n - 1)]
+    merged.partition(ranks)
+    return [
+        _lerp(float(merged[i]), float(merged[j]), q * (n - 1) - i)
+        for q, i, j in zip(qs, ranks[::2], ranks[1::2], strict=True)
+    ]
+
+
 # -- what one file contributes ------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class TsumEquations:
@@ -398,9 +414,11 @@ def _tdif_offsets(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> n
         if n >= _MIN_VALUES:
             lows = [part.tdif_low[c] for part in parts]
             highs = [part.tdif_high[c] for part in parts]
-            offsets[c] = 0.5 * (
-                _quantile(lows, highs, int(n), q_lo) + _quantile(lows, highs, int(n), q_hi)
-            )
+            if all(low is high for low, high in zip(lows, highs, strict=True)):
+                a, b = _quantiles_of_all(lows, (q_lo, q_hi))  # every part kept all its values
+            else:
+                a, b = _quantile(lows, highs, int(n), q_lo), _quantile(lows, highs, int(n), q_hi)
+            offsets[c] = 0.5 * (a + b)
     return _fill(offsets.reshape(4, 4))
 
 
