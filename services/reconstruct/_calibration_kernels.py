@@ -1,7 +1,9 @@
-"""Numba kernel of the calibration pool: one file's channels gathered per channel in one pass.
+"""Numba kernels of the calibration: a chunk's channels gathered per channel in one pass, and the
+T_sum pair equations.
 
-Called through :func:`services.reconstruct.calibration.chunk_part`, which validates the inputs;
-the plain-numpy reference is ``calibration._gather_reference``, which the tests compare with.
+Called through :func:`services.reconstruct.calibration.chunk_part` and ``tsum_equations``, which
+validate the inputs; the plain-numpy reference of the gather is ``calibration._gather_reference``
+and the pair kernels' numpy statement is in the tests, which compare them.
 """
 
 from __future__ import annotations
