@@ -50,7 +50,7 @@ def gather_channels(
     """
     # counts in fresh arrays (no aliasing with the outputs: kept in registers), the values
     # written unconditionally and counted by the condition (no branch mispredictions on the
-    # random zeros): a third less time than branches per value
+    # random zeros): about a quarter less time than a branch per value
     c_count = np.zeros(32, np.int64)
     t_count = np.zeros(16, np.int64)
     usable = 0
