@@ -147,13 +147,21 @@ def simulated_events(
     return time_s, line, channels, messages
 
 
-_BASELINE_MODULES = ("calibration", "minutes", "pipeline", "stream")
+_BASELINE_MODULES = (
+    "calibration",
+    "minutes",
+    "pipeline",
+    "stream",
+    "events",
+    "_calibration_kernels",
+    "_tally_kernels",
+)
 
 
 def baseline_stream_class(ref: str) -> type:
-    """``StationStream`` of the git revision ``ref``: its calibration, minutes, pipeline and stream
-    modules loaded from ``git show`` under other names (the kernel and events of this tree), so
-    that the old and the new path run interleaved in one process."""
+    """``StationStream`` of the git revision ``ref``: its reconstruct modules but the event kernels
+    (``_kernels``, this tree's) loaded from ``git show`` under other names, so that the old and
+    the new path run interleaved in one process."""
     import importlib.util
     import subprocess
 
@@ -182,8 +190,8 @@ def baseline_stream_class(ref: str) -> type:
 
 def station_stream(
     messages: list[Outgoing], config: ReconstructionConfig, stream_class: type = StationStream
-) -> tuple[int, dict[str, float]]:
-    """The messages through one StationStream: (minute records, seconds per stage).
+) -> tuple[list[dict[str, object]], dict[str, float]]:
+    """The messages through one StationStream: (the minute records, seconds per stage).
 
     Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: calibration, kernel,
     tally, records); for this tree's stream also, within ``add``, the calibration's ``part``
@@ -216,13 +224,13 @@ def station_stream(
         timer(stream_module, "reconstruct_rates", "kernel")
         timer(stream_module, "tally_chunk", "tally")
     stream = stream_class(0, lambda _: Z_MM, config)
-    records = 0
+    records: list[dict[str, object]] = []
     try:
         for message in messages:
             t0 = time.perf_counter()
             chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
             t1 = time.perf_counter()
-            records += len(stream.add(chunk).rows)
+            records += stream.add(chunk).rows
             spent["decode"] += t1 - t0
             spent["add"] += time.perf_counter() - t1
     finally:
@@ -611,18 +619,21 @@ def main() -> None:
     variants: list[tuple[str, type]] = [("this tree", StationStream)]
     if args.baseline:
         variants.insert(0, (f"baseline {args.baseline}", baseline_stream_class(args.baseline)))
-    station_stream(messages[:40], config)  # warm-up: kernels loaded, first calls done
+    for _, stream_class in variants:  # warm-up: kernels compiled or loaded, first calls done
+        station_stream(messages[:40], config, stream_class)
+    outputs: dict[str, list[dict[str, object]]] = {}
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
     for run in range(args.stream_repeat):
         for label, stream_class in variants:
             t0, c0 = time.perf_counter(), time.process_time()
-            records, spent = station_stream(messages, config, stream_class)
+            outputs[label], spent = station_stream(messages, config, stream_class)
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             best[label] = min(best.get(label, np.inf), elapsed)
             best_cpu[label] = min(best_cpu.get(label, np.inf), cpu)
             out(f"  run {run + 1}, {label}: {events / elapsed / 1e6:6.3f} M events/s")
-            out(f" ({events / cpu / 1e6:.3f} per process CPU second; {records} records, ")
+            out(f" ({events / cpu / 1e6:.3f} per process CPU second; ")
+            out(f"{len(outputs[label])} records, ")
             out(f"{elapsed:.2f} s, load {os.getloadavg()[0]:.1f})\n")
             for stage, seconds in spent.items():
                 if seconds:
@@ -642,6 +653,9 @@ def main() -> None:
         )
         out(f" (x{t_old / t_new:.2f}); per process CPU second {events / best_cpu[old] / 1e6:.3f}, ")
         out(f"{events / best_cpu[new] / 1e6:.3f} (x{best_cpu[old] / best_cpu[new]:.2f})\n")
+        # the records name the calibration versions, which hash the constants: equal records
+        # mean equal calibrations too
+        out(f"  minute records identical to the baseline's: {outputs[old] == outputs[new]}\n")
     out(f"load average after: {os.getloadavg()}\n")
 
 

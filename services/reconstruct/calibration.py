@@ -41,7 +41,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from services.common.stations import ReconstructionConfig
-from services.reconstruct._calibration_kernels import gather_channels
+from services.reconstruct._calibration_kernels import (
+    gather_channels,
+    kept_pair_system,
+    pack_rows,
+    pair_differences,
+)
 from services.reconstruct.geometry import C_MM_NS
 from services.reconstruct.minutes import NO_LIMIT, outlier_band
 
@@ -66,7 +71,6 @@ __all__ = [
 _MIN_VALUES = 50
 #: A pair of planes whose residual from the first T_sum solution exceeds this is dropped. [ns]
 _TSUM_CUT_NS = 1.0
-_PAIRS = [(p, q) for p in range(4) for q in range(p + 1, 4)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,15 +190,34 @@ def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q
     position = q * (n - 1)
     i = math.floor(position)
     j = min(i + 1, n - 1)
+    # the merged copy partitioned in place (np.partition would copy it once more)
     if q <= 0.5:
         merged = np.concatenate([low[: j + 1] for low in lows])
-        a, b = np.partition(merged, (i, j))[[i, j]]
+        merged.partition((i, j))
+        a, b = merged[i], merged[j]
     else:
         top_i, top_j = n - 1 - i, n - 1 - j  # ranks from the top
         merged = np.concatenate([high[max(high.size - top_i - 1, 0) :] for high in highs])
         m = merged.size
-        b, a = np.partition(merged, (m - 1 - top_j, m - 1 - top_i))[[m - 1 - top_j, m - 1 - top_i]]
+        merged.partition((m - 1 - top_j, m - 1 - top_i))
+        a, b = merged[m - 1 - top_i], merged[m - 1 - top_j]
     return _lerp(float(a), float(b), position - i)
+
+
+def _quantiles_of_all(values: Sequence[np.ndarray], qs: Sequence[float]) -> list[float]:
+    """Quantiles (linear, ``np.quantile``'s) of all the values of the arrays, from one merge and
+    one partition (the same order statistics, so the same floats, as :func:`_quantile` each)."""
+    merged = np.concatenate(values)
+    n = merged.size
+    ranks = []
+    for q in qs:
+        i = math.floor(q * (n - 1))
+        ranks += [i, min(i + 1, n - 1)]
+    merged.partition(ranks)
+    return [
+        _lerp(float(merged[i]), float(merged[j]), q * (n - 1) - i)
+        for q, i, j in zip(qs, ranks[::2], ranks[1::2], strict=True)
+    ]
 
 
 # -- what one file contributes ------------------------------------------------------------------
@@ -324,31 +347,42 @@ def chunk_part(
     if channels.ndim != 2 or channels.shape[1] != 64 or time_s.shape != (channels.shape[0],):
         raise ValueError(f"channels must be (n, 64) with n times, got {channels.shape}")
     n = channels.shape[0]
-    charges, tdif = np.empty((32, n)), np.empty((16, n))
-    charge_count, tdif_count = np.empty(32, np.int64), np.empty(16, np.int64)
+    rows = np.empty((48, n))  # the 32 charge channels, then the 16 strips' T_dif
+    counts = np.empty(48, np.int64)
     span = np.empty(2, np.int64)
     lo, hi = config.charge_valid_ns
     usable = gather_channels(
-        time_s, channels, lo, hi, charges, charge_count, tdif, tdif_count, span
+        time_s, channels, lo, hi, rows[:32], counts[:32], rows[32:], counts[32:], span
     )
     # a pool never holds more than max(max_events, the newest chunk) events (CalibrationPool.add)
     most = max(config.calibration_max_events, usable)
     k_charge = _tail_size(config.pedestal_quantile, most)
     q_lo, q_hi = config.tdif_plateau_quantiles
     k_low, k_high = _tail_size(q_lo, most), _tail_size(1.0 - q_hi, most)
-    tdif_low, tdif_high = [], []
-    for c in range(16):
-        low, high = _tails(tdif[c, : tdif_count[c]], k_low, k_high)
-        tdif_low.append(low)
-        tdif_high.append(high)
+    if (counts[:32] <= k_charge).all() and (counts[32:] <= k_low + k_high).all():
+        # every value is in a tail (a chunk of a few thousand events): the rows packed in one
+        # array and sorted in place, 48 views, instead of 48 copies
+        packed = pack_rows(rows, counts)
+        ends = np.cumsum(counts).tolist()
+        every = [packed[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        for values in every:
+            values.sort()
+        charge_low, tdif_low, tdif_high = every[:32], every[32:], every[32:]
+    else:
+        charge_low = [_lowest(rows[c, : counts[c]], k_charge) for c in range(32)]
+        tdif_low, tdif_high = [], []
+        for c in range(32, 48):
+            low, high = _tails(rows[c, : counts[c]], k_low, k_high)
+            tdif_low.append(low)
+            tdif_high.append(high)
     return ChunkPart(
         key,
         usable,
         int(span[0]),
         int(span[1]),
-        charge_count.reshape(4, 4, 2),
-        [_lowest(charges[c, : charge_count[c]], k_charge) for c in range(32)],
-        tdif_count.reshape(4, 4),
+        counts[:32].reshape(4, 4, 2),
+        charge_low,
+        counts[32:].reshape(4, 4),
         tdif_low,
         tdif_high,
         source_file,
@@ -380,9 +414,11 @@ def _tdif_offsets(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> n
         if n >= _MIN_VALUES:
             lows = [part.tdif_low[c] for part in parts]
             highs = [part.tdif_high[c] for part in parts]
-            offsets[c] = 0.5 * (
-                _quantile(lows, highs, int(n), q_lo) + _quantile(lows, highs, int(n), q_hi)
-            )
+            if all(low is high for low, high in zip(lows, highs, strict=True)):
+                a, b = _quantiles_of_all(lows, (q_lo, q_hi))  # every part kept all its values
+            else:
+                a, b = _quantile(lows, highs, int(n), q_lo), _quantile(lows, highs, int(n), q_hi)
+            offsets[c] = 0.5 * (a + b)
     return _fill(offsets.reshape(4, 4))
 
 
@@ -425,21 +461,15 @@ def tsum_equations(
         Offsets to measure the residuals from; None: the chunk's own least-squares solution
         (when no fitted offsets exist yet). [ns]
     """
-    strip = tracks.strip.astype(np.int64)
     z = np.asarray(z_mm, np.float64)
     secant = np.sqrt(1.0 + np.tan(np.radians(tracks.theta)) ** 2)
-    raw_t = tracks.t + np.asarray(tsum_offset_ns)[np.arange(4)[None, :], strip]
-    residual = raw_t - (z - z[0])[None, :] * secant[:, None] / C_MM_NS
-    index = np.arange(4)[None, :] * 4 + strip  # unknown of each hit
-    a = np.concatenate([index[:, p] for p, _ in _PAIRS])
-    b = np.concatenate([index[:, q] for _, q in _PAIRS])
-    value = np.concatenate([residual[:, p] - residual[:, q] for p, q in _PAIRS])
+    offsets_in = np.ascontiguousarray(tsum_offset_ns, np.float64)
+    a, b, value = pair_differences(tracks.strip, tracks.t, secant, z, offsets_in, C_MM_NS)
     if reference_ns is None:
         offsets = _solve(*_pair_system(a, b, value))
     else:
         offsets = np.asarray(reference_ns, np.float64).reshape(16)
-    keep = np.abs(value - (offsets[a] - offsets[b])) < _TSUM_CUT_NS
-    normal, rhs = _pair_system(a[keep], b[keep], value[keep])
+    normal, rhs = kept_pair_system(a, b, value, offsets, _TSUM_CUT_NS)
     return TsumEquations(normal, rhs, len(tracks))
 
 
@@ -462,6 +492,7 @@ class CalibrationPool:
         self._parts: deque[ChunkPart] = deque()
         self._keys: set[str | None] = set()  # of the parts, and their events: kept up to date
         self._events = 0
+        self._newest = 0  # the parts' latest last_time_s (0 without parts)
         self._equations: dict[str | None, TsumEquations] = {}
         self._seconds: dict[str | None, np.ndarray] = {}
         #: The calibration in force, and the events pooled since it was made.
@@ -498,9 +529,9 @@ class CalibrationPool:
             self._parts.append(part)
             self._keys.add(part.key)
             self._events += part.events
+            self._newest = max(self._newest, part.last_time_s)
             self.added_since_current += part.events
-        newest = max((p.last_time_s for p in self._parts), default=0)
-        limit = newest - self.config.calibration_max_age_s
+        limit = self._newest - self.config.calibration_max_age_s
         while self._parts and self._parts[0].last_time_s < limit:
             self._drop_oldest()
         while len(self._parts) > 1 and self.events > self.config.calibration_max_events:
@@ -511,6 +542,8 @@ class CalibrationPool:
         key = part.key
         self._keys.discard(key)
         self._events -= part.events
+        if part.last_time_s >= self._newest:  # (a late chunk dropped by count)
+            self._newest = max((p.last_time_s for p in self._parts), default=0)
         self._equations.pop(key, None)
         self._seconds.pop(key, None)
 
@@ -554,6 +587,7 @@ class CalibrationPool:
         self._parts = deque(parts)
         self._keys = {p.key for p in parts}
         self._events = sum(p.events for p in parts)
+        self._newest = max((p.last_time_s for p in parts), default=0)
         self._equations = {key: value for key, value in equations.items()}
         self._seconds = {key: value for key, value in seconds.items()}
         self.current = current

@@ -141,18 +141,17 @@ class MinuteTally:
     @staticmethod
     def unpacked(minute_s: np.ndarray, ints: np.ndarray, floats: np.ndarray) -> MinuteTally:
         """The tally of :meth:`packed` arrays."""
-        cuts = np.cumsum([_N_TOPO, _N_REGION, 4, 4, 1])
-        topology, region, full, missing, q_events, rejected = np.split(ints, cuts, axis=1)
-        return MinuteTally(
+        r, f = _N_TOPO, _N_TOPO + _N_REGION  # where the regions and the fiducial counts start
+        return MinuteTally(  # slices, not np.split: called per chunk on a few minutes
             np.asarray(minute_s, np.int64),
             floats[:, 0].copy(),
-            topology,
-            region,
-            full,
-            missing,
+            ints[:, :r],
+            ints[:, r:f],
+            ints[:, f : f + 4],
+            ints[:, f + 4 : f + 8],
             floats[:, 1].copy(),
-            q_events[:, 0].copy(),
-            rejected[:, 0].copy(),
+            ints[:, f + 8].copy(),
+            ints[:, f + 9].copy(),
         )
 
 
@@ -404,13 +403,6 @@ def merge_tallies(tallies: Iterable[MinuteTally]) -> MinuteTally:
     return MinuteTally(minute_s=minutes, **merged)
 
 
-def _poisson(count: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(live > 0, count / live, 0.0)
-        err = np.where(live > 0, np.sqrt(count) / live, 0.0)
-    return rate, err
-
-
 def minute_records(
     tally: MinuteTally, station: int, calibration_version: str | Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -420,13 +412,6 @@ def minute_records(
     efficiencies use the 3-of-4 method on fiducial tracks, ε_k = N1234 / (N1234 + N_missing k),
     with binomial errors sqrt(ε(1 - ε) / (N1234 + N_missing k)); None without tracks.
     """
-    keep = np.flatnonzero(tally.live_s > 0)
-    live = tally.live_s[keep]
-    region_rate, region_err = _poisson(tally.region[keep].astype(float), live[:, None])
-    total = tally.region[keep].sum(axis=1).astype(float)
-    total_rate, total_err = _poisson(total, live)
-    full, missing = tally.full_fid[keep], tally.missing_fid[keep]
-    trials = full + missing
     versions = (
         [calibration_version] * len(tally.minute_s)
         if isinstance(calibration_version, str)
@@ -434,38 +419,36 @@ def minute_records(
     )
     if len(versions) != len(tally.minute_s):
         raise ValueError("one calibration version per minute is needed")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        eff = full / trials
-        eff_err = np.sqrt(eff * (1 - eff) / trials)
-        q_mean = tally.q_sum[keep] / tally.q_events[keep]
-    # blocks of columns into Python values (one tolist each), then one dict per minute: a
-    # per-minute loop of numpy scalar conversions cost ~10 % of the service's time, and one
-    # tolist per column most of the records' time at the few minutes of a chunk
-    m = len(keep)
-    rates = np.empty((m, 2 * _N_REGION + 2))
-    rates[:, 0 : 2 * _N_REGION : 2] = region_rate
-    rates[:, 1 : 2 * _N_REGION : 2] = region_err
-    rates[:, -2], rates[:, -1] = total_rate, total_err
-    effs = np.empty((m, 9))
-    effs[:, 0:8:2], effs[:, 1:8:2], effs[:, 8] = eff, eff_err, q_mean
-    ok = np.empty((m, 9), bool)
-    ok[:, 0:8:2] = ok[:, 1:8:2] = trials > 0
-    ok[:, 8] = tally.q_events[keep] > 0
-    times = [datetime.fromtimestamp(t, UTC) for t in tally.minute_s[keep].tolist()]
+    # Python floats, one tolist per field: a chunk's records cover a few minutes, at which the
+    # ~40 numpy calls of a vectorised version cost several times this loop (the same IEEE
+    # operations, so the same values: int / float, sqrt, as numpy computes them)
     rows: list[dict[str, Any]] = []
-    for i, live_i, counts, rate, eff_row, ok_row, rejected in zip(
-        keep.tolist(),
-        live.tolist(),
-        tally.topology[keep].tolist(),
-        rates.tolist(),
-        effs.tolist(),
-        ok.tolist(),
-        tally.rejected[keep].tolist(),
+    for minute, live, topology, region, full, missing, q_sum, q_events, rejected, version in zip(
+        tally.minute_s.tolist(),
+        tally.live_s.tolist(),
+        tally.topology.tolist(),
+        tally.region.tolist(),
+        tally.full_fid.tolist(),
+        tally.missing_fid.tolist(),
+        tally.q_sum.tolist(),
+        tally.q_events.tolist(),
+        tally.rejected.tolist(),
+        versions,
         strict=True,
     ):
-        values = [station, times[len(rows)], live_i, *counts, *rate]
-        values += [v if o else None for v, o in zip(eff_row, ok_row, strict=True)]
-        values += [rejected, versions[i]]
+        if not live > 0:
+            continue
+        values = [station, datetime.fromtimestamp(minute, UTC), live, *topology]
+        for count in [*region, sum(region)]:
+            values += (count / live, math.sqrt(count) / live)
+        for n_full, n_missing in zip(full, missing, strict=True):
+            trials = n_full + n_missing
+            if trials:
+                eff = n_full / trials
+                values += (eff, math.sqrt(eff * (1 - eff) / trials))
+            else:
+                values += (None, None)
+        values += [q_sum / q_events if q_events > 0 else None, rejected, version]
         rows.append(dict(zip(_RECORD_NAMES, values, strict=True)))
     return rows
 

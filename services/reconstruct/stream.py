@@ -415,5 +415,6 @@ class StationStream:
         limit = self.newest_s - self.horizon_s
         for name in [n for n, p in self.files.items() if p.cover.end_s < limit]:
             del self.files[name]
-        for minute in [m for m in self.minutes if m + 60 < limit]:
-            del self.minutes[minute]
+        if self.minutes and min(self.minutes) + 60 < limit:  # (the scan costs more than min)
+            for minute in [m for m in self.minutes if m + 60 < limit]:
+                del self.minutes[minute]

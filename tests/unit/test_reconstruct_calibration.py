@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 
 from services.common.stations import ReconstructionConfig
-from services.reconstruct._calibration_kernels import gather_channels
-from services.reconstruct.calibration import CalibrationPool, _gather_reference, chunk_part
+from services.reconstruct._calibration_kernels import (
+    gather_channels,
+    kept_pair_system,
+    pair_differences,
+)
+from services.reconstruct.calibration import (
+    CalibrationPool,
+    _gather_reference,
+    _pair_system,
+    chunk_part,
+)
+from services.reconstruct.geometry import C_MM_NS
 
 pytestmark = pytest.mark.unit
 
@@ -39,20 +49,35 @@ def _exact(channels: np.ndarray, config: ReconstructionConfig) -> tuple[np.ndarr
     return pedestal, tdif
 
 
-def test_pool_of_parts_gives_the_exact_quantiles_of_its_events() -> None:
+@pytest.mark.parametrize(
+    "config",
+    [
+        ReconstructionConfig(calibration_max_events=6000, pedestal_quantile=0.01),
+        # tails longer than the files' values: every part keeps all, sorted in one packed array
+        ReconstructionConfig(
+            calibration_max_events=6000, pedestal_quantile=0.45, tdif_plateau_quantiles=(0.4, 0.6)
+        ),
+    ],
+)
+def test_pool_of_parts_gives_the_exact_quantiles_of_its_events(
+    config: ReconstructionConfig,
+) -> None:
     """Files of varied sizes through a pool that drops the oldest: the constants equal
     np.quantile over the events of the pooled files, bit for bit (each part keeps only the
     tails a pool of at most ``calibration_max_events`` can need)."""
     rng = np.random.default_rng(5)
-    config = ReconstructionConfig(calibration_max_events=6000, pedestal_quantile=0.01)
+    short_tails = config.pedestal_quantile < 0.1
     pool = CalibrationPool(config)
     files = []
     for i, n in enumerate([2500, 900, 1700, 100, 3100, 400, 1200]):
         channels = _channels(rng, n)
         files.append((f"f{i}", channels))
         part = chunk_part(np.arange(n) + 1000 * i, channels, config, key=f"f{i}")
-        if n > 2000:
+        if n > 2000 and short_tails:
             assert len(part.tdif_low[0]) < part.tdif_count.flat[0] / 4  # only a tail is kept
+        if not short_tails:
+            assert sum(len(v) for v in part.charge_low) == part.charge_count.sum()
+            assert part.charge_low[0].base is part.tdif_low[0].base  # views of one array
         pool.add(part)
         pool.add(part)  # a replayed file is pooled once
         pooled = np.concatenate([c for name, c in files if name in pool.keys])
@@ -88,3 +113,34 @@ def test_gather_kernel_equals_numpy_reference() -> None:
         assert np.array_equal(charges[c, : charge_count[c]], ref_charges[c])
     for s in range(16):
         assert np.array_equal(tdif[s, : tdif_count[s]], ref_tdif[s])
+
+
+def test_tsum_pair_kernels_equal_numpy_specification() -> None:
+    """The numba T_sum pair kernels give the floats of their numpy statement: the differences
+    per pair of planes (pairs in order, then tracks), the kept pairs' normal equations."""
+    rng = np.random.default_rng(4)
+    k = 700
+    strip = rng.integers(0, 4, (k, 4)).astype(np.int8)
+    t = rng.normal(0.0, 2.0, (k, 4))
+    secant = 1.0 / np.cos(np.radians(rng.uniform(0.0, 60.0, k)))
+    z = np.array([0.0, 103.0, 206.0, 401.0])
+    offsets_in = rng.normal(0.0, 0.5, (4, 4))
+    a, b, value = pair_differences(strip, t, secant, z, offsets_in, C_MM_NS)
+
+    pairs = [(p, q) for p in range(4) for q in range(p + 1, 4)]
+    index = np.arange(4)[None, :] * 4 + strip.astype(np.int64)
+    raw_t = t + offsets_in[np.arange(4)[None, :], strip.astype(np.int64)]
+    residual = raw_t - (z - z[0])[None, :] * secant[:, None] / C_MM_NS
+    assert np.array_equal(a, np.concatenate([index[:, p] for p, _ in pairs]))
+    assert np.array_equal(b, np.concatenate([index[:, q] for _, q in pairs]))
+    assert np.array_equal(
+        value, np.concatenate([residual[:, p] - residual[:, q] for p, q in pairs])
+    )
+
+    reference = rng.normal(0.0, 0.5, 16)
+    keep = np.abs(value - (reference[a] - reference[b])) < 1.0
+    assert 0 < keep.sum() < len(keep)
+    normal, rhs = kept_pair_system(a, b, value, reference, 1.0)
+    expected_normal, expected_rhs = _pair_system(a[keep], b[keep], value[keep])
+    assert np.array_equal(normal, expected_normal)
+    assert np.array_equal(rhs, expected_rhs)
