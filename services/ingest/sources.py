@@ -225,8 +225,8 @@ class SftpSource:
             self.close()
             raise SourceUnavailableError(f"{self.label}:{file.path}: {exc}") from exc
         if len(data) < file.size - offset:
-            # paramiko's read answers a closed channel with a short result, not an error; the
-            # connection is suspect, so the next attempt opens a new one
+            # paramiko's read turns a server's end-of-file answer into a short result, not an
+            # error; the session is suspect, so the next attempt opens a new one
             self.close()
         return _complete(data, file, offset, self.label)
 
