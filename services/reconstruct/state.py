@@ -4,18 +4,17 @@ The reconstruct service keeps each station's stream in its Quix state store, who
 topic lets a restarted or reassigned instance resume. Keys (bytes, under the station's prefix):
 
 * ``seq``: the sequence number, one per chunk (the only key read per chunk);
-* ``meta``: JSON: the newest event time, the held chunks, the recent files, the pooled chunks
-  (with the pieces of their parts), the events pooled since the current calibration, the kept
-  minutes (as runs);
+* ``meta``: JSON: the layout, the newest event time, the held chunks, the recent files, the
+  numbers of the pooled chunks (a range: the pool drops its oldest first), the events pooled
+  since the current calibration, the kept minutes (as runs);
 * ``file/<name>``: JSON: a recent file's cover and the chunk indices counted;
 * ``calibration``: the current calibration's record (JSON), written when it changes;
 * ``chunk/<file>/<index>``: a chunk held for the first calibration (envelope JSON and Arrow
   payload);
-* ``part/<chunk id>/<piece>``: a pooled chunk's calibration part (charge and T_dif tails), in
-  pieces of at most 512 KiB, so that every value stays well under a changelog message limit of
-  1 MB (the broker default) whatever the chunk size;
-* ``eq/<chunk id>``: its T_sum normal equations and per-second count histogram (written with
-  the part: a chunk is pooled and given its equations in the same step);
+* ``part/<number>/<piece>``: a pooled chunk: its calibration part (charge and T_dif tails),
+  T_sum normal equations, per-second count histogram, chunk id and file, in pieces of at most
+  512 KiB (the first says how many), so that every value stays well under a changelog message
+  limit of 1 MB (the broker default) whatever the chunk size;
 * ``minute/<minute start>``: a kept minute's summed tally and calibration versions.
 
 Arrays are stored as their raw bytes behind a JSON index of dtypes and shapes, numbers only
@@ -31,6 +30,10 @@ from __future__ import annotations
 
 import json
 import math
+import struct
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -60,6 +63,9 @@ _PIECE_BYTES = 512 * 1024
 _FORMAT = 2
 #: Array kinds a stored value may hold (signed and unsigned integers, floats, booleans).
 _KINDS = frozenset("iufb")
+_COUNT = struct.Struct("<I")  #: arrays in a value
+_ENTRY = struct.Struct("<4sI")  #: an array's dtype string (e.g. ``<f8``) and dimensions
+_MINUTE = struct.Struct("<II")  #: a minute's int64 and float64 sums: their lengths
 
 
 class KeyValueState(Protocol):
@@ -70,37 +76,71 @@ class KeyValueState(Protocol):
     def delete(self, key: bytes) -> None: ...
 
 
-def _arrays(*arrays: np.ndarray) -> bytes:
-    """Arrays as one value: a JSON index (dtype, shape of each) and their raw bytes, each
-    padded to 8 bytes so that the arrays read back are aligned."""
-    contiguous = [np.ascontiguousarray(a) for a in arrays]
-    index = json.dumps([[a.dtype.str, list(a.shape)] for a in contiguous]).encode()
-    blobs = [len(index).to_bytes(4, "big"), index, bytes(-(4 + len(index)) % 8)]
-    for array in contiguous:
-        blobs += [array.tobytes(), bytes(-array.nbytes % 8)]
-    return b"".join(blobs)
-
-
-def _load(data: bytes) -> list[np.ndarray]:
-    """The arrays of :func:`_arrays` (read-only views of ``data``)."""
-    size = int.from_bytes(data[:4], "big")
-    at = 4 + size
-    at += -at % 8
-    arrays = []
-    for dtype_str, shape in json.loads(data[4 : 4 + size]):
-        dtype = np.dtype(dtype_str)
-        if dtype.kind not in _KINDS:
-            raise ValueError(f"stored array of dtype {dtype_str} (numbers only)")
-        count = math.prod(shape)
-        arrays.append(np.frombuffer(data, dtype, count, at).reshape(shape))
-        at += count * dtype.itemsize
+def _encode(arrays: Sequence[np.ndarray | list[np.ndarray]], lead: int = 0) -> np.ndarray:
+    """Arrays as one value (uint8): ``lead`` bytes left for the caller, an index (count; per
+    array its dtype and shape), then each array's raw bytes padded to 8 so that the arrays read
+    back are aligned. A list stands for the concatenation of its 1-D arrays (of one dtype),
+    written in place without an intermediate copy."""
+    dtypes = [
+        (a[0] if a else np.zeros(0)).dtype if isinstance(a, list) else a.dtype for a in arrays
+    ]
+    shapes = [(sum(len(v) for v in a),) if isinstance(a, list) else a.shape for a in arrays]
+    index = [_COUNT.pack(len(arrays))]
+    for dtype, shape in zip(dtypes, shapes, strict=True):
+        index += [
+            _ENTRY.pack(dtype.str.encode(), len(shape)),
+            struct.pack(f"<{len(shape)}q", *shape),
+        ]
+    head = b"".join(index)
+    starts, at = [], lead + len(head)
+    for dtype, shape in zip(dtypes, shapes, strict=True):
         at += -at % 8
+        starts.append(at)
+        at += math.prod(shape) * dtype.itemsize
+    out = np.zeros(at, np.uint8)
+    out[lead : lead + len(head)] = np.frombuffer(head, np.uint8)
+    for array, dtype, shape, start in zip(arrays, dtypes, shapes, starts, strict=True):
+        size = math.prod(shape)
+        target = out[start : start + size * dtype.itemsize].view(dtype)
+        if isinstance(array, list):
+            if array:
+                np.concatenate(array, out=target)
+        else:
+            target[:] = np.ravel(array)
+    return out
+
+
+def _load(data: bytes, lead: int = 0) -> list[np.ndarray]:
+    """The arrays of :func:`_encode` (read-only views of ``data``)."""
+    (count,), at = _COUNT.unpack_from(data, lead), lead + _COUNT.size
+    index = []
+    for _ in range(count):
+        code, ndim = _ENTRY.unpack_from(data, at)
+        shape = struct.unpack_from(f"<{ndim}q", data, at + _ENTRY.size)
+        index.append((np.dtype(code.rstrip(b"\0").decode()), shape))
+        at += _ENTRY.size + 8 * ndim
+    arrays = []
+    for dtype, shape in index:
+        if dtype.kind not in _KINDS:
+            raise ValueError(f"stored array of dtype {dtype} (numbers only)")
+        at += -at % 8
+        size = math.prod(shape)
+        arrays.append(np.frombuffer(data, dtype, size, at).reshape(shape))
+        at += size * dtype.itemsize
     return arrays
 
 
-def _part_value(part: ChunkPart) -> bytes:
-    """A part as one value: an int64 header (events, time span, counts, tail sizes; -1 for a
-    T_dif high tail that is the low one) and the tails' values one after the other."""
+def _text(value: str) -> np.ndarray:
+    return np.frombuffer(value.encode(), np.uint8)
+
+
+def _part_value(
+    part: ChunkPart, equations: TsumEquations | None, seconds: np.ndarray | None, lead: int
+) -> np.ndarray:
+    """A pooled chunk as one value (:func:`_encode`): an int64 header (events, time span,
+    counts, tail sizes; -1 for a T_dif high tail that is the low one), the tails' values one
+    after the other, the T_sum equations (no tracks: none) and seconds histogram, the chunk id
+    and its file."""
     shared = [high is low for low, high in zip(part.tdif_low, part.tdif_high, strict=True)]
     highs = [high for high, same in zip(part.tdif_high, shared, strict=True) if not same]
     header = np.concatenate(
@@ -113,11 +153,28 @@ def _part_value(part: ChunkPart) -> bytes:
             [-1 if same else len(high) for high, same in zip(part.tdif_high, shared, strict=True)],
         ]
     ).astype(np.int64)
-    return _arrays(header, np.concatenate([*part.charge_low, *part.tdif_low, *highs]))
+    if equations is None:
+        normal, rhs, tracks = np.zeros((0, 0)), np.zeros(0), np.zeros(0, np.int64)
+    else:
+        normal, rhs, tracks = equations.normal, equations.rhs, np.array([equations.tracks])
+    return _encode(
+        [
+            header,
+            [*part.charge_low, *part.tdif_low, *highs],
+            normal,
+            rhs,
+            tracks,
+            np.zeros(0, np.int64) if seconds is None else seconds,
+            _text(part.key or ""),
+            _text(part.source_file),
+        ],
+        lead,
+    )
 
 
-def _part_of(key: str, source_file: str, value: bytes) -> ChunkPart:
-    header, values = _load(value)
+def _part_of(value: bytes, lead: int = 4) -> tuple[ChunkPart, TsumEquations | None, np.ndarray]:
+    """The part, equations and seconds histogram of :func:`_part_value`."""
+    header, values, normal, rhs, tracks, seconds, key, source_file = _load(value, lead)
     events, first, last = (int(v) for v in header[:3])
     charge_count, tdif_count = header[3:35].reshape(4, 4, 2), header[35:51].reshape(4, 4)
     sizes = header[51:].tolist()
@@ -126,8 +183,8 @@ def _part_of(key: str, source_file: str, value: bytes) -> ChunkPart:
     charge_low, tdif_low = tails[:32], tails[32:48]
     highs = zip(tdif_low, sizes[48:], tails[48:], strict=True)
     tdif_high = [low if size < 0 else high for low, size, high in highs]
-    return ChunkPart(
-        key,
+    part = ChunkPart(
+        key.tobytes().decode(),
         events,
         first,
         last,
@@ -136,34 +193,36 @@ def _part_of(key: str, source_file: str, value: bytes) -> ChunkPart:
         tdif_count,
         tdif_low,
         tdif_high,
-        source_file,
+        source_file.tobytes().decode(),
     )
+    equations = TsumEquations(normal, rhs, int(tracks[0])) if tracks.size else None
+    return part, equations, seconds
 
 
 def _minute_value(total: MinuteSum) -> bytes:
-    versions = np.frombuffer("+".join(total.versions).encode(), np.uint8)
-    return _arrays(total.ints, total.floats, versions)
+    """A minute's sum: its two array lengths, the int64 and float64 sums, the versions (text);
+    a layout of its own, as a chunk writes several (the general index costs more)."""
+    ints, floats = total.ints, total.floats
+    lengths = _MINUTE.pack(len(ints), len(floats))
+    text = "+".join(total.versions).encode()
+    return b"".join([lengths, ints.astype("<i8").tobytes(), floats.astype("<f8").tobytes(), text])
 
 
 def _minute_of(value: bytes) -> MinuteSum:
-    ints, floats, versions = _load(value)
-    text = versions.tobytes().decode()
-    return MinuteSum(ints.copy(), floats.copy(), text.split("+") if text else [])
+    n_ints, n_floats = _MINUTE.unpack_from(value)
+    ints = np.frombuffer(value, "<i8", n_ints, _MINUTE.size).astype(np.int64)
+    floats = np.frombuffer(value, "<f8", n_floats, _MINUTE.size + 8 * n_ints).astype(np.float64)
+    text = value[_MINUTE.size + 8 * (n_ints + n_floats) :].decode()
+    return MinuteSum(ints, floats, text.split("+") if text else [])
 
 
-def _runs(values: list[int], step: int) -> list[list[int]]:
-    """The values as sorted [first, last] runs of consecutive multiples of ``step``."""
-    if not values:
-        return []
-    ordered = np.sort(np.array(values, np.int64))
-    breaks = np.flatnonzero(np.diff(ordered) != step) + 1
-    firsts = ordered[np.concatenate([[0], breaks])]
-    lasts = ordered[np.concatenate([breaks - 1, [len(ordered) - 1]])]
-    return np.column_stack([firsts, lasts]).tolist()
+def _hour_of(minute: int) -> int:
+    return minute // 3600 * 3600
 
 
-def _unrun(runs: list[list[int]], step: int) -> list[int]:
-    return [v for first, last in runs for v in range(first, last + step, step)]
+def _minute_mask(minutes: dict[int, MinuteSum], hour: int) -> int:
+    """Which minutes of the hour starting at ``hour`` are kept: bit k for minute k."""
+    return sum(1 << k for k in range(60) if hour + 60 * k in minutes)
 
 
 def _chunk_value(envelope: RawEventChunkEnvelope, payload: bytes) -> bytes:
@@ -181,19 +240,17 @@ def _chunk_key(name: str, index: int) -> bytes:
     return f"chunk/{name}/{index}".encode()
 
 
-def _piece_key(key: str, piece: int) -> bytes:
-    return f"part/{key}/{piece}".encode()
+def _piece_key(number: int, piece: int) -> bytes:
+    return f"part/{number}/{piece}".encode()
 
 
-class _Snapshot:
-    """What the store holds of a stream, as far as deletions need it (taken before a chunk)."""
+@dataclass(frozen=True)
+class _StoredPart:
+    """A pooled chunk in the store: its number in the pool's order, chunk id, value pieces."""
 
-    def __init__(self, stream: StationStream) -> None:
-        self.held = _held(stream)
-        self.pooled = set(stream.pool.keys)
-        self.files = set(stream.files)
-        self.minutes = set(stream.minutes)
-        self.current = stream.pool.current
+    number: int
+    key: str | None
+    pieces: int
 
 
 def _held(stream: StationStream) -> set[tuple[str, int]]:
@@ -215,81 +272,109 @@ class StoredStation:
     """One station's stream, kept in a key-value state and mirrored in memory.
 
     The parameters are those of :class:`StationStream` (station id, logbook z positions by
-    time, the station's reconstruction settings).
+    time, the station's reconstruction settings, the horizon [s]).
     """
 
-    def __init__(self, station: int, z_of_time: ZOfTime, config: ReconstructionConfig) -> None:
+    def __init__(
+        self,
+        station: int,
+        z_of_time: ZOfTime,
+        config: ReconstructionConfig,
+        horizon_s: int = 86_400,
+    ) -> None:
         self.station = station
         self.z_of_time = z_of_time
         self.config = config
-        self.stream = StationStream(station, z_of_time, config)
+        self.horizon_s = horizon_s
+        self.stream = StationStream(station, z_of_time, config, horizon_s)
         self.seq = -1  #: sequence number the in-memory stream stands at (-1: not loaded)
-        self._pieces: dict[str, int] = {}  #: pieces of each stored part
+        #: the pooled chunks as stored, oldest first (the pool drops its oldest first)
+        self._stored: deque[_StoredPart] = deque()
+        self._next = 0  #: number of the next pooled chunk
+        self._hours: set[int] = set()  #: hours with kept minutes [s since epoch, UTC]
 
     def add(self, state: KeyValueState, headers: Any, payload: bytes) -> StreamOutput:
         """One raw chunk message: into the stream and the state; what the stream gave."""
         seq = int(state.get(b"seq") or 0)
         if seq != self.seq:
             self._load(state, seq)
-        before = _Snapshot(self.stream)
+        held, current = _held(self.stream), self.stream.pool.current
         envelope = envelope_from_headers(headers)
         output = self.stream.add(chunk_from_message(envelope, payload))
-        held = _held(self.stream)
+        held_now = _held(self.stream)
         key = (envelope.source_file, envelope.chunk_index)
-        if key not in before.held and key in held:
+        if key not in held and key in held_now:
             state.set(_chunk_key(*key), _chunk_value(envelope, payload))
-        for name, index in before.held - held:  # released
+        for name, index in held - held_now:  # released
             state.delete(_chunk_key(name, index))
-        changed = {envelope.source_file} | {result.name for result in output.results}
-        self._store(state, before, changed, output.minutes)
+        self._store_pool(state)
+        files = {envelope.source_file} | {result.name for result in output.results}
+        self._store_files(state, files, output.forgotten_files)
+        self._store_minutes(state, output.minutes, output.forgotten_minutes)
+        if self.stream.pool.current is not current:
+            calibration = self.stream.pool.current
+            record = None if calibration is None else to_record(calibration).model_dump_json()
+            state.set(b"calibration", json.dumps(record).encode())
+        self._store_meta(state)
         return output
 
-    def _store(
-        self, state: KeyValueState, before: _Snapshot, files: set[str], minutes: list[int]
-    ) -> None:
-        """Write what the chunk changed: the parts pooled and dropped, the ``files`` and
-        ``minutes`` it touched, the calibration, ``meta`` and ``seq``."""
-        pool, stream = self.stream.pool, self.stream
-        for key in before.pooled - set(pool.keys):
-            for piece in range(self._pieces.pop(key)):
-                state.delete(_piece_key(key, piece))
-            state.delete(f"eq/{key}".encode())
-        for part in pool.parts:
-            key = part.key
-            if key is None or key in before.pooled:
-                continue
-            value = _part_value(part)
-            pieces = range(0, len(value), _PIECE_BYTES)
-            for piece, at in enumerate(pieces):
-                state.set(_piece_key(key, piece), value[at : at + _PIECE_BYTES])
-            self._pieces[key] = len(pieces)
-            equations, seconds = pool.equations(key), pool.seconds(key)
-            if equations is not None:  # (every pooled chunk has them once it is processed)
-                counts = np.zeros(0, np.int64) if seconds is None else seconds
-                tracks = np.array([equations.tracks])
-                value = _arrays(equations.normal, equations.rhs, tracks, counts)
-                state.set(f"eq/{key}".encode(), value)
-        for name in before.files - set(stream.files):
+    def _store_pool(self, state: KeyValueState) -> None:
+        """Delete the chunks that left the pool (its oldest), write those that entered it."""
+        pool = self.stream.pool
+        parts = pool.parts
+        oldest = parts[0].key if parts else None
+        while self._stored and (not parts or self._stored[0].key != oldest):
+            gone = self._stored.popleft()
+            for piece in range(gone.pieces):
+                state.delete(_piece_key(gone.number, piece))
+        for part in parts[len(self._stored) :]:
+            key = part.key or ""
+            value = _part_value(part, pool.equations(key), pool.seconds(key), lead=4)
+            pieces = -(-len(value) // _PIECE_BYTES)
+            value[:4] = np.frombuffer(pieces.to_bytes(4, "big"), np.uint8)
+            for piece in range(pieces):
+                at = piece * _PIECE_BYTES
+                state.set(_piece_key(self._next, piece), value[at : at + _PIECE_BYTES].tobytes())
+            self._stored.append(_StoredPart(self._next, part.key, pieces))
+            self._next += 1
+
+    def _store_files(self, state: KeyValueState, files: set[str], forgotten: list[str]) -> None:
+        for name in forgotten:
             state.delete(f"file/{name}".encode())
-        for name in files & set(stream.files):
-            state.set(f"file/{name}".encode(), _file_value(stream.files[name]))
-        for minute in before.minutes - set(stream.minutes):
+        for name in files.intersection(self.stream.files):
+            state.set(f"file/{name}".encode(), _file_value(self.stream.files[name]))
+
+    def _store_minutes(
+        self, state: KeyValueState, touched: list[int], forgotten: list[int]
+    ) -> None:
+        """Write the touched minutes, delete the forgotten ones, and write the kept-minute
+        masks of the hours of both."""
+        kept = self.stream.minutes
+        for minute in forgotten:
             state.delete(f"minute/{minute}".encode())
-        for minute in minutes:
-            if minute in stream.minutes:
-                state.set(f"minute/{minute}".encode(), _minute_value(stream.minutes[minute]))
-        current = pool.current
-        if current is not before.current:
-            record = None if current is None else to_record(current).model_dump_json()
-            state.set(b"calibration", json.dumps(record).encode())
+        for minute in touched:
+            if minute in kept:
+                state.set(f"minute/{minute}".encode(), _minute_value(kept[minute]))
+        for hour in {_hour_of(m) for m in touched} | {_hour_of(m) for m in forgotten}:
+            mask = _minute_mask(kept, hour)
+            if mask:
+                state.set(f"hour/{hour}".encode(), str(mask).encode())
+                self._hours.add(hour)
+            else:
+                state.delete(f"hour/{hour}".encode())
+                self._hours.discard(hour)
+
+    def _store_meta(self, state: KeyValueState) -> None:
+        stream = self.stream
+        first = self._stored[0].number if self._stored else self._next
         meta = {
             "format": _FORMAT,
             "newest": stream.newest_s,
             "held": [[c.envelope.source_file, c.envelope.chunk_index] for c in stream.held],
             "files": list(stream.files),
-            "pool": [[p.key, p.source_file, self._pieces[p.key]] for p in pool.parts],
-            "added": pool.added_since_current,
-            "minutes": _runs(list(stream.minutes), 60),
+            "pool": [first, self._next],
+            "added": stream.pool.added_since_current,
+            "hours": sorted(self._hours),
         }
         state.set(b"meta", json.dumps(meta).encode())
         self.seq += 1
@@ -304,18 +389,22 @@ class StoredStation:
                 f"{meta.get('format', 1)}, this version reads layout {_FORMAT}: start the "
                 "service with a new consumer group and state directory (docs/reconstruct.md)"
             )
-        stream = StationStream(self.station, self.z_of_time, self.config)
-        pool = meta.get("pool", [])
-        parts, equations, seconds = [], {}, {}
-        for key, name, pieces in pool:
-            value = b"".join(state.get(_piece_key(key, piece)) for piece in range(pieces))
-            parts.append(_part_of(key, name, value))
-            stored = state.get(f"eq/{key}".encode())
-            if stored is not None:
-                normal, rhs, tracks, counts = _load(stored)
-                equations[key] = TsumEquations(normal, rhs, int(tracks[0]))
-                seconds[key] = counts
-        self._pieces = {key: pieces for key, _, pieces in pool}
+        stream = StationStream(self.station, self.z_of_time, self.config, self.horizon_s)
+        first, self._next = meta.get("pool", [0, 0])
+        self._stored = deque()
+        parts: list[ChunkPart] = []
+        equations: dict[str, TsumEquations] = {}
+        seconds: dict[str, np.ndarray] = {}
+        for number in range(first, self._next):
+            value = state.get(_piece_key(number, 0))
+            pieces = int.from_bytes(value[:4], "big")
+            rest = [state.get(_piece_key(number, piece)) for piece in range(1, pieces)]
+            part, part_equations, counts = _part_of(b"".join([value, *rest]))
+            parts.append(part)
+            if part_equations is not None:
+                equations[part.key or ""] = part_equations
+                seconds[part.key or ""] = counts
+            self._stored.append(_StoredPart(number, part.key, pieces))
         record = json.loads(state.get(b"calibration") or b"null")
         stream.pool.restore(
             parts,
@@ -330,10 +419,13 @@ class StoredStation:
         stream.files = {
             name: _file_of(state.get(f"file/{name}".encode())) for name in meta.get("files", [])
         }
-        stream.minutes = {
-            minute: _minute_of(state.get(f"minute/{minute}".encode()))
-            for minute in _unrun(meta.get("minutes", []), 60)
-        }
+        self._hours = set(meta.get("hours", []))
+        for hour in sorted(self._hours):
+            mask = int(state.get(f"hour/{hour}".encode()))
+            for k in range(60):
+                if mask >> k & 1:
+                    minute = hour + 60 * k
+                    stream.minutes[minute] = _minute_of(state.get(f"minute/{minute}".encode()))
         stream.newest_s = int(meta.get("newest", 0))
         self.stream = stream
         self.seq = seq
