@@ -282,10 +282,6 @@ class StoredStation:
         config: ReconstructionConfig,
         horizon_s: int = 86_400,
     ) -> None:
-        self.station = station
-        self.z_of_time = z_of_time
-        self.config = config
-        self.horizon_s = horizon_s
         self.stream = StationStream(station, z_of_time, config, horizon_s)
         self.seq = -1  #: sequence number the in-memory stream stands at (-1: not loaded)
         #: the pooled chunks as stored, oldest first (the pool drops its oldest first)
@@ -385,11 +381,12 @@ class StoredStation:
         meta = json.loads(state.get(b"meta") or b'{"format": %d}' % _FORMAT)
         if meta.get("format") != _FORMAT:
             raise RuntimeError(
-                f"station {self.station}: the reconstruct state store holds layout "
+                f"station {self.stream.station}: the reconstruct state store holds layout "
                 f"{meta.get('format', 1)}, this version reads layout {_FORMAT}: start the "
                 "service with a new consumer group and state directory (docs/reconstruct.md)"
             )
-        stream = StationStream(self.station, self.z_of_time, self.config, self.horizon_s)
+        old = self.stream
+        stream = StationStream(old.station, old.z_of_time, old.config, old.horizon_s)
         first, self._next = meta.get("pool", [0, 0])
         self._stored = deque()
         parts: list[ChunkPart] = []
