@@ -186,9 +186,9 @@ class StationStream:
     config : ReconstructionConfig
         The station's reconstruction settings.
     horizon_s : int
-        Files that ended and minutes that began more than this before the newest event are
-        forgotten (a file seen again after that counts again; its minutes' records start from
-        zero). [s]
+        Minutes that ended more than this before the newest event are forgotten, and files
+        with their last minute (a file seen again after that counts again; its minutes'
+        records start from zero). [s]
     per_event : bool
         Whether the results carry the per-event table (the full kernel) or only what the
         tally reads (the rates kernel).
@@ -413,7 +413,10 @@ class StationStream:
 
     def _forget(self) -> None:
         limit = self.newest_s - self.horizon_s
-        for name in [n for n, p in self.files.items() if p.cover.end_s < limit]:
+        # a file goes with its last minute, not before: a chunk of a forgotten file counts
+        # again, so no kept minute may hold its first count
+        last_minute = {n: (p.cover.end_s - 1) // 60 * 60 for n, p in self.files.items()}
+        for name in [n for n, m in last_minute.items() if m + 60 < limit]:
             del self.files[name]
         if self.minutes and min(self.minutes) + 60 < limit:  # (the scan costs more than min)
             for minute in [m for m in self.minutes if m + 60 < limit]:

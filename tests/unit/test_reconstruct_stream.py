@@ -16,7 +16,7 @@ from services.common.stations import load_network
 from services.ingest.dat_parser import parse_dat
 from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct.cli import load_dat
-from services.reconstruct.pipeline import file_chunks, rates_rows, reconstruct_files
+from services.reconstruct.pipeline import FileEvents, file_chunks, rates_rows, reconstruct_files
 from services.reconstruct.stream import StationStream, chunk_from_message
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -207,3 +207,40 @@ def test_memory_bounded_by_chunk_not_file(tmp_path: Path) -> None:
     per_event = 532 + 384 + 1536  # held row, pooled tails, working set (see memory_bound) [B]
     bound = per_event * (config.calibration_max_events + 2 * CHUNK) + 1024 * 61
     assert peaks[1] < 1.15 * peaks[0] < bound, (peaks, bound)
+
+
+def test_replay_after_its_file_left_the_horizon_is_not_counted_twice() -> None:
+    """A file is forgotten only with its last minute: a chunk replayed after the file left the
+    horizon must not add to a minute that still holds its first count. Here the horizon's edge
+    falls in file A's last minute (A ends 1 s into it); file B moves the newest event so far
+    that A ended before the edge, but its last minute did not; then A's last chunk comes again."""
+    config = (
+        load_network().station(0).reconstruction.model_copy(update={"calibration_min_events": 50})
+    )
+    t0 = 1_699_999_200  # a whole hour [s since epoch, UTC]
+
+    def file(name: str, times: np.ndarray) -> FileEvents:
+        n = len(times)  # events without hits: only the live time matters here
+        lines = np.arange(1, n + 1, dtype=np.int32)
+        return FileEvents(
+            name,
+            int(times[0]),
+            int(times[-1]) + 1,
+            times,
+            np.ones(n, np.int8),
+            lines,
+            np.zeros((n, 64)),
+        )
+
+    a = file("a.dat", np.arange(t0, t0 + 601, dtype=np.int64))  # last minute t0 + 600: 1 s
+    b = file("b.dat", np.arange(t0 + 4000, t0 + 4230, dtype=np.int64))
+    stream = StationStream(0, lambda _: Z_MM, config, horizon_s=3600)
+    chunks_a = file_chunks(0, a, CHUNK)
+    for chunk in [*chunks_a, *file_chunks(0, b, CHUNK)]:
+        stream.add(chunk)
+    # the horizon's edge is t0 + 630: A ended before it, its last minute ends after it
+    assert stream.newest_s - stream.horizon_s == t0 + 630
+    assert t0 + 600 in stream.minutes
+    live_before = stream.rows_of([t0 + 600])[0]["live_s"]
+    assert stream.add(chunks_a[-1]).rows == []
+    assert stream.rows_of([t0 + 600])[0]["live_s"] == live_before == 1.0
