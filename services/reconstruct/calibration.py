@@ -62,7 +62,6 @@ __all__ = [
     "TsumEquations",
     "calibrate",
     "chunk_part",
-    "identity_calibration",
     "make_calibration",
     "tsum_equations",
 ]
@@ -163,12 +162,6 @@ def _z4(z_mm: tuple[float, float, float, float] | np.ndarray) -> tuple[float, fl
     return z[0], z[1], z[2], z[3]
 
 
-def identity_calibration(station: int) -> Calibration:
-    """Zero pedestals and offsets (raw values), version ``<station>-none``."""
-    zero = np.zeros((4, 4))
-    return Calibration(station, f"{station}-none", np.zeros((4, 4, 2)), zero, zero, 0, 0, 0)
-
-
 # -- exact quantiles from per-file tails --------------------------------------------------------
 def _tail_size(q: float, max_events: int) -> int:
     """Order statistics a file keeps from one end so that quantile q of a pool of at most
@@ -246,7 +239,7 @@ class ChunkPart:
 
     Attributes
     ----------
-    key : str or None
+    key : str
         The chunk id (a chunk is pooled once).
     events : int
         Finite coincidence events of the chunk.
@@ -265,7 +258,7 @@ class ChunkPart:
         The file the chunk comes from.
     """
 
-    key: str | None
+    key: str
     events: int
     first_time_s: int
     last_time_s: int
@@ -324,7 +317,7 @@ def chunk_part(
     time_s: np.ndarray,
     channels: np.ndarray,
     config: ReconstructionConfig,
-    key: str | None = None,
+    key: str,
     source_file: str = "",
 ) -> ChunkPart:
     """What one chunk's coincidence events contribute to the pool (rows with a NaN are left out).
@@ -337,7 +330,7 @@ def chunk_part(
         Raw channel values in file order (plane 4 first). [ns]
     config : ReconstructionConfig
         Quantiles, windows and ``calibration_max_events`` (which sets the tail sizes).
-    key : str, optional
+    key : str
         The chunk id.
     source_file : str, optional
         The chunk's file.
@@ -490,11 +483,11 @@ class CalibrationPool:
     def __init__(self, config: ReconstructionConfig) -> None:
         self.config = config
         self._parts: deque[ChunkPart] = deque()
-        self._keys: set[str | None] = set()  # of the parts, and their events: kept up to date
+        self._keys: set[str] = set()  # of the parts, and their events: kept up to date
         self._events = 0
         self._newest = 0  # the parts' latest last_time_s (0 without parts)
-        self._equations: dict[str | None, TsumEquations] = {}
-        self._seconds: dict[str | None, np.ndarray] = {}
+        self._equations: dict[str, TsumEquations] = {}
+        self._seconds: dict[str, np.ndarray] = {}
         #: The calibration in force, and the events pooled since it was made.
         self.current: Calibration | None = None
         self.added_since_current = 0
@@ -525,7 +518,7 @@ class CalibrationPool:
         A part whose ``key`` (the chunk id) is still in the pool is not added again: a
         replayed chunk leaves the pool as it was.
         """
-        if part.events and (part.key is None or part.key not in self._keys):
+        if part.events and part.key not in self._keys:
             self._parts.append(part)
             self._keys.add(part.key)
             self._events += part.events
@@ -547,12 +540,8 @@ class CalibrationPool:
         self._equations.pop(key, None)
         self._seconds.pop(key, None)
 
-    def has_equations(self, key: str | None) -> bool:
-        """Whether the pooled chunk ``key`` has its T_sum equations."""
-        return key in self._equations
-
     def add_equations(
-        self, key: str | None, equations: TsumEquations, seconds: np.ndarray | None = None
+        self, key: str, equations: TsumEquations, seconds: np.ndarray | None = None
     ) -> None:
         """The T_sum equations of the pooled chunk ``key`` and the histogram of its seconds'
         event counts (``seconds[c]``: seconds with c events); ignored if not pooled or already
@@ -596,7 +585,7 @@ class CalibrationPool:
     @property
     def keys(self) -> tuple[str, ...]:
         """Keys (chunk ids) of the pooled parts, oldest first."""
-        return tuple(p.key for p in self._parts if p.key is not None)
+        return tuple(p.key for p in self._parts)
 
     @property
     def files(self) -> tuple[str, ...]:

@@ -124,7 +124,6 @@ class ChunkResult:
     name: str
     chunk_index: int
     calibration: Calibration
-    z_mm: tuple[float, float, float, float]
     time_s: np.ndarray
     line: np.ndarray
     events: EventResult | EventRates
@@ -302,7 +301,7 @@ class StationStream:
         cover = self.files[chunk.envelope.source_file].cover
         hi = chunk_end(cover, chunk.envelope.last_time_s, self._closes(chunk))
         counts = second_counts(time_s, events.status == 0, cover.covered_s, hi)
-        result = self._tally(chunk, calibration, z, events, hi, counts)
+        result = self._tally(chunk, calibration, events, hi, counts)
         if chunk.coincidence:
             self._pool_part(chunk)
             tracks = events.tracks if isinstance(events, EventRates) else tracks_of(events)
@@ -358,7 +357,7 @@ class StationStream:
             if self.per_event:
                 channels = self._coincident(chunk)[2]
                 events = reconstruct_events(channels, in_force, z, self.config)
-            results.append(self._tally(chunk, in_force, z, events, hi, counts))
+            results.append(self._tally(chunk, in_force, events, hi, counts))
         return self._output(results, made)
 
     def _closes(self, chunk: Chunk) -> bool:
@@ -371,7 +370,6 @@ class StationStream:
         self,
         chunk: Chunk,
         calibration: Calibration,
-        z: tuple[float, float, float, float],
         events: EventResult | EventRates,
         hi: int,
         counts: np.ndarray,
@@ -393,7 +391,7 @@ class StationStream:
             if calibration.version not in total.versions:
                 total.versions.append(calibration.version)
         return ChunkResult(
-            env.source_file, env.chunk_index, calibration, z, time_s, line, events, tally
+            env.source_file, env.chunk_index, calibration, time_s, line, events, tally
         )
 
     def _output(self, results: list[ChunkResult], made: list[Calibration]) -> StreamOutput:
