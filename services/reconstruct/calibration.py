@@ -48,7 +48,7 @@ from services.reconstruct._calibration_kernels import (
     pair_differences,
 )
 from services.reconstruct.geometry import C_MM_NS
-from services.reconstruct.minutes import NO_LIMIT, outlier_band
+from services.reconstruct.minutes import NO_LIMIT, outlier_band, quantile_lerp, quantile_ranks
 
 if TYPE_CHECKING:  # events imports this module
     from services.reconstruct.events import Tracks
@@ -169,20 +169,12 @@ def _tail_size(q: float, max_events: int) -> int:
     return math.floor(q * (max_events - 1)) + 2
 
 
-def _lerp(a: float, b: float, t: float) -> float:
-    """Linear interpolation as ``np.quantile`` does it (so the results are the same floats)."""
-    diff = b - a
-    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
-
-
 def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
     """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
     its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
     ascending). The value of rank r of the pool is among the r + 1 lowest of every file, so only
     those prefixes are merged."""
-    position = q * (n - 1)
-    i = math.floor(position)
-    j = min(i + 1, n - 1)
+    i, j, t = quantile_ranks(q, n)
     # the merged copy partitioned in place (np.partition would copy it once more)
     if q <= 0.5:
         merged = np.concatenate([low[: j + 1] for low in lows])
@@ -194,23 +186,16 @@ def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q
         m = merged.size
         merged.partition((m - 1 - top_j, m - 1 - top_i))
         a, b = merged[m - 1 - top_i], merged[m - 1 - top_j]
-    return _lerp(float(a), float(b), position - i)
+    return quantile_lerp(float(a), float(b), t)
 
 
 def _quantiles_of_all(values: Sequence[np.ndarray], qs: Sequence[float]) -> list[float]:
     """Quantiles (linear, ``np.quantile``'s) of all the values of the arrays, from one merge and
     one partition (the same order statistics, so the same floats, as :func:`_quantile` each)."""
     merged = np.concatenate(values)
-    n = merged.size
-    ranks = []
-    for q in qs:
-        i = math.floor(q * (n - 1))
-        ranks += [i, min(i + 1, n - 1)]
-    merged.partition(ranks)
-    return [
-        _lerp(float(merged[i]), float(merged[j]), q * (n - 1) - i)
-        for q, i, j in zip(qs, ranks[::2], ranks[1::2], strict=True)
-    ]
+    ranks = [quantile_ranks(q, merged.size) for q in qs]
+    merged.partition([r for i, j, _ in ranks for r in (i, j)])
+    return [quantile_lerp(float(merged[i]), float(merged[j]), t) for i, j, t in ranks]
 
 
 # -- what one file contributes ------------------------------------------------------------------

@@ -49,6 +49,8 @@ __all__ = [
     "merge_tallies",
     "minute_records",
     "outlier_band",
+    "quantile_lerp",
+    "quantile_ranks",
     "second_counts",
     "tally_chunk",
 ]
@@ -155,18 +157,27 @@ class MinuteTally:
         )
 
 
+def quantile_ranks(q: float, n: int) -> tuple[int, int, float]:
+    """The ranks i and j (the next, at most n - 1) of the order statistics that quantile q of n
+    values lies between, and the weight of j, as ``np.quantile`` (linear) takes them."""
+    position = q * (n - 1)
+    i = math.floor(position)
+    return i, min(i + 1, n - 1), position - i
+
+
+def quantile_lerp(a: float, b: float, t: float) -> float:
+    """Linear interpolation as ``np.quantile`` does it (so the results are the same floats)."""
+    diff = b - a
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+
+
 def histogram_quantile(hist: np.ndarray, q: float) -> float:
     """Quantile q of the values a histogram counts (``hist[v]`` values equal to v), the same
     float as ``np.quantile(np.repeat(np.arange(len(hist)), hist), q)`` (linear)."""
     cumulative = np.cumsum(hist)
-    n = int(cumulative[-1])
-    position = q * (n - 1)
-    i = math.floor(position)
-    j = min(i + 1, n - 1)
+    i, j, t = quantile_ranks(q, int(cumulative[-1]))
     a, b = (float(v) for v in np.searchsorted(cumulative, [i, j], side="right"))
-    t = position - i
-    diff = b - a
-    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+    return quantile_lerp(a, b, t)
 
 
 def outlier_band(hist: np.ndarray, config: ReconstructionConfig) -> tuple[float, float]:

@@ -97,6 +97,19 @@ class Chunk:
         """Whether the chunk holds coincidence (physics) events."""
         return self.envelope.trigger_type == TRIGGER_COINCIDENCE
 
+    @property
+    def closes_file(self) -> bool:
+        """Whether the chunk's cover runs to its file's end: the file's last chunk, or a
+        self-trigger chunk (ingest sends a file's coincidence chunks first)."""
+        env = self.envelope
+        return not self.coincidence or env.chunk_index == env.chunk_count - 1
+
+    def coincident(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Time, line and channels of the coincidence events (none for self-trigger)."""
+        if self.coincidence:
+            return self.time_s, self.line, self.channels
+        return self.time_s[:0], self.line[:0], self.channels[:0]
+
 
 def chunk_from_message(envelope: RawEventChunkEnvelope, payload: bytes) -> Chunk:
     """Decode a ``mingo.events.raw.v1`` message value (Arrow IPC) with its envelope."""
@@ -241,12 +254,6 @@ class StationStream:
         z = self.z_of_time(chunk.envelope.file_start_s)
         return float(z[0]), float(z[1]), float(z[2]), float(z[3])
 
-    def _coincident(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Time, line and channels of the chunk's coincidence events (none for self-trigger)."""
-        if chunk.coincidence:
-            return chunk.time_s, chunk.line, chunk.channels
-        return chunk.time_s[:0], chunk.line[:0], chunk.channels[:0]
-
     def _pool_part(self, chunk: Chunk) -> None:
         if chunk.coincidence:
             env = chunk.envelope
@@ -292,14 +299,14 @@ class StationStream:
         made = self._in_force(chunk, z)
         calibration = self.pool.current
         assert calibration is not None
-        time_s, _, channels = self._coincident(chunk)
+        time_s, _, channels = chunk.coincident()
         events: EventResult | EventRates
         if self.per_event:
             events = reconstruct_events(channels, calibration, z, self.config)
         else:
             events = reconstruct_rates(channels, calibration, z, self.config)
         cover = self.files[chunk.envelope.source_file].cover
-        hi = chunk_end(cover, chunk.envelope.last_time_s, self._closes(chunk))
+        hi = chunk_end(cover, chunk.envelope.last_time_s, chunk.closes_file)
         counts = second_counts(time_s, events.status == 0, cover.covered_s, hi)
         result = self._tally(chunk, calibration, events, hi, counts)
         if chunk.coincidence:
@@ -330,11 +337,11 @@ class StationStream:
         for chunk in held:
             env = chunk.envelope
             z = self._z(chunk)
-            time_s, _, channels = self._coincident(chunk)
+            time_s, _, channels = chunk.coincident()
             rates = reconstruct_rates(channels, trial, z, self.config)
             cover = self.files[env.source_file].cover
             cover = replace(cover, covered_s=covered.get(env.source_file, cover.covered_s))
-            hi = chunk_end(cover, env.last_time_s, self._closes(chunk))
+            hi = chunk_end(cover, env.last_time_s, chunk.closes_file)
             covered[env.source_file] = hi
             counts = second_counts(time_s, rates.status == 0, cover.covered_s, hi)
             equations = tsum_equations(rates.tracks, z, zero)
@@ -355,16 +362,10 @@ class StationStream:
             assert in_force is not None
             events: EventResult | EventRates = rates
             if self.per_event:
-                channels = self._coincident(chunk)[2]
+                channels = chunk.coincident()[2]
                 events = reconstruct_events(channels, in_force, z, self.config)
             results.append(self._tally(chunk, in_force, events, hi, counts))
         return self._output(results, made)
-
-    def _closes(self, chunk: Chunk) -> bool:
-        """Whether the chunk's cover runs to its file's end: the file's last chunk, or a
-        self-trigger chunk (ingest sends a file's coincidence chunks first)."""
-        env = chunk.envelope
-        return not chunk.coincidence or env.chunk_index == env.chunk_count - 1
 
     def _tally(
         self,
@@ -376,7 +377,7 @@ class StationStream:
     ) -> ChunkResult:
         """Tally a reconstructed chunk into its file's cover and the minute sums."""
         env = chunk.envelope
-        time_s, line, _ = self._coincident(chunk)
+        time_s, line, _ = chunk.coincident()
         progress = self.files[env.source_file]
         tally, progress.cover = tally_chunk(
             time_s, events, progress.cover, hi, counts, calibration.outlier_band
