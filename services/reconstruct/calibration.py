@@ -81,7 +81,8 @@ class Calibration:
     station : int
         Station id.
     version : str
-        ``<station>-<last pooled event UTC>-<hash of the constants>``, deterministic.
+        ``<station>-<last pooled event UTC>Z-<hash>``, the hash of the constants, the plane z
+        and the outlier band (:func:`make_calibration`): the same pool gives the same version.
     pedestal_ns : ndarray (4, 4, 2)
         Charge pedestal edge per plane, strip and side (front, back). [ns]
     tdif_offset_ns : ndarray (4, 4)
@@ -162,18 +163,18 @@ def _z4(z_mm: tuple[float, float, float, float] | np.ndarray) -> tuple[float, fl
     return z[0], z[1], z[2], z[3]
 
 
-# -- exact quantiles from per-file tails --------------------------------------------------------
+# -- exact quantiles from per-chunk tails -------------------------------------------------------
 def _tail_size(q: float, max_events: int) -> int:
-    """Order statistics a file keeps from one end so that quantile q of a pool of at most
+    """Order statistics a chunk keeps from one end so that quantile q of a pool of at most
     ``max_events`` values is exact: ranks ⌊q(N - 1)⌋ and the next, for every N ≤ max_events."""
     return math.floor(q * (max_events - 1)) + 2
 
 
 def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
-    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
-    its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
-    ascending). The value of rank r of the pool is among the r + 1 lowest of every file, so only
-    those prefixes are merged."""
+    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each chunk
+    kept its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
+    ascending). The value of rank r of the pool is among the r + 1 lowest of every chunk, so
+    only those prefixes are merged."""
     i, j, t = quantile_ranks(q, n)
     # the merged copy partitioned in place (np.partition would copy it once more)
     if q <= 0.5:
@@ -198,10 +199,10 @@ def _quantiles_of_all(values: Sequence[np.ndarray], qs: Sequence[float]) -> list
     return [quantile_lerp(float(merged[i]), float(merged[j]), t) for i, j, t in ranks]
 
 
-# -- what one file contributes ------------------------------------------------------------------
+# -- what one chunk contributes -----------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class TsumEquations:
-    """Normal equations of the T_sum offsets from one file's 4-plane tracks (additive).
+    """Normal equations of the T_sum offsets from one chunk's 4-plane tracks (additive).
 
     Attributes
     ----------
@@ -319,6 +320,11 @@ def chunk_part(
         The chunk id.
     source_file : str, optional
         The chunk's file.
+
+    Returns
+    -------
+    ChunkPart
+        Its counts and quantile tails ([ns]) and the time span of its usable events.
     """
     channels = np.ascontiguousarray(channels, np.float64)
     time_s = np.ascontiguousarray(time_s, np.int64)
@@ -375,6 +381,8 @@ def _fill(values: np.ndarray) -> np.ndarray:
 
 
 def _pedestals(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.ndarray:
+    """Charge pedestal per channel (4, 4, 2) of the pooled parts: quantile
+    ``pedestal_quantile`` of the channel's valid non-zero charges. [ns]"""
     counts = sum(part.charge_count for part in parts)
     pedestal = np.full(32, np.nan)
     for c, n in enumerate(np.ravel(counts)):
@@ -385,6 +393,8 @@ def _pedestals(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.n
 
 
 def _tdif_offsets(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.ndarray:
+    """T_dif offset per strip (4, 4) of the pooled parts: the midpoint of the
+    ``tdif_plateau_quantiles`` of the strip's T_dif values. [ns]"""
     counts = sum(part.tdif_count for part in parts)
     q_lo, q_hi = config.tdif_plateau_quantiles
     offsets = np.full(16, np.nan)
@@ -438,6 +448,11 @@ def tsum_equations(
     reference_ns : ndarray (4, 4), optional
         Offsets to measure the residuals from; None: the chunk's own least-squares solution
         (when no fitted offsets exist yet). [ns]
+
+    Returns
+    -------
+    TsumEquations
+        The kept pairs' normal equations (right-hand side in [ns]).
     """
     z = np.asarray(z_mm, np.float64)
     secant = np.sqrt(1.0 + np.tan(np.radians(tracks.theta)) ** 2)
@@ -454,10 +469,12 @@ def tsum_equations(
 class CalibrationPool:
     """The parts of one station's recent chunks, bounded by count and age (DOMAIN.md §5.1).
 
-    Whole chunks are pooled: the newest chunks whose events add up to at most
-    ``calibration_max_events`` (the newest chunk always, however large), and none whose last
-    event is older than ``calibration_max_age_s`` before the newest event. With each part the
-    pool keeps the chunk's T_sum normal equations and the histogram of its per-second counts.
+    Whole chunks are pooled, in arrival order: the latest arrived whose events add up to at
+    most ``calibration_max_events`` (the latest always, however large); the earliest arrived
+    leave while their last event is older than ``calibration_max_age_s`` before the newest
+    pooled event (a chunk that arrived late, behind newer ones, waits for them to leave). With
+    each part the pool keeps the chunk's T_sum normal equations and the histogram of its
+    per-second counts.
 
     Parameters
     ----------

@@ -239,12 +239,11 @@ def _untyped(kernel: object) -> Callable[..., Any]:
 
 
 def _empty(n: int) -> EventResult:
-    f4 = np.empty((n, 4))
     return EventResult(
         status=np.empty(n, np.int8),
         mask=np.empty(n, np.uint8),
         strip=np.empty((n, 4), np.int8),
-        x=f4,
+        x=np.empty((n, 4)),
         y=np.empty((n, 4)),
         t=np.empty((n, 4)),
         q=np.empty((n, 4)),

@@ -9,18 +9,20 @@ into ``MinuteRates`` rows.
 Live time of a file is its acquisition interval [file start, last event second + 1) cut into
 minutes, minus the outlier seconds. The chunks of a file cover it in order, each from where the
 previous one stopped (:class:`FileCover`) to the end of its last minute, the file's last chunk
-to the file's end: gaps between chunks (minutes without events) are live time of the next
-chunk. A covered second is an outlier when its count of valid coincidence events lies outside
-the band of the calibration in force (:func:`outlier_band`): the ``outlier_quantiles`` of the
-per-second counts of the seconds pooled for that calibration, widened by
-``outlier_margin_sigma`` times sqrt(median count). The margin matters: for Poisson counts the
-bare 0.5-99.5 % quantile band drops ordinary fluctuations, and since high seconds hold more
-events per second of live time than the mean, dropping them biases the rate low by about 0.5 %
-at 8 Hz, more than the 0.12 % statistical error of a station-day; with a 3-sigma margin only
-real bursts (and dead periods) are dropped. A second is judged once, by the chunk that covers it
-and with that chunk's events: events of a later chunk in an already judged second (a minute of
-more than a chunk's events, cut by ingest) take that judgement, from the dropped seconds the
-cover remembers for the last 60 judged seconds.
+and self-trigger chunks to the file's end: gaps between chunks (minutes without events) are live
+time of the next chunk. A covered second is an outlier when its count of valid coincidence
+events lies outside the band of the calibration in force (:func:`outlier_band`): the
+``outlier_quantiles`` of the per-second counts of the seconds pooled for that calibration,
+widened by ``outlier_margin_sigma`` times sqrt(median count). The margin matters: for Poisson
+counts the bare 0.5-99.5 % quantile band drops ordinary fluctuations, and since high seconds
+hold more events per second of live time than the mean, dropping them biases the rate low by
+about 0.5 % at 8 Hz, more than the 0.12 % statistical error of a station-day; with a 3-sigma
+margin only real bursts are dropped. Below about 30 Hz the margin also puts the low edge below 0
+(8 Hz: -6.5), so no second is dropped for holding too few events: a dead period inside a file
+counts as live time. A second is judged once, by the chunk that covers it and with that chunk's
+events: events of a later chunk in an already judged second (a minute of more than a chunk's
+events, cut by ingest) take that judgement, from the dropped seconds the cover remembers for the
+last 60 judged seconds.
 """
 
 from __future__ import annotations
@@ -395,7 +397,7 @@ def _count_events_reference(
 
 
 def merge_tallies(tallies: Iterable[MinuteTally]) -> MinuteTally:
-    """Sum tallies minute by minute (files covering the same minute), in a fixed order."""
+    """Sum tallies minute by minute (chunks or files sharing a minute), in the given order."""
     parts = [t for t in tallies if len(t.minute_s)]
     if not parts:
         return MinuteTally.empty()

@@ -130,9 +130,25 @@ def chunk_from_message(envelope: RawEventChunkEnvelope, payload: bytes) -> Chunk
 
 @dataclass(frozen=True, eq=False)
 class ChunkResult:
-    """What reconstruct made of one chunk (its coincidence events; none for a self-trigger
-    chunk); ``events`` is the per-event table (:class:`EventResult`) or, when it was not asked
-    for, what the tally reads (:class:`EventRates`)."""
+    """What reconstruct made of one chunk's coincidence events (none for a self-trigger chunk).
+
+    Attributes
+    ----------
+    name : str
+        The chunk's file.
+    chunk_index : int
+        The chunk's index in its file.
+    calibration : Calibration
+        The calibration the chunk was reconstructed with (its ``z_mm`` too).
+    time_s : int64 (n,)
+        Event times. [s since epoch, UTC]
+    line : int32 (n,)
+        Line numbers in the file.
+    events : EventResult or EventRates
+        The per-event table or, when it was not asked for, what the tally reads.
+    tally : MinuteTally
+        The chunk's minutes.
+    """
 
     name: str
     chunk_index: int
