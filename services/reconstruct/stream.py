@@ -8,8 +8,8 @@ the calibration in force, made from the station's pooled earlier chunks
 is bounded by the configuration, not by the file:
 
 * until the station's first calibration, its chunks are held, until they hold
-  ``calibration_min_events`` events or a file is complete; then they are calibrated together
-  and released;
+  ``calibration_min_events`` events or a file is complete (and coincidence events are held);
+  then they are calibrated together and released;
 * the pool, at most ``calibration_max_events`` events of quantile tails;
 * per file of the last ``horizon_s``, how far its seconds are judged (:class:`FileCover`) and
   which chunks were counted; per minute of the last ``horizon_s``, the summed tally and the
@@ -257,7 +257,11 @@ class StationStream:
         if self.pool.current is None:
             self.held.append(chunk)
             held = sum(len(c.time_s) for c in self.held)
-            if held < self.config.calibration_min_events and len(progress.done) < env.chunk_count:
+            # a complete file releases them only with coincidence events to calibrate from
+            complete = len(progress.done) >= env.chunk_count and any(
+                c.coincidence for c in self.held
+            )
+            if held < self.config.calibration_min_events and not complete:
                 return StreamOutput([])
             output = self._release()
         else:

@@ -244,3 +244,33 @@ def test_replay_after_its_file_left_the_horizon_is_not_counted_twice() -> None:
     live_before = stream.rows_of([t0 + 600])[0]["live_s"]
     assert stream.add(chunks_a[-1]).rows == []
     assert stream.rows_of([t0 + 600])[0]["live_s"] == live_before == 1.0
+
+
+def test_no_first_calibration_without_coincidence_events() -> None:
+    """A station's first complete file holding only self-trigger events does not release the
+    held chunks: a calibration from no events (zero pedestals and offsets) would reconstruct
+    the next file's first chunk. They wait for coincidence events to calibrate from."""
+    config = load_network().station(0).reconstruction
+    t0 = 1_699_999_200  # a whole hour [s since epoch, UTC]
+
+    def file(name: str, times: np.ndarray, trigger: int) -> FileEvents:
+        n = len(times)
+        lines = np.arange(1, n + 1, dtype=np.int32)
+        return FileEvents(
+            name,
+            int(times[0]),
+            int(times[-1]) + 1,
+            times,
+            np.full(n, trigger, np.int8),
+            lines,
+            np.zeros((n, 64)),
+        )
+
+    noise = file("noise.dat", np.arange(t0, t0 + 300, dtype=np.int64), 2)
+    physics = file("physics.dat", np.arange(t0 + 600, t0 + 1200, dtype=np.int64), 1)
+    stream = StationStream(0, lambda _: Z_MM, config)
+    results = []
+    for chunk in [*file_chunks(0, noise, CHUNK), *file_chunks(0, physics, CHUNK)]:
+        results += stream.add(chunk).results
+    assert [r.name for r in results] == ["noise.dat", "physics.dat", "physics.dat"]
+    assert all(r.calibration.events == len(physics.time_s) for r in results)
