@@ -209,6 +209,21 @@ def test_memory_bounded_by_chunk_not_file(tmp_path: Path) -> None:
     assert peaks[1] < 1.15 * peaks[0] < bound, (peaks, bound)
 
 
+T0 = 1_699_999_200  #: a whole hour, for the synthetic files [s since epoch, UTC]
+
+
+def _blank_file(name: str, first_s: int, seconds: int, trigger: int = 1) -> FileEvents:
+    """A file of one event per second without hits (status all_zero: rejected, so only the
+    live time and the chunking matter), from ``first_s`` on. [s since epoch, UTC]"""
+    times = np.arange(first_s, first_s + seconds, dtype=np.int64)
+    n = len(times)
+    lines = np.arange(1, n + 1, dtype=np.int32)
+    channels = np.zeros((n, 64))
+    return FileEvents(
+        name, first_s, first_s + seconds, times, np.full(n, trigger, np.int8), lines, channels
+    )
+
+
 def test_replay_after_its_file_left_the_horizon_is_not_counted_twice() -> None:
     """A file is forgotten only with its last minute: a chunk replayed after the file left the
     horizon must not add to a minute that still holds its first count. Here the horizon's edge
@@ -217,33 +232,18 @@ def test_replay_after_its_file_left_the_horizon_is_not_counted_twice() -> None:
     config = (
         load_network().station(0).reconstruction.model_copy(update={"calibration_min_events": 50})
     )
-    t0 = 1_699_999_200  # a whole hour [s since epoch, UTC]
-
-    def file(name: str, times: np.ndarray) -> FileEvents:
-        n = len(times)  # events without hits: only the live time matters here
-        lines = np.arange(1, n + 1, dtype=np.int32)
-        return FileEvents(
-            name,
-            int(times[0]),
-            int(times[-1]) + 1,
-            times,
-            np.ones(n, np.int8),
-            lines,
-            np.zeros((n, 64)),
-        )
-
-    a = file("a.dat", np.arange(t0, t0 + 601, dtype=np.int64))  # last minute t0 + 600: 1 s
-    b = file("b.dat", np.arange(t0 + 4000, t0 + 4230, dtype=np.int64))
+    a = _blank_file("a.dat", T0, 601)  # its last minute, T0 + 600, holds 1 s of it
+    b = _blank_file("b.dat", T0 + 4000, 230)
     stream = StationStream(0, lambda _: Z_MM, config, horizon_s=3600)
     chunks_a = file_chunks(0, a, CHUNK)
     for chunk in [*chunks_a, *file_chunks(0, b, CHUNK)]:
         stream.add(chunk)
-    # the horizon's edge is t0 + 630: A ended before it, its last minute ends after it
-    assert stream.newest_s - stream.horizon_s == t0 + 630
-    assert t0 + 600 in stream.minutes
-    live_before = stream.rows_of([t0 + 600])[0]["live_s"]
+    # the horizon's edge is T0 + 630: A ended before it, its last minute ends after it
+    assert stream.newest_s - stream.horizon_s == T0 + 630
+    assert T0 + 600 in stream.minutes
+    live_before = stream.rows_of([T0 + 600])[0]["live_s"]
     assert stream.add(chunks_a[-1]).rows == []
-    assert stream.rows_of([t0 + 600])[0]["live_s"] == live_before == 1.0
+    assert stream.rows_of([T0 + 600])[0]["live_s"] == live_before == 1.0
 
 
 def test_no_first_calibration_without_coincidence_events() -> None:
@@ -251,23 +251,8 @@ def test_no_first_calibration_without_coincidence_events() -> None:
     held chunks: a calibration from no events (zero pedestals and offsets) would reconstruct
     the next file's first chunk. They wait for coincidence events to calibrate from."""
     config = load_network().station(0).reconstruction
-    t0 = 1_699_999_200  # a whole hour [s since epoch, UTC]
-
-    def file(name: str, times: np.ndarray, trigger: int) -> FileEvents:
-        n = len(times)
-        lines = np.arange(1, n + 1, dtype=np.int32)
-        return FileEvents(
-            name,
-            int(times[0]),
-            int(times[-1]) + 1,
-            times,
-            np.full(n, trigger, np.int8),
-            lines,
-            np.zeros((n, 64)),
-        )
-
-    noise = file("noise.dat", np.arange(t0, t0 + 300, dtype=np.int64), 2)
-    physics = file("physics.dat", np.arange(t0 + 600, t0 + 1200, dtype=np.int64), 1)
+    noise = _blank_file("noise.dat", T0, 300, trigger=2)
+    physics = _blank_file("physics.dat", T0 + 600, 600)
     stream = StationStream(0, lambda _: Z_MM, config)
     results = []
     for chunk in [*file_chunks(0, noise, CHUNK), *file_chunks(0, physics, CHUNK)]:
