@@ -25,7 +25,8 @@ the order statistics of rank ⌊q(N - 1)⌋ and the next, and both are among the
 Each part therefore keeps only that many lowest (or highest) values per channel, and the pool
 keeps whole chunks, at most ``calibration_max_events`` events (the newest chunk always). The
 T_sum normal equations add up: each chunk keeps its own 16 x 16 system (pairs of the chunk's
-tracks whose residual from the chunk's own first solution is below 1 ns).
+tracks whose residual from the T_sum offsets in force, or before any were fitted from the
+chunk's own solution, is below 1 ns).
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ __all__ = [
     "tsum_equations",
 ]
 
-#: Fewest values for a per-channel constant; fewer gives the median of the other channels.
+#: Fewest values for a per-channel constant (fewer gives the median of the other channels), and
+#: fewest 4-plane tracks for T_sum offsets (fewer gives zeros).
 _MIN_VALUES = 50
-#: A pair of planes whose residual from the first T_sum solution exceeds this is dropped. [ns]
+#: A pair of planes whose residual from the reference T_sum offsets exceeds this is dropped. [ns]
 _TSUM_CUT_NS = 1.0
 
 

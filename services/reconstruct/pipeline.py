@@ -186,12 +186,12 @@ def rates_rows(station: int, results: Iterable[ChunkResult]) -> list[dict[str, A
     return tally_rows(station, [(r.tally, r.calibration.version) for r in results])
 
 
-def tally_rows(station: int, parts: Sequence[tuple[MinuteTally, str]]) -> list[dict[str, Any]]:
+def tally_rows(station: int, tallies: Sequence[tuple[MinuteTally, str]]) -> list[dict[str, Any]]:
     """Minute records of per-chunk (tally, calibration version) pairs in chunk order (see
     :func:`rates_rows`)."""
-    merged = merge_tallies(tally for tally, _ in parts)
+    merged = merge_tallies(tally for tally, _ in tallies)
     versions: list[list[str]] = [[] for _ in merged.minute_s]
-    for tally, version in parts:
+    for tally, version in tallies:
         for i in np.searchsorted(merged.minute_s, tally.minute_s):
             if version not in versions[i]:
                 versions[i].append(version)
