@@ -25,7 +25,8 @@ the order statistics of rank ⌊q(N - 1)⌋ and the next, and both are among the
 Each part therefore keeps only that many lowest (or highest) values per channel, and the pool
 keeps whole chunks, at most ``calibration_max_events`` events (the newest chunk always). The
 T_sum normal equations add up: each chunk keeps its own 16 x 16 system (pairs of the chunk's
-tracks whose residual from the chunk's own first solution is below 1 ns).
+tracks whose residual from the T_sum offsets in force, or before any were fitted from the
+chunk's own solution, is below 1 ns).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from services.reconstruct._calibration_kernels import (
     pair_differences,
 )
 from services.reconstruct.geometry import C_MM_NS
-from services.reconstruct.minutes import NO_LIMIT, outlier_band
+from services.reconstruct.minutes import NO_LIMIT, outlier_band, quantile_lerp, quantile_ranks
 
 if TYPE_CHECKING:  # events imports this module
     from services.reconstruct.events import Tracks
@@ -62,14 +63,14 @@ __all__ = [
     "TsumEquations",
     "calibrate",
     "chunk_part",
-    "identity_calibration",
     "make_calibration",
     "tsum_equations",
 ]
 
-#: Fewest values for a per-channel constant; fewer gives the median of the other channels.
+#: Fewest values for a per-channel constant (fewer gives the median of the other channels), and
+#: fewest 4-plane tracks for T_sum offsets (fewer gives zeros).
 _MIN_VALUES = 50
-#: A pair of planes whose residual from the first T_sum solution exceeds this is dropped. [ns]
+#: A pair of planes whose residual from the reference T_sum offsets exceeds this is dropped. [ns]
 _TSUM_CUT_NS = 1.0
 
 
@@ -82,7 +83,8 @@ class Calibration:
     station : int
         Station id.
     version : str
-        ``<station>-<last pooled event UTC>-<hash of the constants>``, deterministic.
+        ``<station>-<last pooled event UTC>Z-<hash>``, the hash of the constants, the plane z
+        and the outlier band (:func:`make_calibration`): the same pool gives the same version.
     pedestal_ns : ndarray (4, 4, 2)
         Charge pedestal edge per plane, strip and side (front, back). [ns]
     tdif_offset_ns : ndarray (4, 4)
@@ -163,33 +165,19 @@ def _z4(z_mm: tuple[float, float, float, float] | np.ndarray) -> tuple[float, fl
     return z[0], z[1], z[2], z[3]
 
 
-def identity_calibration(station: int) -> Calibration:
-    """Zero pedestals and offsets (raw values), version ``<station>-none``."""
-    zero = np.zeros((4, 4))
-    return Calibration(station, f"{station}-none", np.zeros((4, 4, 2)), zero, zero, 0, 0, 0)
-
-
-# -- exact quantiles from per-file tails --------------------------------------------------------
+# -- exact quantiles from per-chunk tails -------------------------------------------------------
 def _tail_size(q: float, max_events: int) -> int:
-    """Order statistics a file keeps from one end so that quantile q of a pool of at most
+    """Order statistics a chunk keeps from one end so that quantile q of a pool of at most
     ``max_events`` values is exact: ranks ⌊q(N - 1)⌋ and the next, for every N ≤ max_events."""
     return math.floor(q * (max_events - 1)) + 2
 
 
-def _lerp(a: float, b: float, t: float) -> float:
-    """Linear interpolation as ``np.quantile`` does it (so the results are the same floats)."""
-    diff = b - a
-    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
-
-
 def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q: float) -> float:
-    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each file kept
-    its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
-    ascending). The value of rank r of the pool is among the r + 1 lowest of every file, so only
-    those prefixes are merged."""
-    position = q * (n - 1)
-    i = math.floor(position)
-    j = min(i + 1, n - 1)
+    """Quantile q (linear, ``np.quantile``'s default) of n pooled values of which each chunk
+    kept its lowest values (``lows``, ascending) and, for q > 0.5, its highest (``highs``, also
+    ascending). The value of rank r of the pool is among the r + 1 lowest of every chunk, so
+    only those prefixes are merged."""
+    i, j, t = quantile_ranks(q, n)
     # the merged copy partitioned in place (np.partition would copy it once more)
     if q <= 0.5:
         merged = np.concatenate([low[: j + 1] for low in lows])
@@ -201,29 +189,22 @@ def _quantile(lows: Sequence[np.ndarray], highs: Sequence[np.ndarray], n: int, q
         m = merged.size
         merged.partition((m - 1 - top_j, m - 1 - top_i))
         a, b = merged[m - 1 - top_i], merged[m - 1 - top_j]
-    return _lerp(float(a), float(b), position - i)
+    return quantile_lerp(float(a), float(b), t)
 
 
 def _quantiles_of_all(values: Sequence[np.ndarray], qs: Sequence[float]) -> list[float]:
     """Quantiles (linear, ``np.quantile``'s) of all the values of the arrays, from one merge and
     one partition (the same order statistics, so the same floats, as :func:`_quantile` each)."""
     merged = np.concatenate(values)
-    n = merged.size
-    ranks = []
-    for q in qs:
-        i = math.floor(q * (n - 1))
-        ranks += [i, min(i + 1, n - 1)]
-    merged.partition(ranks)
-    return [
-        _lerp(float(merged[i]), float(merged[j]), q * (n - 1) - i)
-        for q, i, j in zip(qs, ranks[::2], ranks[1::2], strict=True)
-    ]
+    ranks = [quantile_ranks(q, merged.size) for q in qs]
+    merged.partition([r for i, j, _ in ranks for r in (i, j)])
+    return [quantile_lerp(float(merged[i]), float(merged[j]), t) for i, j, t in ranks]
 
 
-# -- what one file contributes ------------------------------------------------------------------
+# -- what one chunk contributes -----------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class TsumEquations:
-    """Normal equations of the T_sum offsets from one file's 4-plane tracks (additive).
+    """Normal equations of the T_sum offsets from one chunk's 4-plane tracks (additive).
 
     Attributes
     ----------
@@ -246,7 +227,7 @@ class ChunkPart:
 
     Attributes
     ----------
-    key : str or None
+    key : str
         The chunk id (a chunk is pooled once).
     events : int
         Finite coincidence events of the chunk.
@@ -265,7 +246,7 @@ class ChunkPart:
         The file the chunk comes from.
     """
 
-    key: str | None
+    key: str
     events: int
     first_time_s: int
     last_time_s: int
@@ -324,7 +305,7 @@ def chunk_part(
     time_s: np.ndarray,
     channels: np.ndarray,
     config: ReconstructionConfig,
-    key: str | None = None,
+    key: str,
     source_file: str = "",
 ) -> ChunkPart:
     """What one chunk's coincidence events contribute to the pool (rows with a NaN are left out).
@@ -337,10 +318,15 @@ def chunk_part(
         Raw channel values in file order (plane 4 first). [ns]
     config : ReconstructionConfig
         Quantiles, windows and ``calibration_max_events`` (which sets the tail sizes).
-    key : str, optional
+    key : str
         The chunk id.
     source_file : str, optional
         The chunk's file.
+
+    Returns
+    -------
+    ChunkPart
+        Its counts and quantile tails ([ns]) and the time span of its usable events.
     """
     channels = np.ascontiguousarray(channels, np.float64)
     time_s = np.ascontiguousarray(time_s, np.int64)
@@ -397,6 +383,8 @@ def _fill(values: np.ndarray) -> np.ndarray:
 
 
 def _pedestals(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.ndarray:
+    """Charge pedestal per channel (4, 4, 2) of the pooled parts: quantile
+    ``pedestal_quantile`` of the channel's valid non-zero charges. [ns]"""
     counts = sum(part.charge_count for part in parts)
     pedestal = np.full(32, np.nan)
     for c, n in enumerate(np.ravel(counts)):
@@ -407,6 +395,8 @@ def _pedestals(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.n
 
 
 def _tdif_offsets(parts: Sequence[ChunkPart], config: ReconstructionConfig) -> np.ndarray:
+    """T_dif offset per strip (4, 4) of the pooled parts: the midpoint of the
+    ``tdif_plateau_quantiles`` of the strip's T_dif values. [ns]"""
     counts = sum(part.tdif_count for part in parts)
     q_lo, q_hi = config.tdif_plateau_quantiles
     offsets = np.full(16, np.nan)
@@ -460,6 +450,11 @@ def tsum_equations(
     reference_ns : ndarray (4, 4), optional
         Offsets to measure the residuals from; None: the chunk's own least-squares solution
         (when no fitted offsets exist yet). [ns]
+
+    Returns
+    -------
+    TsumEquations
+        The kept pairs' normal equations (right-hand side in [ns]).
     """
     z = np.asarray(z_mm, np.float64)
     secant = np.sqrt(1.0 + np.tan(np.radians(tracks.theta)) ** 2)
@@ -476,10 +471,12 @@ def tsum_equations(
 class CalibrationPool:
     """The parts of one station's recent chunks, bounded by count and age (DOMAIN.md §5.1).
 
-    Whole chunks are pooled: the newest chunks whose events add up to at most
-    ``calibration_max_events`` (the newest chunk always, however large), and none whose last
-    event is older than ``calibration_max_age_s`` before the newest event. With each part the
-    pool keeps the chunk's T_sum normal equations and the histogram of its per-second counts.
+    Whole chunks are pooled, in arrival order: the latest arrived whose events add up to at
+    most ``calibration_max_events`` (the latest always, however large); the earliest arrived
+    leave while their last event is older than ``calibration_max_age_s`` before the newest
+    pooled event (a chunk that arrived late, behind newer ones, waits for them to leave). With
+    each part the pool keeps the chunk's T_sum normal equations and the histogram of its
+    per-second counts.
 
     Parameters
     ----------
@@ -490,11 +487,11 @@ class CalibrationPool:
     def __init__(self, config: ReconstructionConfig) -> None:
         self.config = config
         self._parts: deque[ChunkPart] = deque()
-        self._keys: set[str | None] = set()  # of the parts, and their events: kept up to date
+        self._keys: set[str] = set()  # of the parts, and their events: kept up to date
         self._events = 0
         self._newest = 0  # the parts' latest last_time_s (0 without parts)
-        self._equations: dict[str | None, TsumEquations] = {}
-        self._seconds: dict[str | None, np.ndarray] = {}
+        self._equations: dict[str, TsumEquations] = {}
+        self._seconds: dict[str, np.ndarray] = {}
         #: The calibration in force, and the events pooled since it was made.
         self.current: Calibration | None = None
         self.added_since_current = 0
@@ -525,7 +522,7 @@ class CalibrationPool:
         A part whose ``key`` (the chunk id) is still in the pool is not added again: a
         replayed chunk leaves the pool as it was.
         """
-        if part.events and (part.key is None or part.key not in self._keys):
+        if part.events and part.key not in self._keys:
             self._parts.append(part)
             self._keys.add(part.key)
             self._events += part.events
@@ -547,12 +544,8 @@ class CalibrationPool:
         self._equations.pop(key, None)
         self._seconds.pop(key, None)
 
-    def has_equations(self, key: str | None) -> bool:
-        """Whether the pooled chunk ``key`` has its T_sum equations."""
-        return key in self._equations
-
     def add_equations(
-        self, key: str | None, equations: TsumEquations, seconds: np.ndarray | None = None
+        self, key: str, equations: TsumEquations, seconds: np.ndarray | None = None
     ) -> None:
         """The T_sum equations of the pooled chunk ``key`` and the histogram of its seconds'
         event counts (``seconds[c]``: seconds with c events); ignored if not pooled or already
@@ -596,7 +589,7 @@ class CalibrationPool:
     @property
     def keys(self) -> tuple[str, ...]:
         """Keys (chunk ids) of the pooled parts, oldest first."""
-        return tuple(p.key for p in self._parts if p.key is not None)
+        return tuple(p.key for p in self._parts)
 
     @property
     def files(self) -> tuple[str, ...]:

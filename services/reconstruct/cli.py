@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,6 +157,10 @@ def reconstruct(
     chunk_events: int,
 ) -> None:
     """Per-minute rates of the .dat FILES of one station (calibrated from their events)."""
+    names = Counter(f.name for f in files)
+    if twice := sorted(name for name, count in names.items() if count > 1):
+        # chunk ids are made of the name: the second file's chunks would count as replays
+        raise click.BadParameter(f"file names given more than once: {', '.join(twice)}")
     try:
         named = sorted((parse_dat_filename(f.name), f) for f in files)
     except ValueError as exc:

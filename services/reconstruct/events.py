@@ -43,13 +43,13 @@ __all__ = [
     "EventRates",
     "EventResult",
     "Tracks",
+    "kernel_inputs",
     "kernel_params",
     "rates_outputs",
     "reconstruct_events",
     "reconstruct_events_reference",
     "reconstruct_rates",
     "reconstruct_rates_reference",
-    "topology_of_mask",
     "tracks_of",
 ]
 
@@ -66,7 +66,7 @@ EVENT_STATUS = {
 }
 
 
-def topology_of_mask() -> np.ndarray:
+def _topology_of_mask() -> np.ndarray:
     """Index into ``TOPOLOGIES`` of each 4-bit hit mask (bit k = plane k+1); -1 for no hit."""
     table = np.full(16, -1, np.int8)
     for mask in range(1, 16):
@@ -75,7 +75,7 @@ def topology_of_mask() -> np.ndarray:
     return table
 
 
-_TOPOLOGY_OF_MASK = topology_of_mask()
+_TOPOLOGY_OF_MASK = _topology_of_mask()
 assert len(REGIONS) == 13
 
 
@@ -239,12 +239,11 @@ def _untyped(kernel: object) -> Callable[..., Any]:
 
 
 def _empty(n: int) -> EventResult:
-    f4 = np.empty((n, 4))
     return EventResult(
         status=np.empty(n, np.int8),
         mask=np.empty(n, np.uint8),
         strip=np.empty((n, 4), np.int8),
-        x=f4,
+        x=np.empty((n, 4)),
         y=np.empty((n, 4)),
         t=np.empty((n, 4)),
         q=np.empty((n, 4)),

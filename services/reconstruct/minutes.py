@@ -9,18 +9,20 @@ into ``MinuteRates`` rows.
 Live time of a file is its acquisition interval [file start, last event second + 1) cut into
 minutes, minus the outlier seconds. The chunks of a file cover it in order, each from where the
 previous one stopped (:class:`FileCover`) to the end of its last minute, the file's last chunk
-to the file's end: gaps between chunks (minutes without events) are live time of the next
-chunk. A covered second is an outlier when its count of valid coincidence events lies outside
-the band of the calibration in force (:func:`outlier_band`): the ``outlier_quantiles`` of the
-per-second counts of the seconds pooled for that calibration, widened by
-``outlier_margin_sigma`` times sqrt(median count). The margin matters: for Poisson counts the
-bare 0.5-99.5 % quantile band drops ordinary fluctuations, and since high seconds hold more
-events per second of live time than the mean, dropping them biases the rate low by about 0.5 %
-at 8 Hz, more than the 0.12 % statistical error of a station-day; with a 3-sigma margin only
-real bursts (and dead periods) are dropped. A second is judged once, by the chunk that covers it
-and with that chunk's events: events of a later chunk in an already judged second (a minute of
-more than a chunk's events, cut by ingest) take that judgement, from the dropped seconds the
-cover remembers for the last 60 judged seconds.
+and self-trigger chunks to the file's end: gaps between chunks (minutes without events) are live
+time of the next chunk. A covered second is an outlier when its count of valid coincidence
+events lies outside the band of the calibration in force (:func:`outlier_band`): the
+``outlier_quantiles`` of the per-second counts of the seconds pooled for that calibration,
+widened by ``outlier_margin_sigma`` times sqrt(median count). The margin matters: for Poisson
+counts the bare 0.5-99.5 % quantile band drops ordinary fluctuations, and since high seconds
+hold more events per second of live time than the mean, dropping them biases the rate low by
+about 0.5 % at 8 Hz, more than the 0.12 % statistical error of a station-day; with a 3-sigma
+margin only real bursts are dropped. Below about 30 Hz the margin also puts the low edge below 0
+(8 Hz: -6.5), so no second is dropped for holding too few events: a dead period inside a file
+counts as live time. A second is judged once, by the chunk that covers it and with that chunk's
+events: events of a later chunk in an already judged second (a minute of more than a chunk's
+events, cut by ingest) take that judgement, from the dropped seconds the cover remembers for the
+last 60 judged seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ __all__ = [
     "merge_tallies",
     "minute_records",
     "outlier_band",
+    "quantile_lerp",
+    "quantile_ranks",
     "second_counts",
     "tally_chunk",
 ]
@@ -155,18 +159,27 @@ class MinuteTally:
         )
 
 
+def quantile_ranks(q: float, n: int) -> tuple[int, int, float]:
+    """The ranks i and j (the next, at most n - 1) of the order statistics that quantile q of n
+    values lies between, and the weight of j, as ``np.quantile`` (linear) takes them."""
+    position = q * (n - 1)
+    i = math.floor(position)
+    return i, min(i + 1, n - 1), position - i
+
+
+def quantile_lerp(a: float, b: float, t: float) -> float:
+    """Linear interpolation as ``np.quantile`` does it (so the results are the same floats)."""
+    diff = b - a
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+
+
 def histogram_quantile(hist: np.ndarray, q: float) -> float:
     """Quantile q of the values a histogram counts (``hist[v]`` values equal to v), the same
     float as ``np.quantile(np.repeat(np.arange(len(hist)), hist), q)`` (linear)."""
     cumulative = np.cumsum(hist)
-    n = int(cumulative[-1])
-    position = q * (n - 1)
-    i = math.floor(position)
-    j = min(i + 1, n - 1)
+    i, j, t = quantile_ranks(q, int(cumulative[-1]))
     a, b = (float(v) for v in np.searchsorted(cumulative, [i, j], side="right"))
-    t = position - i
-    diff = b - a
-    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+    return quantile_lerp(a, b, t)
 
 
 def outlier_band(hist: np.ndarray, config: ReconstructionConfig) -> tuple[float, float]:
@@ -384,7 +397,7 @@ def _count_events_reference(
 
 
 def merge_tallies(tallies: Iterable[MinuteTally]) -> MinuteTally:
-    """Sum tallies minute by minute (files covering the same minute), in a fixed order."""
+    """Sum tallies minute by minute (chunks or files sharing a minute), in the given order."""
     parts = [t for t in tallies if len(t.minute_s)]
     if not parts:
         return MinuteTally.empty()

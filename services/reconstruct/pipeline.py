@@ -168,12 +168,9 @@ def recompute_chunks(
     for chunk in file_chunks(station, file, max_chunk_events):
         env = chunk.envelope
         calibration = calibration_of(env.source_file, env.chunk_index)
-        coincident = chunk.coincidence
-        time_s = chunk.time_s if coincident else chunk.time_s[:0]
-        channels = chunk.channels if coincident else chunk.channels[:0]
+        time_s, _, channels = chunk.coincident()
         events = reconstruct_rates(channels, calibration, calibration.z_mm, config)
-        closes = not coincident or env.chunk_index == env.chunk_count - 1
-        hi = chunk_end(cover, env.last_time_s, closes)
+        hi = chunk_end(cover, env.last_time_s, chunk.closes_file)
         counts = second_counts(time_s, events.status == 0, cover.covered_s, hi)
         tally, cover = tally_chunk(time_s, events, cover, hi, counts, calibration.outlier_band)
         tallies.append((tally, calibration.version))
@@ -189,12 +186,12 @@ def rates_rows(station: int, results: Iterable[ChunkResult]) -> list[dict[str, A
     return tally_rows(station, [(r.tally, r.calibration.version) for r in results])
 
 
-def tally_rows(station: int, parts: Sequence[tuple[MinuteTally, str]]) -> list[dict[str, Any]]:
+def tally_rows(station: int, tallies: Sequence[tuple[MinuteTally, str]]) -> list[dict[str, Any]]:
     """Minute records of per-chunk (tally, calibration version) pairs in chunk order (see
     :func:`rates_rows`)."""
-    merged = merge_tallies(tally for tally, _ in parts)
+    merged = merge_tallies(tally for tally, _ in tallies)
     versions: list[list[str]] = [[] for _ in merged.minute_s]
-    for tally, version in parts:
+    for tally, version in tallies:
         for i in np.searchsorted(merged.minute_s, tally.minute_s):
             if version not in versions[i]:
                 versions[i].append(version)

@@ -8,8 +8,8 @@ the calibration in force, made from the station's pooled earlier chunks
 is bounded by the configuration, not by the file:
 
 * until the station's first calibration, its chunks are held, until they hold
-  ``calibration_min_events`` events or a file is complete; then they are calibrated together
-  and released;
+  ``calibration_min_events`` events or a file is complete (and coincidence events are held);
+  then they are calibrated together and released;
 * the pool, at most ``calibration_max_events`` events of quantile tails;
 * per file of the last ``horizon_s``, how far its seconds are judged (:class:`FileCover`) and
   which chunks were counted; per minute of the last ``horizon_s``, the summed tally and the
@@ -97,6 +97,19 @@ class Chunk:
         """Whether the chunk holds coincidence (physics) events."""
         return self.envelope.trigger_type == TRIGGER_COINCIDENCE
 
+    @property
+    def closes_file(self) -> bool:
+        """Whether the chunk's cover runs to its file's end: the file's last chunk, or a
+        self-trigger chunk (ingest sends a file's coincidence chunks first)."""
+        env = self.envelope
+        return not self.coincidence or env.chunk_index == env.chunk_count - 1
+
+    def coincident(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Time, line and channels of the coincidence events (none for self-trigger)."""
+        if self.coincidence:
+            return self.time_s, self.line, self.channels
+        return self.time_s[:0], self.line[:0], self.channels[:0]
+
 
 def chunk_from_message(envelope: RawEventChunkEnvelope, payload: bytes) -> Chunk:
     """Decode a ``mingo.events.raw.v1`` message value (Arrow IPC) with its envelope."""
@@ -117,14 +130,29 @@ def chunk_from_message(envelope: RawEventChunkEnvelope, payload: bytes) -> Chunk
 
 @dataclass(frozen=True, eq=False)
 class ChunkResult:
-    """What reconstruct made of one chunk (its coincidence events; none for a self-trigger
-    chunk); ``events`` is the per-event table (:class:`EventResult`) or, when it was not asked
-    for, what the tally reads (:class:`EventRates`)."""
+    """What reconstruct made of one chunk's coincidence events (none for a self-trigger chunk).
+
+    Attributes
+    ----------
+    name : str
+        The chunk's file.
+    chunk_index : int
+        The chunk's index in its file.
+    calibration : Calibration
+        The calibration the chunk was reconstructed with (its ``z_mm`` too).
+    time_s : int64 (n,)
+        Event times. [s since epoch, UTC]
+    line : int32 (n,)
+        Line numbers in the file.
+    events : EventResult or EventRates
+        The per-event table or, when it was not asked for, what the tally reads.
+    tally : MinuteTally
+        The chunk's minutes.
+    """
 
     name: str
     chunk_index: int
     calibration: Calibration
-    z_mm: tuple[float, float, float, float]
     time_s: np.ndarray
     line: np.ndarray
     events: EventResult | EventRates
@@ -192,9 +220,9 @@ class StationStream:
     config : ReconstructionConfig
         The station's reconstruction settings.
     horizon_s : int
-        Files that ended and minutes that began more than this before the newest event are
-        forgotten (a file seen again after that counts again; its minutes' records start from
-        zero). [s]
+        Minutes that ended more than this before the newest event are forgotten, and files
+        with their last minute (a file seen again after that counts again; its minutes'
+        records start from zero). [s]
     per_event : bool
         Whether the results carry the per-event table (the full kernel) or only what the
         tally reads (the rates kernel).
@@ -235,7 +263,11 @@ class StationStream:
         if self.pool.current is None:
             self.held.append(chunk)
             held = sum(len(c.time_s) for c in self.held)
-            if held < self.config.calibration_min_events and len(progress.done) < env.chunk_count:
+            # a complete file releases them only with coincidence events to calibrate from
+            complete = len(progress.done) >= env.chunk_count and any(
+                c.coincidence for c in self.held
+            )
+            if held < self.config.calibration_min_events and not complete:
                 return StreamOutput([])
             output = self._release()
         else:
@@ -249,12 +281,6 @@ class StationStream:
     def _z(self, chunk: Chunk) -> tuple[float, float, float, float]:
         z = self.z_of_time(chunk.envelope.file_start_s)
         return float(z[0]), float(z[1]), float(z[2]), float(z[3])
-
-    def _coincident(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Time, line and channels of the chunk's coincidence events (none for self-trigger)."""
-        if chunk.coincidence:
-            return chunk.time_s, chunk.line, chunk.channels
-        return chunk.time_s[:0], chunk.line[:0], chunk.channels[:0]
 
     def _pool_part(self, chunk: Chunk) -> None:
         if chunk.coincidence:
@@ -301,16 +327,16 @@ class StationStream:
         made = self._in_force(chunk, z)
         calibration = self.pool.current
         assert calibration is not None
-        time_s, _, channels = self._coincident(chunk)
+        time_s, _, channels = chunk.coincident()
         events: EventResult | EventRates
         if self.per_event:
             events = reconstruct_events(channels, calibration, z, self.config)
         else:
             events = reconstruct_rates(channels, calibration, z, self.config)
         cover = self.files[chunk.envelope.source_file].cover
-        hi = chunk_end(cover, chunk.envelope.last_time_s, self._closes(chunk))
+        hi = chunk_end(cover, chunk.envelope.last_time_s, chunk.closes_file)
         counts = second_counts(time_s, events.status == 0, cover.covered_s, hi)
-        result = self._tally(chunk, calibration, z, events, hi, counts)
+        result = self._tally(chunk, calibration, events, hi, counts)
         if chunk.coincidence:
             self._pool_part(chunk)
             tracks = events.tracks if isinstance(events, EventRates) else tracks_of(events)
@@ -339,11 +365,11 @@ class StationStream:
         for chunk in held:
             env = chunk.envelope
             z = self._z(chunk)
-            time_s, _, channels = self._coincident(chunk)
+            time_s, _, channels = chunk.coincident()
             rates = reconstruct_rates(channels, trial, z, self.config)
             cover = self.files[env.source_file].cover
             cover = replace(cover, covered_s=covered.get(env.source_file, cover.covered_s))
-            hi = chunk_end(cover, env.last_time_s, self._closes(chunk))
+            hi = chunk_end(cover, env.last_time_s, chunk.closes_file)
             covered[env.source_file] = hi
             counts = second_counts(time_s, rates.status == 0, cover.covered_s, hi)
             equations = tsum_equations(rates.tracks, z, zero)
@@ -364,29 +390,22 @@ class StationStream:
             assert in_force is not None
             events: EventResult | EventRates = rates
             if self.per_event:
-                channels = self._coincident(chunk)[2]
+                channels = chunk.coincident()[2]
                 events = reconstruct_events(channels, in_force, z, self.config)
-            results.append(self._tally(chunk, in_force, z, events, hi, counts))
+            results.append(self._tally(chunk, in_force, events, hi, counts))
         return self._output(results, made)
-
-    def _closes(self, chunk: Chunk) -> bool:
-        """Whether the chunk's cover runs to its file's end: the file's last chunk, or a
-        self-trigger chunk (ingest sends a file's coincidence chunks first)."""
-        env = chunk.envelope
-        return not chunk.coincidence or env.chunk_index == env.chunk_count - 1
 
     def _tally(
         self,
         chunk: Chunk,
         calibration: Calibration,
-        z: tuple[float, float, float, float],
         events: EventResult | EventRates,
         hi: int,
         counts: np.ndarray,
     ) -> ChunkResult:
         """Tally a reconstructed chunk into its file's cover and the minute sums."""
         env = chunk.envelope
-        time_s, line, _ = self._coincident(chunk)
+        time_s, line, _ = chunk.coincident()
         progress = self.files[env.source_file]
         tally, progress.cover = tally_chunk(
             time_s, events, progress.cover, hi, counts, calibration.outlier_band
@@ -401,7 +420,7 @@ class StationStream:
             if calibration.version not in total.versions:
                 total.versions.append(calibration.version)
         return ChunkResult(
-            env.source_file, env.chunk_index, calibration, z, time_s, line, events, tally
+            env.source_file, env.chunk_index, calibration, time_s, line, events, tally
         )
 
     def _output(self, results: list[ChunkResult], made: list[Calibration]) -> StreamOutput:
@@ -422,7 +441,10 @@ class StationStream:
     def _forget(self) -> tuple[list[str], list[int]]:
         """Forget the files and minutes past the horizon; their names and starts."""
         limit = self.newest_s - self.horizon_s
-        files = [n for n, p in self.files.items() if p.cover.end_s < limit]
+        # a file goes with its last minute, not before: a chunk of a forgotten file counts
+        # again, so no kept minute may hold its first count
+        last_minute = {n: (p.cover.end_s - 1) // 60 * 60 for n, p in self.files.items()}
+        files = [n for n, m in last_minute.items() if m + 60 < limit]
         for name in files:
             del self.files[name]
         minutes = []

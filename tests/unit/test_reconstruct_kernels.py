@@ -252,6 +252,12 @@ def test_cli_writes_rates_and_events(tmp_path: Path) -> None:
     out, events = tmp_path / "rates.csv", tmp_path / "events.parquet"
     options = ["--z", "0,150,300,450", "--out", str(out), "--events", str(events)]
     options += ["--calibrations", str(tmp_path / "cal")]
+    # a file name twice (another folder): its chunk ids would collide, the second be skipped
+    copy = tmp_path / "copy" / files[0].name
+    copy.parent.mkdir()
+    copy.write_bytes(files[0].read_bytes())
+    result = CliRunner().invoke(reconstruct, [*map(str, [*files, copy]), *options])
+    assert result.exit_code == 2 and files[0].name in result.output, result.output
     result = CliRunner().invoke(reconstruct, [*map(str, files), *options])
     assert result.exit_code == 0, result.output
     rates = pd.read_csv(out)

@@ -16,7 +16,7 @@ from services.common.stations import load_network
 from services.ingest.dat_parser import parse_dat
 from services.ingest.publish import Outgoing, event_chunk_messages
 from services.reconstruct.cli import load_dat
-from services.reconstruct.pipeline import file_chunks, rates_rows, reconstruct_files
+from services.reconstruct.pipeline import FileEvents, file_chunks, rates_rows, reconstruct_files
 from services.reconstruct.stream import StationStream, chunk_from_message
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -207,3 +207,55 @@ def test_memory_bounded_by_chunk_not_file(tmp_path: Path) -> None:
     per_event = 532 + 384 + 1536  # held row, pooled tails, working set (see memory_bound) [B]
     bound = per_event * (config.calibration_max_events + 2 * CHUNK) + 1024 * 61
     assert peaks[1] < 1.15 * peaks[0] < bound, (peaks, bound)
+
+
+T0 = 1_699_999_200  #: a whole hour, for the synthetic files [s since epoch, UTC]
+
+
+def _blank_file(name: str, first_s: int, seconds: int, trigger: int = 1) -> FileEvents:
+    """A file of one event per second without hits (status all_zero: rejected, so only the
+    live time and the chunking matter), from ``first_s`` on. [s since epoch, UTC]"""
+    times = np.arange(first_s, first_s + seconds, dtype=np.int64)
+    n = len(times)
+    lines = np.arange(1, n + 1, dtype=np.int32)
+    channels = np.zeros((n, 64))
+    return FileEvents(
+        name, first_s, first_s + seconds, times, np.full(n, trigger, np.int8), lines, channels
+    )
+
+
+def test_replay_after_its_file_left_the_horizon_is_not_counted_twice() -> None:
+    """A file is forgotten only with its last minute: a chunk replayed after the file left the
+    horizon must not add to a minute that still holds its first count. Here the horizon's edge
+    falls in file A's last minute (A ends 1 s into it); file B moves the newest event so far
+    that A ended before the edge, but its last minute did not; then A's last chunk comes again."""
+    config = (
+        load_network().station(0).reconstruction.model_copy(update={"calibration_min_events": 50})
+    )
+    a = _blank_file("a.dat", T0, 601)  # its last minute, T0 + 600, holds 1 s of it
+    b = _blank_file("b.dat", T0 + 4000, 230)
+    stream = StationStream(0, lambda _: Z_MM, config, horizon_s=3600)
+    chunks_a = file_chunks(0, a, CHUNK)
+    for chunk in [*chunks_a, *file_chunks(0, b, CHUNK)]:
+        stream.add(chunk)
+    # the horizon's edge is T0 + 630: A ended before it, its last minute ends after it
+    assert stream.newest_s - stream.horizon_s == T0 + 630
+    assert T0 + 600 in stream.minutes
+    live_before = stream.rows_of([T0 + 600])[0]["live_s"]
+    assert stream.add(chunks_a[-1]).rows == []
+    assert stream.rows_of([T0 + 600])[0]["live_s"] == live_before == 1.0
+
+
+def test_no_first_calibration_without_coincidence_events() -> None:
+    """A station's first complete file holding only self-trigger events does not release the
+    held chunks: a calibration from no events (zero pedestals and offsets) would reconstruct
+    the next file's first chunk. They wait for coincidence events to calibrate from."""
+    config = load_network().station(0).reconstruction
+    noise = _blank_file("noise.dat", T0, 300, trigger=2)
+    physics = _blank_file("physics.dat", T0 + 600, 600)
+    stream = StationStream(0, lambda _: Z_MM, config)
+    results = []
+    for chunk in [*file_chunks(0, noise, CHUNK), *file_chunks(0, physics, CHUNK)]:
+        results += stream.add(chunk).results
+    assert [r.name for r in results] == ["noise.dat", "physics.dat", "physics.dat"]
+    assert all(r.calibration.events == len(physics.time_s) for r in results)
