@@ -148,7 +148,7 @@ class Reconstructor:
         except ValueError as exc:
             context = message_context()
             log.error(
-                "undecodable chunk skipped",
+                "chunk skipped: it cannot be decoded or reconstructed",
                 extra={"partition": context.partition, "offset": context.offset, "error": exc},
             )
             return []

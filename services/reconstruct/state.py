@@ -165,7 +165,7 @@ def _part_value(
             rhs,
             tracks,
             np.zeros(0, np.int64) if seconds is None else seconds,
-            _text(part.key or ""),
+            _text(part.key),
             _text(part.source_file),
         ],
         lead,
@@ -249,7 +249,7 @@ class _StoredPart:
     """A pooled chunk in the store: its number in the pool's order, chunk id, value pieces."""
 
     number: int
-    key: str | None
+    key: str
     pieces: int
 
 
@@ -260,12 +260,12 @@ def _held(stream: StationStream) -> set[tuple[str, int]]:
 def _file_value(progress: FileProgress) -> bytes:
     cover = progress.cover
     fields = [cover.start_s, cover.end_s, cover.covered_s, list(cover.dropped_s)]
-    return json.dumps([*fields, progress.chunk_count, list(progress.done)]).encode()
+    return json.dumps([*fields, list(progress.done)]).encode()
 
 
 def _file_of(value: bytes) -> FileProgress:
-    start, end, covered, dropped, count, done = json.loads(value)
-    return FileProgress(FileCover(start, end, covered, tuple(dropped)), count, set(done))
+    start, end, covered, dropped, done = json.loads(value)
+    return FileProgress(FileCover(start, end, covered, tuple(dropped)), set(done))
 
 
 class StoredStation:
@@ -295,8 +295,12 @@ class StoredStation:
         if seq != self.seq:
             self._load(state, seq)
         held, current = _held(self.stream), self.stream.pool.current
-        envelope = envelope_from_headers(headers)
-        output = self.stream.add(chunk_from_message(envelope, payload))
+        try:
+            envelope = envelope_from_headers(headers)
+            output = self.stream.add(chunk_from_message(envelope, payload))
+        except Exception:
+            self.seq = -1  # the stream may be half changed: the next chunk rebuilds it
+            raise
         held_now = _held(self.stream)
         key = (envelope.source_file, envelope.chunk_index)
         if key not in held and key in held_now:
@@ -324,7 +328,7 @@ class StoredStation:
             for piece in range(gone.pieces):
                 state.delete(_piece_key(gone.number, piece))
         for part in parts[len(self._stored) :]:
-            key = part.key or ""
+            key = part.key
             value = _part_value(part, pool.equations(key), pool.seconds(key), lead=4)
             pieces = -(-len(value) // _PIECE_BYTES)
             value[:4] = np.frombuffer(pieces.to_bytes(4, "big"), np.uint8)
@@ -399,8 +403,8 @@ class StoredStation:
             part, part_equations, counts = _part_of(b"".join([value, *rest]))
             parts.append(part)
             if part_equations is not None:
-                equations[part.key or ""] = part_equations
-                seconds[part.key or ""] = counts
+                equations[part.key] = part_equations
+                seconds[part.key] = counts
             self._stored.append(_StoredPart(number, part.key, pieces))
         record = json.loads(state.get(b"calibration") or b"null")
         stream.pool.restore(

@@ -194,7 +194,6 @@ class FileProgress:
     """A file's chunks so far: the cover of its seconds and the chunk indices counted."""
 
     cover: FileCover
-    chunk_count: int
     done: set[int]
 
 
@@ -255,7 +254,7 @@ class StationStream:
         progress = self.files.get(env.source_file)
         if progress is None:
             cover = FileCover.new(env.file_start_s, env.file_end_s)
-            progress = self.files[env.source_file] = FileProgress(cover, env.chunk_count, set())
+            progress = self.files[env.source_file] = FileProgress(cover, set())
         if env.chunk_index in progress.done:
             return StreamOutput([])  # a replayed chunk counts once
         progress.done.add(env.chunk_index)

@@ -109,3 +109,32 @@ def test_a_store_of_another_layout_is_refused() -> None:
     config = load_network().station(0).reconstruction
     with pytest.raises(RuntimeError, match="layout 1, this version reads layout 2"):
         StoredStation(0, lambda _: Z_MM, config).add(state, [], b"")
+
+
+def test_a_chunk_that_failed_midway_leaves_no_trace(tmp_path: Path) -> None:
+    """A chunk whose reconstruction raised (here the logbook lookup) may have half changed the
+    in-memory stream; the store is the truth, so the chunk counts when it comes again."""
+    truth = simulate(tmp_path, (0,), 0.5)
+    config = (
+        load_network().station(0).reconstruction.model_copy(update={"calibration_min_events": 1000})
+    )
+    messages = [m for path in _files(tmp_path, truth)[:3] for m in _messages(path)]
+    failing = len(messages) // 2
+    calls = {"left": 1}
+
+    def z_of_time(_: int) -> tuple[float, float, float, float]:
+        if calls["left"] and number == failing:
+            calls["left"] -= 1
+            raise ValueError("logbook unreadable")
+        return Z_MM
+
+    memory, stored = StoredStation(0, lambda _: Z_MM, config), StoredStation(0, z_of_time, config)
+    memory_state, state = DictState(), DictState()
+    for number, message in enumerate(messages):
+        expected = memory.add(memory_state, message.headers, message.value)
+        if number == failing:
+            with pytest.raises(ValueError, match="logbook unreadable"):
+                stored.add(state, message.headers, message.value)
+        got = stored.add(state, message.headers, message.value)  # (again, after the failure)
+        assert got.rows == expected.rows
+    assert state.data == memory_state.data
