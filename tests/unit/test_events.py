@@ -165,7 +165,7 @@ def test_wrong_schema_and_garbage_are_refused() -> None:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, v1.schema) as writer:
         writer.write_table(v1)
-    with pytest.raises(ValueError, match="does not have the mingo.events.raw.v2 Arrow schema"):
+    with pytest.raises(ValueError, match=r"does not have the mingo\.events\.raw\.v2 Arrow schema"):
         decode_events(sink.getvalue().to_pybytes())
     with pytest.raises(ValueError, match="not an Arrow IPC stream"):
         decode_events(b"not arrow at all")
