@@ -200,3 +200,9 @@ def test_expand_kernel_stops_at_bad_offsets() -> None:
     assert kernels.expand_kernel(mask, np.array([-1, 2, 3], np.int32), values, out) == 0
     with pytest.raises(ValueError, match="value counts"):
         kernels.expand_reference(mask, np.array([0, 1, 3], np.int32), values)
+
+
+def test_a_sliced_table_expands_its_own_rows() -> None:
+    time_s, line, channels = sparse_chunk(300, 14)
+    table = decode_events(encode_events(time_s, line, channels))
+    assert same_bits_but_negative_zero(channel_matrix(table.slice(100, 50)), channels[100:150])
