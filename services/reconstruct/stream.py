@@ -147,12 +147,18 @@ class StreamOutput:
         The chunks reconstructed (none while held).
     minutes : list of int
         Every minute whose sum changed. [s since epoch, UTC]
+    forgotten_files : list of str
+        Files that left the horizon with this chunk.
+    forgotten_minutes : list of int
+        Minutes that left the horizon with this chunk. [s since epoch, UTC]
     """
 
     rows: list[dict[str, Any]]
     calibrations: list[Calibration] = field(default_factory=list)
     results: list[ChunkResult] = field(default_factory=list)
     minutes: list[int] = field(default_factory=list)
+    forgotten_files: list[str] = field(default_factory=list)
+    forgotten_minutes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -235,7 +241,9 @@ class StationStream:
         else:
             output = self._process(chunk)
         if self.newest_s // _FORGET_EVERY_S != before // _FORGET_EVERY_S:
-            self._forget()  # every 10 minutes of data: deterministic, and cheap per chunk
+            # every 10 minutes of data: deterministic, and cheap per chunk
+            files, minutes = self._forget()
+            output = replace(output, forgotten_files=files, forgotten_minutes=minutes)
         return output
 
     def _z(self, chunk: Chunk) -> tuple[float, float, float, float]:
@@ -411,10 +419,15 @@ class StationStream:
         )
         return minute_records(tally, self.station, ["+".join(s.versions) for s in sums])
 
-    def _forget(self) -> None:
+    def _forget(self) -> tuple[list[str], list[int]]:
+        """Forget the files and minutes past the horizon; their names and starts."""
         limit = self.newest_s - self.horizon_s
-        for name in [n for n, p in self.files.items() if p.cover.end_s < limit]:
+        files = [n for n, p in self.files.items() if p.cover.end_s < limit]
+        for name in files:
             del self.files[name]
+        minutes = []
         if self.minutes and min(self.minutes) + 60 < limit:  # (the scan costs more than min)
-            for minute in [m for m in self.minutes if m + 60 < limit]:
+            minutes = [m for m in self.minutes if m + 60 < limit]
+            for minute in minutes:
                 del self.minutes[minute]
+        return files, minutes
