@@ -199,7 +199,7 @@ def main() -> None:
         flat = [m for per_file in messages for m in per_file]
         wire = sum(len(m.value) for m in flat)
         out(
-            f"encode (Arrow IPC, lz4)                  {t:7.2f} s  {len(flat)} chunks, "
+            f"encode (sparse Arrow IPC)               {t:7.2f} s  {len(flat)} chunks, "
             f"{wire / 1e6:.0f} MB\n"
         )
         admin = AdminClient({"bootstrap.servers": kafka.bootstrap})

@@ -17,15 +17,18 @@
 3. Chunk path: Arrow IPC chunks of ``--chunk`` events (``schemas.events.encode_events``, as ingest
    publishes them) → ``decode_events`` → ``channel_matrix`` → ``reconstruct_rates`` +
    ``tally_chunk`` (kernel + per-minute tally) with a fixed calibration → ``merge_tallies`` →
-   ``minute_records``; time per stage; the Arrow read of one chunk written with zstd, lz4 (the
-   wire format) and no compression.
+   ``minute_records``; time per stage. Then the wire formats: the day's chunk messages to
+   (n, 64) matrices with this tree's codec, its layout with lz4 buffers and (with
+   ``--baseline``) the revision's codec, in thread CPU per event, with bytes per event.
 4. Station stream: the day's files as ingest's chunk messages (both trigger types) through
    ``StationStream.add``, as the service runs them: chunk decoding, the calibration from the
    station's pool, reconstruction, tally and minute records; time per stage. With
    ``--baseline REV``, the ``StationStream`` of that git revision (its calibration, minutes,
-   pipeline and stream modules) runs interleaved with this tree's, ``--stream-repeat`` times each,
-   so that a loaded machine affects both alike; then this tree's ``StoredStation`` (the service's
-   state encoding) on a dict state, with the bytes it writes (what the changelog carries).
+   pipeline and stream modules, and its wire codec ``schemas/events.py``: each stream decodes the
+   day's chunks encoded by its own codec) runs interleaved with this tree's, ``--stream-repeat``
+   times each, so that a loaded machine affects both alike (the wire formats of 3. are measured
+   first); then this tree's ``StoredStation`` (the service's state encoding) on a dict state,
+   with the bytes it writes (what the changelog carries).
 5. Memory (``--memory``): the day's coincidence events as 24 hourly files, as one file of the
    day, and as one file of ``--memory-days`` days (the day repeated, times shifted), their chunk
    messages made one at a time, through this tree's ``StationStream``: the peak of traced
@@ -159,10 +162,10 @@ _BASELINE_MODULES = (
 
 
 def baseline_stream_class(ref: str) -> type:
-    """``StationStream`` of the git revision ``ref``: its reconstruct modules but the event kernels
-    (``_kernels``, this tree's) loaded from ``git show`` under other names, so that the old and
-    the new path run interleaved in one process."""
-    import importlib.util
+    """``StationStream`` of the git revision ``ref``: its reconstruct modules and its wire codec
+    (``schemas/events.py``, as ``wire``; with its kernel module if it has one) but the event
+    kernels (``_kernels``, this tree's) loaded from ``git show`` under other names, so that the
+    old and the new path run interleaved in one process, each decoding its own wire format."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
@@ -170,32 +173,54 @@ def baseline_stream_class(ref: str) -> type:
     package = "bench_baseline_reconstruct"
     (tmp / package).mkdir()
     (tmp / package / "__init__.py").write_text("")
-    for name in _BASELINE_MODULES:
-        text = subprocess.run(
-            ["git", "show", f"{ref}:services/reconstruct/{name}.py"],
-            cwd=root,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        for other in _BASELINE_MODULES:
-            text = text.replace(f"services.reconstruct.{other}", f"{package}.{other}")
+    files = {f"services/reconstruct/{name}.py": name for name in _BASELINE_MODULES}
+    files |= {"schemas/events.py": "wire", "schemas/_events_kernels.py": "_wire_kernels"}
+    renames = {f"services.reconstruct.{name}": name for name in _BASELINE_MODULES}
+    renames |= {"schemas.events": "wire", "schemas._events_kernels": "_wire_kernels"}
+    for path, name in files.items():
+        shown = subprocess.run(
+            ["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True
+        )
+        if shown.returncode and name == "_wire_kernels":
+            continue  # a revision before the sparse wire format has no codec kernels
+        shown.check_returncode()
+        text = shown.stdout
+        for old, new in renames.items():
+            text = text.replace(old, f"{package}.{new}")
         (tmp / package / f"{name}.py").write_text(text)
     sys.path.insert(0, str(tmp))
-    spec = importlib.util.find_spec(f"{package}.stream")
-    assert spec is not None
     module = importlib.import_module(f"{package}.stream")
     return module.StationStream  # type: ignore[no-any-return]
+
+
+def wire_of(stream_class: type) -> ModuleType:
+    """The wire codec (``schemas.events`` or a baseline's) that ``stream_class`` decodes with."""
+    return sys.modules[sys.modules[stream_class.__module__].decode_events.__module__]
+
+
+def recoded(messages: list[Outgoing], wire: ModuleType) -> list[Outgoing]:
+    """The messages with their values in the wire format of ``wire`` (made before timing)."""
+    if wire is sys.modules[decode_events.__module__]:
+        return messages
+    out = []
+    for m in messages:
+        table = decode_events(m.value)
+        time_s, line = table.column("time_s").to_numpy(), table.column("line").to_numpy()
+        value = wire.encode_events(time_s, line, channel_matrix(table))
+        out.append(Outgoing(m.topic, m.key, value, m.headers))
+    return out
 
 
 def station_stream(
     messages: list[Outgoing], config: ReconstructionConfig, stream_class: type = StationStream
 ) -> tuple[list[dict[str, object]], dict[str, float]]:
-    """The messages through one StationStream: (the minute records, seconds per stage).
+    """The messages (in the wire format of ``stream_class``'s module) through one StationStream:
+    (the minute records, seconds per stage).
 
-    Stages: ``decode`` (Arrow IPC → chunk), ``add`` (everything else: calibration, kernel,
-    tally, records); for this tree's stream also, within ``add``, the calibration's ``part``
-    (``chunk_part``), ``equations`` (``tsum_equations``) and ``solve``
+    Stages: ``decode`` (Arrow IPC → chunk, the stream module's ``chunk_from_message``), ``add``
+    (everything else: calibration, kernel, tally, records); for this tree's stream also, within
+    ``add``, the calibration's ``part`` (``chunk_part``), ``equations`` (``tsum_equations``) and
+    ``solve``
     (``CalibrationPool.calibration``: merge of the pooled parts, T_sum solution, band),
     ``kernel`` (``reconstruct_rates``, the held chunks' trial included) and ``tally``
     (``tally_chunk``).
@@ -224,11 +249,12 @@ def station_stream(
         timer(stream_module, "reconstruct_rates", "kernel")
         timer(stream_module, "tally_chunk", "tally")
     stream = stream_class(0, lambda _: Z_MM, config)
+    from_message = sys.modules[stream_class.__module__].chunk_from_message
     records: list[dict[str, object]] = []
     try:
         for message in messages:
             t0 = time.perf_counter()
-            chunk = chunk_from_message(envelope_from_headers(message.headers), message.value)
+            chunk = from_message(envelope_from_headers(message.headers), message.value)
             t1 = time.perf_counter()
             records += stream.add(chunk).rows
             spent["decode"] += t1 - t0
@@ -545,31 +571,47 @@ def _ipc(table: pa.Table, codec: str | None) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _to_matrix(data: bytes) -> np.ndarray:
-    return channel_matrix(decode_events(data))
-
-
-def wire_formats(payload: bytes, repeat: int) -> None:
-    """One chunk, IPC bytes to the (n, 64) matrix, in the earlier and the current layouts."""
+def wire_formats(
+    messages: list[Outgoing],
+    repeat: int,
+    baseline: tuple[str, ModuleType, list[Outgoing]] | None = None,
+) -> None:
+    """The day's chunks, payload to the (n, 64) matrix, this tree's codec against ``baseline``
+    (the same chunks in the baseline's format) and against this tree's layout with lz4 buffers:
+    thread CPU per event (interleaved rounds, best of ``repeat``), bytes per event, the largest
+    message, and whether every matrix equals this tree's. ``baseline``: its label, its wire
+    module and the messages in its format."""
     out = sys.stdout.write
-    table = decode_events(payload)
-    matrix = channel_matrix(table)
-    n = table.num_rows
-    # the layout before: 64 float64 columns, each a separately compressed buffer
-    columns = pa.table({f"c{i}": matrix[:, i] for i in range(matrix.shape[1])})
-    old = _ipc(columns, "zstd")
-    t_old = _best(
-        lambda: np.column_stack([c.to_numpy() for c in pa.ipc.open_stream(old).read_all()]),
-        repeat,
-    )
-    out(f"  one chunk, IPC -> (n, 64): 64 columns zstd (before) {t_old * 1e9 / n:7.1f} ns/event")
-    out(f" ({len(old) / 1e6:.2f} MB)\n")
-    for codec in ("zstd", "lz4", None):
-        data = _ipc(table, codec)
-        t_new = _best(partial(_to_matrix, data), repeat)
-        label = f"fixed-size list, {codec!s:4s}" + (" (now)" if codec == "lz4" else "      ")
-        out(f"  one chunk, IPC -> (n, 64): {label} {t_new * 1e9 / n:7.1f} ns/event")
-        out(f" ({len(data) / 1e6:.2f} MB)\n")
+    lz4 = [_ipc(decode_events(m.value), "lz4") for m in messages]
+    variants: dict[str, tuple[list[bytes], Callable[[bytes], np.ndarray]]] = {
+        "this tree": ([m.value for m in messages], lambda p: channel_matrix(decode_events(p))),
+        "this tree's layout, lz4 buffers": (lz4, lambda p: channel_matrix(decode_events(p))),
+    }
+    if baseline is not None:
+        label, wire, recoded_messages = baseline
+        variants[label] = (
+            [m.value for m in recoded_messages],
+            lambda p: wire.channel_matrix(wire.decode_events(p)),
+        )
+    reference = [channel_matrix(decode_events(m.value)) for m in messages]
+    n = sum(len(r) for r in reference)
+    best = dict.fromkeys(variants, np.inf)
+    same = {
+        name: all(np.array_equal(fn(p), r) for p, r in zip(ps, reference, strict=True))
+        for name, (ps, fn) in variants.items()
+    }
+    for _ in range(repeat):
+        for name, (payloads, fn) in variants.items():
+            c0 = time.thread_time()
+            for p in payloads:
+                fn(p)
+            best[name] = min(best[name], time.thread_time() - c0)
+    out(f"wire formats, the day's {len(messages)} chunks ({n} events), payload -> (n, 64), ")
+    out(f"thread CPU, best of {repeat} interleaved rounds (load {os.getloadavg()[0]:.1f}):\n")
+    for name, (payloads, _) in variants.items():
+        size = sum(len(p) for p in payloads)
+        out(f"  {name:34s} {best[name] * 1e9 / n:7.1f} ns/event {size / n:7.1f} bytes/event")
+        out(f" (largest {max(map(len, payloads)) / 1e6:.3f} MB; same matrix: {same[name]})\n")
 
 
 def main() -> None:
@@ -613,21 +655,28 @@ def main() -> None:
         return
     if not args.stream_only:
         other_parts(args, time_s, line, channels, config)
+        if not args.baseline:
+            wire_formats(messages, args.repeat)
     # station stream, as the service runs it, this tree against --baseline, interleaved
     events = sum(envelope_from_headers(m.headers).event_count for m in messages)
     out(f"station stream, the day's {len(messages)} chunk messages ({events} events, 24 files):\n")
     variants: list[tuple[str, type]] = [("this tree", StationStream)]
     if args.baseline:
         variants.insert(0, (f"baseline {args.baseline}", baseline_stream_class(args.baseline)))
-    for _, stream_class in variants:  # warm-up: kernels compiled or loaded, first calls done
-        station_stream(messages[:40], config, stream_class)
+    # each variant reads the messages in its own wire format, encoded by its own codec
+    wired = {label: recoded(messages, wire_of(stream_class)) for label, stream_class in variants}
+    if args.baseline:
+        label, stream_class = variants[0]
+        wire_formats(messages, args.repeat, (label, wire_of(stream_class), wired[label]))
+    for label, stream_class in variants:  # warm-up: kernels compiled or loaded, first calls done
+        station_stream(wired[label][:40], config, stream_class)
     outputs: dict[str, list[dict[str, object]]] = {}
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
     for run in range(args.stream_repeat):
         for label, stream_class in variants:
             t0, c0 = time.perf_counter(), time.process_time()
-            outputs[label], spent = station_stream(messages, config, stream_class)
+            outputs[label], spent = station_stream(wired[label], config, stream_class)
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             best[label] = min(best.get(label, np.inf), elapsed)
             best_cpu[label] = min(best_cpu.get(label, np.inf), cpu)
@@ -692,12 +741,11 @@ def other_parts(
         if elapsed < best:
             best, stages = elapsed, run_stages
     mb = sum(len(p) for p in payloads) / 1e6
-    out(f"chunk path, {n} events in {len(payloads)} chunks of {args.chunk} ({mb:.0f} MB lz4):\n")
+    out(f"chunk path, {n} events in {len(payloads)} chunks of {args.chunk} ({mb:.0f} MB):\n")
     out(f"  Arrow chunk -> minute records  {n / best / 1e6:8.2f} M events/s")
     out(f"  ({len(rows)} minute records)\n")
     for name, seconds in stages.items():
         out(f"    {name:20s} {seconds / best * 100:5.1f} %  {seconds * 1e9 / n:7.1f} ns/event\n")
-    wire_formats(payloads[0], args.repeat * 4)
     t_cal = _best(lambda: calibrate(0, time_s, channels, Z_MM, config), 1)
     out(f"  calibrate() on the day's {len(time_s)} events: {t_cal:.2f} s\n")
 

@@ -17,12 +17,14 @@ ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
 
 
 class RawEventChunkEnvelope(Contract):
-    """Header of a ``mingo.events.raw.v1`` message; the value is an Arrow IPC stream.
+    """Header of a ``mingo.events.raw.v2`` message; the value is an Arrow IPC stream.
 
     The Arrow table has ``time_s`` (int64, UTC epoch seconds), ``line`` (int32, 1-based line in the
-    source file) and ``channels``, a fixed-size list of the 64 values of
-    ``schemas.dat_format.CHANNEL_COLUMNS`` per event (float64, raw times and charges [ns], 0 = no
-    hit); see ``schemas.events``. A chunk holds whole minutes of one trigger type.
+    source file), ``written`` (uint64, bit c set when channel c of
+    ``schemas.dat_format.CHANNEL_COLUMNS`` is non-zero) and ``values``, a list of the event's
+    written channel values (float64, raw times and charges [ns]; unwritten channels are 0 = no
+    hit); see ``schemas.events``. A chunk holds whole minutes of one trigger type. The buffers
+    are uncompressed, or lz4 for an unusually dense chunk (the IPC stream says which).
     """
 
     station: int = station_field
@@ -46,7 +48,6 @@ class RawEventChunkEnvelope(Contract):
     content_type: Literal["application/vnd.apache.arrow.stream"] = Field(
         ARROW_STREAM, description="Media type of the message value."
     )
-    compression: Literal["lz4"] = Field("lz4", description="Arrow IPC buffer compression.")
 
 
 class LogReading(Contract):

@@ -57,11 +57,14 @@ class TopicSpec:
 
 
 EVENTS_RAW = TopicSpec(
-    "mingo.events.raw.v1",
+    "mingo.events.raw.v2",
     key="station id",
     value_format="arrow-ipc",
     model=RawEventChunkEnvelope,
-    description="Raw events as Arrow IPC chunks of whole minutes; envelope in header 'envelope'.",
+    description=(
+        "Raw events as sparse Arrow IPC chunks of whole minutes (written channels only); "
+        "envelope in header 'envelope'."
+    ),
     retention_ms=14 * DAY_MS,
 )
 LOGS_RAW = TopicSpec(

@@ -1,6 +1,6 @@
 """The reconstruct service: raw event chunks → minute records, exactly once (Quix Streams).
 
-One Quix Streams application consumes ``mingo.events.raw.v1`` (keyed by station). A stateful
+One Quix Streams application consumes ``mingo.events.raw.v2`` (keyed by station). A stateful
 step gives each chunk to its station's :class:`~services.reconstruct.state.StoredStation`, whose
 stream (held chunks, calibration pool, file covers, minute sums) lives in the station's keys of
 the Quix state store (RocksDB, backed by a changelog topic). The minute records a chunk touched

@@ -1,7 +1,7 @@
 """One station's raw event chunks to minute records, chunk by chunk (streaming domain; no Kafka).
 
 Ingest cuts each ``.dat`` file into chunks of whole minutes of one trigger type
-(``mingo.events.raw.v1``). :class:`StationStream` reconstructs each chunk as it arrives, with
+(``mingo.events.raw.v2``). :class:`StationStream` reconstructs each chunk as it arrives, with
 the calibration in force, made from the station's pooled earlier chunks
 (:class:`~services.reconstruct.calibration.CalibrationPool`), and adds the chunk's part
 (quantile tails, T_sum normal equations, per-second count histogram) to the pool. What it keeps
@@ -112,7 +112,7 @@ class Chunk:
 
 
 def chunk_from_message(envelope: RawEventChunkEnvelope, payload: bytes) -> Chunk:
-    """Decode a ``mingo.events.raw.v1`` message value (Arrow IPC) with its envelope."""
+    """Decode a ``mingo.events.raw.v2`` message value (Arrow IPC) with its envelope."""
     table = decode_events(payload)
     chunk = Chunk(
         envelope,

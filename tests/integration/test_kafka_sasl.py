@@ -156,7 +156,7 @@ def test_mingo_command_with_sasl_settings_and_debug_logs_never_shows_the_passwor
     command = [sys.executable, "-m", "services.cli", "--log-level", "debug", "topics", "create"]
     right = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert right.returncode == 0, right.stderr[-2000:]
-    assert "mingo.events.raw.v1: " in right.stdout
+    assert "mingo.events.raw.v2: " in right.stdout
     wrong_password = "wrong-" + secrets.token_hex(8)
     wrong = subprocess.run(
         command,

@@ -1,4 +1,4 @@
-"""Chunking of parsed events and the Arrow codec of raw event chunks."""
+"""Chunking of parsed events (the codec of the chunks: test_events.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.events import channel_matrix, decode_events, encode_events
 from services.ingest.chunking import plan_chunks
 
 pytestmark = pytest.mark.unit
@@ -54,22 +53,3 @@ def test_chunking_is_deterministic() -> None:
     a = plan_chunks(time_s, trigger, 500)
     b = plan_chunks(time_s.copy(), trigger.copy(), 500)
     assert [c.rows.tolist() for c in a] == [c.rows.tolist() for c in b]
-
-
-def test_arrow_codec_round_trip_is_exact() -> None:
-    rng = np.random.default_rng(5)
-    n = 1000
-    time_s = np.sort(rng.integers(1_709_251_200, 1_709_254_800, n)).astype(np.int64)
-    line = np.arange(2, n + 2, dtype=np.int32)
-    channels = np.round(rng.uniform(-200, 300, (n, 64)), 4)
-    channels[rng.random((n, 64)) < 0.6] = 0.0
-    table = decode_events(encode_events(time_s, line, channels))
-    assert table.num_rows == n
-    np.testing.assert_array_equal(table.column("time_s").to_numpy(), time_s)
-    np.testing.assert_array_equal(table.column("line").to_numpy(), line)
-    np.testing.assert_array_equal(channel_matrix(table), channels)
-
-
-def test_codec_rejects_inconsistent_shapes() -> None:
-    with pytest.raises(ValueError, match="inconsistent"):
-        encode_events(np.zeros(3, np.int64), np.zeros(3, np.int32), np.zeros((2, 64)))

@@ -96,7 +96,7 @@ def test_local_network_file_points_at_the_folders(tmp_path: Path) -> None:
 
 
 def test_caught_up_only_when_no_group_lags() -> None:
-    ends = (("mingo.events.raw.v1", 10),)
+    ends = (("mingo.events.raw.v2", 10),)
     assert Progress(ends, (("reconstruct", 0), ("sink", 0))).caught_up
     assert not Progress(ends, (("reconstruct", 0), ("sink", 3))).caught_up
     assert "lag: reconstruct 0, sink 3" in str(Progress(ends, (("reconstruct", 0), ("sink", 3))))
