@@ -20,18 +20,17 @@ measured times and charges, whose mantissas rarely repeat) and cost about as muc
 the whole uncompressed read and expansion.
 
 Size: a simulated 8 Hz station-day averages 17.8 written channels per event (at most 56), ~167
-bytes per event, at most 0.34 MB per chunk of ingest's default 2048 events. The worst case,
-every channel of every event written, is 536 bytes per event: 1.10 MB for 2048 events, above
-the broker's 1 MB default message size and the 1 MB that reconstruct's state changelog takes
-per value (it holds raw chunks until the first calibration). So a chunk above
-``COMPRESS_ABOVE_BYTES`` (512 KiB: never reached by the simulated day) is written with lz4
-buffers when that is smaller: 2048 fully written events of station values (drawn from the
-simulated day's) take 0.81 MB then, like the dense lz4 layout of v1. Values that do not compress
-at all (random bits) would still give 1.10 MB: the raw topic is created with, and the producers
-allow, 8 MiB messages (``schemas.topics``, ``services.common.kafka``), so such a chunk is still
-delivered. :func:`encode_events` raises ValueError for a payload above that limit (possible
-only when ``MINGO_INGEST_MAX_CHUNK_EVENTS`` is raised above ~15 000), rather than leave the
-producer to fail on it.
+bytes per event, at most 0.68 MB per chunk of ingest's default 4096 events. The worst case,
+every channel of every event written, is 536 bytes per event: 2.2 MB for 4096 events. So a
+chunk above ``COMPRESS_ABOVE_BYTES`` (1 MiB: never reached by the simulated day) is written with
+lz4 buffers when that is smaller (2048 fully written events of station values, drawn from the
+simulated day's, take 0.81 MB then, 74 % of their uncompressed size). Values that do not
+compress at all (random bits) keep their uncompressed size: the raw topic is created with, and
+the producers allow, 8 MiB messages (``schemas.topics``, ``services.common.kafka``), and
+reconstruct's state store cuts the chunks it holds into pieces under the changelog's 1 MB, so
+such a chunk is still delivered. :func:`encode_events` raises ValueError for a payload above
+that limit (possible only when ``MINGO_INGEST_MAX_CHUNK_EVENTS`` is raised above ~15 000),
+rather than leave the producer to fail on it.
 """
 
 from __future__ import annotations
@@ -49,9 +48,9 @@ from schemas.topics import EVENTS_RAW
 
 ENVELOPE_HEADER = "envelope"
 #: A chunk larger than this uncompressed is written with lz4 buffers when that is smaller
-#: (Arrow IPC marks compressed buffers itself: readers need nothing). Station chunks of 2048
-#: events stay below it (at most 0.34 MB on a simulated day). [bytes]
-COMPRESS_ABOVE_BYTES: Final = 512 * 1024
+#: (Arrow IPC marks compressed buffers itself: readers need nothing). Station chunks of 4096
+#: events stay below it (at most 0.68 MB on a simulated day). [bytes]
+COMPRESS_ABOVE_BYTES: Final = 1024 * 1024
 #: Largest payload :func:`encode_events` makes (the raw topic's ``max.message.bytes`` less room
 #: for the envelope header and the record's framing). [bytes]
 MAX_PAYLOAD_BYTES: Final = EVENTS_RAW.max_message_bytes - 64 * 1024

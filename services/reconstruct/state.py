@@ -6,24 +6,28 @@ topic lets a restarted or reassigned instance resume. Keys (bytes, under the sta
 * ``seq``: the sequence number, one per chunk (the only key read per chunk);
 * ``meta``: JSON: the layout, the newest event time, the held chunks, the recent files, the
   numbers of the pooled chunks (a range: the pool drops its oldest first), the events pooled
-  since the current calibration, the kept minutes (as runs);
+  since the current calibration, the hours with kept minutes;
 * ``file/<name>``: JSON: a recent file's cover and the chunk indices counted;
 * ``calibration``: the current calibration's record (JSON), written when it changes;
-* ``chunk/<file>/<index>``: a chunk held for the first calibration (envelope JSON and Arrow
-  payload);
+* ``chunk/<file>/<index>/<piece>``: a chunk held for the first calibration (envelope JSON and
+  Arrow payload);
 * ``part/<number>/<piece>``: a pooled chunk: its calibration part (charge and T_dif tails),
-  T_sum normal equations, per-second count histogram, chunk id and file, in pieces of at most
-  512 KiB (the first says how many), so that every value stays well under a changelog message
-  limit of 1 MB (the broker default) whatever the chunk size;
+  T_sum normal equations, per-second count histogram, chunk id and file;
+* ``hour/<hour start>``: which minutes of the hour are kept (a 60-bit mask);
 * ``minute/<minute start>``: a kept minute's summed tally and calibration versions.
 
-Arrays are stored as their raw bytes behind a JSON index of dtypes and shapes, numbers only
-(never pickles: the store is read back from a Kafka topic); ``np.save`` per array cost more than
-the chunk's reconstruction (bench/README.md, "State encoding"). The in-memory stream is reused
-while its sequence number equals the store's; otherwise (another instance worked on the station
-meanwhile, or a checkpoint was lost) it is rebuilt from the store. While they are equal, the
-in-memory stream before a chunk is what the store holds, so the keys to delete are found from
-it, without reading ``meta``.
+Held chunks and pooled parts are cut into pieces of at most 512 KiB (the first says how many),
+so that every value stays well under a changelog message limit of 1 MB (the broker default)
+whatever the chunk size. Arrays are stored as their raw bytes behind a small binary index of
+dtypes and shapes, numbers only (never pickles: the store is read back from a Kafka topic);
+``np.save`` per array cost more than the chunk's reconstruction (bench/README.md, "State
+encoding").
+
+The in-memory stream is reused while its sequence number equals the store's; otherwise
+(another instance worked on the station meanwhile, a checkpoint was lost, or a chunk raised
+midway) it is rebuilt from the store. While they are equal, the in-memory stream before a chunk
+is what the store holds, so what to write and delete is found from it and from what the stream
+reports, without reading ``meta``.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ __all__ = ["KeyValueState", "StoredStation"]
 
 #: Largest value of a part's piece [bytes] (a changelog message must stay under 1 MB).
 _PIECE_BYTES = 512 * 1024
+#: Bytes before a value stored in pieces: the number of pieces (in the first piece).
+_LEAD = 4
 #: Layout of the stored values (``meta["format"]``); a store of another layout is refused.
 _FORMAT = 2
 #: Array kinds a stored value may hold (signed and unsigned integers, floats, booleans).
@@ -135,12 +141,12 @@ def _text(value: str) -> np.ndarray:
 
 
 def _part_value(
-    part: ChunkPart, equations: TsumEquations | None, seconds: np.ndarray | None, lead: int
+    part: ChunkPart, equations: TsumEquations | None, seconds: np.ndarray | None
 ) -> np.ndarray:
-    """A pooled chunk as one value (:func:`_encode`): an int64 header (events, time span,
-    counts, tail sizes; -1 for a T_dif high tail that is the low one), the tails' values one
-    after the other, the T_sum equations (no tracks: none) and seconds histogram, the chunk id
-    and its file."""
+    """A pooled chunk as one value (:func:`_encode`, :data:`_LEAD` bytes free): an int64
+    header (events, time span, counts, tail sizes; -1 for a T_dif high tail that is the low
+    one), the tails' values one after the other, the T_sum equations (no tracks: none) and
+    seconds histogram, the chunk id and its file."""
     shared = [high is low for low, high in zip(part.tdif_low, part.tdif_high, strict=True)]
     highs = [high for high, same in zip(part.tdif_high, shared, strict=True) if not same]
     header = np.concatenate(
@@ -168,13 +174,13 @@ def _part_value(
             _text(part.key),
             _text(part.source_file),
         ],
-        lead,
+        _LEAD,
     )
 
 
-def _part_of(value: bytes, lead: int = 4) -> tuple[ChunkPart, TsumEquations | None, np.ndarray]:
+def _part_of(value: bytes) -> tuple[ChunkPart, TsumEquations | None, np.ndarray]:
     """The part, equations and seconds histogram of :func:`_part_value`."""
-    header, values, normal, rhs, tracks, seconds, key, source_file = _load(value, lead)
+    header, values, normal, rhs, tracks, seconds, key, source_file = _load(value, _LEAD)
     events, first, last = (int(v) for v in header[:3])
     charge_count, tdif_count = header[3:35].reshape(4, 4, 2), header[35:51].reshape(4, 4)
     sizes = header[51:].tolist()
@@ -225,23 +231,55 @@ def _minute_mask(minutes: dict[int, MinuteSum], hour: int) -> int:
     return sum(1 << k for k in range(60) if hour + 60 * k in minutes)
 
 
-def _chunk_value(envelope: RawEventChunkEnvelope, payload: bytes) -> bytes:
+def _chunk_value(envelope: RawEventChunkEnvelope, payload: bytes) -> np.ndarray:
+    """A held chunk as a value with :data:`_LEAD` free bytes: the envelope JSON's length, the
+    envelope JSON, the payload as received."""
     header = envelope_headers(envelope)[0][1]
-    return len(header).to_bytes(4, "big") + header + payload
+    value = np.empty(_LEAD + 4 + len(header) + len(payload), np.uint8)
+    value[_LEAD : _LEAD + 4] = np.frombuffer(len(header).to_bytes(4, "big"), np.uint8)
+    value[_LEAD + 4 : _LEAD + 4 + len(header)] = np.frombuffer(header, np.uint8)
+    value[_LEAD + 4 + len(header) :] = np.frombuffer(payload, np.uint8)
+    return value
 
 
 def _chunk_of(value: bytes) -> Chunk:
-    size = int.from_bytes(value[:4], "big")
-    envelope = RawEventChunkEnvelope.model_validate_json(value[4 : 4 + size])
-    return chunk_from_message(envelope, value[4 + size :])
+    size = int.from_bytes(value[_LEAD : _LEAD + 4], "big")
+    envelope = RawEventChunkEnvelope.model_validate_json(value[_LEAD + 4 : _LEAD + 4 + size])
+    return chunk_from_message(envelope, value[_LEAD + 4 + size :])
 
 
-def _chunk_key(name: str, index: int) -> bytes:
-    return f"chunk/{name}/{index}".encode()
+def _chunk_key(name: str, index: int) -> str:
+    return f"chunk/{name}/{index}"
 
 
-def _piece_key(number: int, piece: int) -> bytes:
-    return f"part/{number}/{piece}".encode()
+def _part_key(number: int) -> str:
+    return f"part/{number}"
+
+
+def _set_pieces(state: KeyValueState, key: str, value: np.ndarray) -> int:
+    """Store ``value`` (uint8, its first :data:`_LEAD` bytes free for the count) as
+    ``<key>/<piece>`` values of at most :data:`_PIECE_BYTES`; the number of pieces."""
+    pieces = -(-len(value) // _PIECE_BYTES)
+    value[:_LEAD] = np.frombuffer(pieces.to_bytes(_LEAD, "big"), np.uint8)
+    for piece in range(pieces):
+        at = piece * _PIECE_BYTES
+        state.set(f"{key}/{piece}".encode(), value[at : at + _PIECE_BYTES].tobytes())
+    return pieces
+
+
+def _get_pieces(state: KeyValueState, key: str) -> bytes:
+    """The value of :func:`_set_pieces` (with its count)."""
+    first = state.get(f"{key}/0".encode())
+    pieces = int.from_bytes(first[:_LEAD], "big")
+    return b"".join([first, *(state.get(f"{key}/{piece}".encode()) for piece in range(1, pieces))])
+
+
+def _delete_pieces(state: KeyValueState, key: str, pieces: int | None = None) -> None:
+    """Delete the pieces of ``key`` (``pieces`` of them; None: as its first piece says)."""
+    if pieces is None:
+        pieces = int.from_bytes(state.get(f"{key}/0".encode())[:_LEAD], "big")
+    for piece in range(pieces):
+        state.delete(f"{key}/{piece}".encode())
 
 
 @dataclass(frozen=True)
@@ -304,9 +342,9 @@ class StoredStation:
         held_now = _held(self.stream)
         key = (envelope.source_file, envelope.chunk_index)
         if key not in held and key in held_now:
-            state.set(_chunk_key(*key), _chunk_value(envelope, payload))
+            _set_pieces(state, _chunk_key(*key), _chunk_value(envelope, payload))
         for name, index in held - held_now:  # released
-            state.delete(_chunk_key(name, index))
+            _delete_pieces(state, _chunk_key(name, index))
         self._store_pool(state)
         files = {envelope.source_file} | {result.name for result in output.results}
         self._store_files(state, files, output.forgotten_files)
@@ -325,16 +363,11 @@ class StoredStation:
         oldest = parts[0].key if parts else None
         while self._stored and (not parts or self._stored[0].key != oldest):
             gone = self._stored.popleft()
-            for piece in range(gone.pieces):
-                state.delete(_piece_key(gone.number, piece))
+            _delete_pieces(state, _part_key(gone.number), gone.pieces)
         for part in parts[len(self._stored) :]:
             key = part.key
-            value = _part_value(part, pool.equations(key), pool.seconds(key), lead=4)
-            pieces = -(-len(value) // _PIECE_BYTES)
-            value[:4] = np.frombuffer(pieces.to_bytes(4, "big"), np.uint8)
-            for piece in range(pieces):
-                at = piece * _PIECE_BYTES
-                state.set(_piece_key(self._next, piece), value[at : at + _PIECE_BYTES].tobytes())
+            value = _part_value(part, pool.equations(key), pool.seconds(key))
+            pieces = _set_pieces(state, _part_key(self._next), value)
             self._stored.append(_StoredPart(self._next, part.key, pieces))
             self._next += 1
 
@@ -397,10 +430,9 @@ class StoredStation:
         equations: dict[str, TsumEquations] = {}
         seconds: dict[str, np.ndarray] = {}
         for number in range(first, self._next):
-            value = state.get(_piece_key(number, 0))
-            pieces = int.from_bytes(value[:4], "big")
-            rest = [state.get(_piece_key(number, piece)) for piece in range(1, pieces)]
-            part, part_equations, counts = _part_of(b"".join([value, *rest]))
+            value = _get_pieces(state, _part_key(number))
+            pieces = int.from_bytes(value[:_LEAD], "big")
+            part, part_equations, counts = _part_of(value)
             parts.append(part)
             if part_equations is not None:
                 equations[part.key] = part_equations
@@ -415,7 +447,8 @@ class StoredStation:
             int(meta.get("added", 0)),
         )
         stream.held = [
-            _chunk_of(state.get(_chunk_key(name, index))) for name, index in meta.get("held", [])
+            _chunk_of(_get_pieces(state, _chunk_key(name, index)))
+            for name, index in meta.get("held", [])
         ]
         stream.files = {
             name: _file_of(state.get(f"file/{name}".encode())) for name in meta.get("files", [])
