@@ -27,10 +27,14 @@
 4. ``--profile``: once more, the service in this process (``run_reconstruct``) under cProfile,
    stopped at the same end; the top 20 functions by own time and by cumulative time.
 
-``--repeat`` runs 2. and 3. alternately; the load average is printed with every figure.
+``--repeat`` runs 2., 3. (and each ``--variant``: the service with other settings) and the domain
+path alone (station 0's chunks through ``StoredStation`` on a dict state, in this process)
+alternately; the load average is printed with every figure.
 
     python bench/bench_reconstruct_quix.py --bootstrap 127.0.0.1:33192 --repeat 3
     python bench/bench_reconstruct_quix.py --hours 2 --repeat 1 --profile     # development
+    python bench/bench_reconstruct_quix.py --variant \
+        big:MINGO_RECONSTRUCT_BATCH_MESSAGES=256,MINGO_RECONSTRUCT_COMMIT_INTERVAL_S=2
 """
 
 from __future__ import annotations
@@ -284,19 +288,26 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
-def service(kafka: KafkaSettings, filled: Filled, data_dir: Path | None) -> dict[str, float]:
-    """One run of ``python -m services.reconstruct`` on the filled topic; its figures."""
+def service(
+    kafka: KafkaSettings, filled: Filled, data_dir: Path | None, settings: dict[str, str]
+) -> dict[str, float]:
+    """One run of ``python -m services.reconstruct`` on the filled topic (``settings``: more
+    environment variables); its figures."""
     tag = uuid.uuid4().hex[:6]
     group = f"bench-reconstruct-{tag}"
     work = Path(tempfile.mkdtemp(prefix="bench-reconstruct-"))
-    env = os.environ | {
-        "MINGO_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "MINGO_INSTANCE": f"bench-{tag}",
-        "MINGO_RECONSTRUCT_GROUP_ID": group,
-        "MINGO_RECONSTRUCT_STATE_DIR": str(work / "state"),
-        "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(work / "calibrations"),
-        "MINGO_LOG_FORMAT": "json",
-    }
+    env = (
+        os.environ
+        | {
+            "MINGO_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "MINGO_INSTANCE": f"bench-{tag}",
+            "MINGO_RECONSTRUCT_GROUP_ID": group,
+            "MINGO_RECONSTRUCT_STATE_DIR": str(work / "state"),
+            "MINGO_RECONSTRUCT_CALIBRATION_DIR": str(work / "calibrations"),
+            "MINGO_LOG_FORMAT": "json",
+        }
+        | settings
+    )
     rates = RatesWatcher(kafka)
     rates.start()
     ready = [0.0]
@@ -372,7 +383,7 @@ def figures(
     }
 
 
-def profiled(kafka: KafkaSettings, filled: Filled, top: int = 20) -> None:
+def profiled(kafka: KafkaSettings, filled: Filled, dump: Path | None, top: int = 20) -> None:
     """The service in this process under cProfile, stopped at the end; top functions."""
     tag = uuid.uuid4().hex[:6]
     work = Path(tempfile.mkdtemp(prefix="bench-reconstruct-"))
@@ -399,6 +410,8 @@ def profiled(kafka: KafkaSettings, filled: Filled, top: int = 20) -> None:
     changelog_bytes(kafka, options.group_id, None)
     shutil.rmtree(work, ignore_errors=True)
     progress = seen[0]
+    if dump is not None:
+        profile.dump_stats(dump)
     out = sys.stdout.write
     out(
         f"profiled in process: {filled.events} events to the end in "
@@ -457,7 +470,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=8.0, help="simulated event rate [Hz]")
     parser.add_argument("--chunk", type=int, default=2048, help="events per chunk at most")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="also run the service with these settings (environment), interleaved; repeatable",
+    )
     parser.add_argument("--profile", action="store_true", help="then a cProfile run in process")
+    parser.add_argument("--profile-out", type=Path, help="write the cProfile stats to this file")
     parser.add_argument(
         "--kafka-data-dir",
         type=Path,
@@ -467,6 +488,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     kafka = KafkaSettings(bootstrap=args.bootstrap)
+    variants: list[tuple[str, dict[str, str]]] = [("service", {})]
+    for variant in args.variant:
+        name, _, pairs = variant.partition(":")
+        variants.append((name, dict(pair.split("=", 1) for pair in pairs.split(","))))
     out = sys.stdout.write
     out(f"load average before: {os.getloadavg()}\n")
     filled = fill(kafka, args.stations, args.hours, args.rate, args.chunk)
@@ -481,10 +506,12 @@ def main() -> None:
             f"CPU: {events / wall / 1e6:.3f} M events/s wall, {events / cpu / 1e6:.3f} M per "
             f"CPU-s (load {os.getloadavg()[0]:.2f})\n"
         )
-        report(run, "service", service(kafka, filled, args.kafka_data_dir), filled.events)
+        for label, settings in variants:
+            result = service(kafka, filled, args.kafka_data_dir, settings)
+            report(run, label, result, filled.events)
         domain(run, filled.first_station)
     if args.profile:
-        profiled(kafka, filled)
+        profiled(kafka, filled, args.profile_out)
 
 
 if __name__ == "__main__":
