@@ -23,7 +23,8 @@
    out, and its CPU time beyond the steady cost of its events is printed as the warm-up. Also:
    the rates records and distinct station-minutes produced (equal in every run), and the bytes
    the service wrote to its changelog topics (keys + values of every message, and the size of
-   their log segments on disk when ``--kafka-data-dir`` is given), per event.
+   their log segments on disk when ``--kafka-data-dir`` is given), per event; the service's peak
+   resident memory (VmHWM) at the end.
 4. ``--profile``: once more, the service in this process (``run_reconstruct``) under cProfile,
    stopped at the same end; the top 20 functions by own time and by cumulative time.
 
@@ -288,6 +289,14 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
+def _peak_rss(pid: int) -> int:
+    """Peak resident memory of a process (VmHWM) [bytes]."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def service(
     kafka: KafkaSettings, filled: Filled, data_dir: Path | None, settings: dict[str, str]
 ) -> dict[str, float]:
@@ -335,6 +344,7 @@ def service(
             kafka, group, filled, lambda: _process_cpu(process.pid), lambda: process.poll() is None
         )
         progress.start = start
+        peak_rss = _peak_rss(process.pid)
     except RuntimeError:
         logs.join(10)
         sys.stdout.write("\n".join(["the service's last log lines:", *tail, ""]))
@@ -346,7 +356,9 @@ def service(
         rates.finish()
     messages, payload, disk = changelog_bytes(kafka, group, data_dir)
     shutil.rmtree(work, ignore_errors=True)
-    return figures(filled, progress, ready[0], rates, (messages, payload, disk))
+    return figures(filled, progress, ready[0], rates, (messages, payload, disk)) | {
+        "peak_rss_mb": peak_rss / 2**20
+    }
 
 
 def figures(
@@ -456,7 +468,8 @@ def report(run: int, label: str, f: dict[str, float], events: int) -> None:
         f"{f['total_cpu_s']:.2f} s CPU: {events / f['total_wall_s'] * mev:.3f} M events/s\n"
         f"  {f['records']} rates records, {f['minutes']} station-minutes; changelog "
         f"{f['changelog_messages']} messages, {f['changelog_bytes'] / events:.0f} bytes/event "
-        f"(keys + values), {f['changelog_disk'] / events:.0f} bytes/event on disk "
+        f"(keys + values), {f['changelog_disk'] / events:.0f} bytes/event on disk; peak RSS "
+        f"{f['peak_rss_mb']:.0f} MB "
         f"(load {os.getloadavg()[0]:.2f})\n"
     )
 
