@@ -186,7 +186,8 @@ def plain(kafka: KafkaSettings, filled: Filled) -> tuple[int, int, float, float]
 
 @dataclass
 class Progress:
-    """What the watcher saw of a service run (times from the start, perf_counter seconds)."""
+    """What the watcher saw of a service run: ``time.perf_counter`` times [s], the process's
+    CPU time since its start [s]."""
 
     start: float
     first_commit: float = 0.0  #: first poll with committed offsets
@@ -194,7 +195,6 @@ class Progress:
     first_commit_cpu: float = 0.0
     end: float = 0.0  #: first poll with every partition committed to its end
     end_cpu: float = 0.0
-    first_record: float = 0.0  #: a read_committed consumer received the first rates record
 
 
 def watch(
