@@ -354,8 +354,8 @@ def service(
         process.wait(60)
         logs.join(10)
         rates.finish()
+        shutil.rmtree(work, ignore_errors=True)
     messages, payload, disk = changelog_bytes(kafka, group, data_dir)
-    shutil.rmtree(work, ignore_errors=True)
     return figures(filled, progress, ready[0], rates, (messages, payload, disk)) | {
         "peak_rss_mb": peak_rss / 2**20
     }
