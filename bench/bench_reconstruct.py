@@ -115,10 +115,11 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
 
 
 def simulated_events(
-    rate_hz: float, chunk: int
+    rate_hz: float, chunk: int, stations: tuple[int, ...] = (0,)
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Outgoing]]:
     """Times, line numbers and channels of the coincidence events of one simulated station-day,
-    and the day's raw chunk messages as ingest publishes them."""
+    and the day's raw chunk messages as ingest publishes them, as if each of ``stations`` had
+    recorded that day (station by station, files in time order)."""
     network = load_network()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sim"
@@ -139,10 +140,12 @@ def simulated_events(
             if f["path"] and f["readable"] and f["events"]
         ]
         files = [load_dat(p) for p in paths]
+        parsed = [parse_dat(p.read_bytes()) for p in paths]
         messages = [
             m
-            for p, f in zip(paths, files, strict=True)
-            for m in event_chunk_messages(0, p.name, f.start_s, parse_dat(p.read_bytes()), chunk)
+            for station in stations
+            for p, f, result in zip(paths, files, parsed, strict=True)
+            for m in event_chunk_messages(station, p.name, f.start_s, result, chunk)
         ]
     time_s = np.concatenate([f.time_s[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
     line = np.concatenate([f.line[f.trigger_type == TRIGGER_COINCIDENCE] for f in files])
