@@ -2,7 +2,7 @@
 
 1. Fill (not timed): the raw topic (``schemas.topics.EVENTS_RAW``) is deleted and created afresh,
    then filled with ``bench_reconstruct.simulated_events``' simulated station-day (8 Hz, chunks
-   of 2048 events, as ingest publishes them), once per station of ``--stations N`` (stations
+   of ingest's size, as ingest publishes them), once per station of ``--stations N`` (stations
    0..N-1, keyed by station as ingest keys them, their chunks interleaved as if the stations
    were ingested together); ``--hours`` keeps only the chunks of the day's first hours.
 2. ``plain``: a read_committed confluent-kafka consumer of a fresh group decodes every chunk
@@ -80,6 +80,7 @@ from services.common.kafka import (
 from services.common.runtime import StopFlag
 from services.common.settings import KafkaSettings
 from services.common.stations import load_network
+from services.ingest.chunking import MAX_CHUNK_EVENTS
 from services.ingest.publish import Outgoing
 from services.reconstruct.service import ReconstructOptions, run_reconstruct
 from services.reconstruct.stream import chunk_from_message
@@ -481,7 +482,9 @@ def main() -> None:
     parser.add_argument("--stations", type=int, default=1, help="stations 0..N-1, same day")
     parser.add_argument("--hours", type=float, default=24.0, help="the day's first hours only")
     parser.add_argument("--rate", type=float, default=8.0, help="simulated event rate [Hz]")
-    parser.add_argument("--chunk", type=int, default=2048, help="events per chunk at most")
+    parser.add_argument(
+        "--chunk", type=int, default=MAX_CHUNK_EVENTS, help="events per chunk at most (ingest's)"
+    )
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
         "--variant",
