@@ -291,18 +291,18 @@ def tally_chunk(
     start, end, lo = cover.start_s, cover.end_s, cover.covered_s
     if end <= start:
         return MinuteTally.empty(), cover
-    dropped = (counts < band[0]) | (counts > band[1])
-    clipped = np.clip(time_s, start, end - 1)
-    spans = [clipped] if hi <= lo else [clipped, np.array([lo, hi - 1])]
-    every = np.concatenate(spans)
-    if not len(every):
+    # the minutes of the events' times clipped to the file and of the judged seconds (clipping
+    # is monotonic: the clipped extremes are the extremes clipped)
+    extremes = [lo, hi - 1] if hi > lo else []
+    if len(time_s):
+        extremes += [min(max(int(t), start), end - 1) for t in (time_s.min(), time_s.max())]
+    if not extremes:
         return MinuteTally.empty(), cover
-    first_minute = int(every.min()) // 60
-    n_min = int(every.max()) // 60 - first_minute + 1
-    minute_s = (first_minute + np.arange(n_min)) * 60
-    seconds = np.arange(lo, hi)
-    live = np.bincount(seconds // 60 - first_minute, weights=~dropped, minlength=n_min)
-
+    first_minute = min(extremes) // 60
+    n_min = max(extremes) // 60 - first_minute + 1
+    minute_s = np.arange(first_minute * 60, (first_minute + n_min) * 60, 60, dtype=np.int64)
+    dropped = np.empty(max(hi - lo, 0), np.bool_)
+    live = np.zeros(n_min)
     memory_lo = max(start, lo - _MEMORY_S)
     memory = np.array(cover.dropped_s, np.int64)
     topology, region, full_fid, missing_fid, q_sum, q_events, rejected = (
@@ -326,10 +326,14 @@ def tally_chunk(
         end,
         lo,
         hi,
-        dropped,
+        counts,
+        float(band[0]),
+        float(band[1]),
         memory_lo,
         memory,
         first_minute,
+        dropped,
+        live,
         topology,
         region,
         full_fid,
@@ -344,7 +348,7 @@ def tally_chunk(
     covered = max(hi, lo)
     keep_from = covered - _MEMORY_S
     remembered = [s for s in cover.dropped_s if s >= keep_from]
-    remembered += [int(s) for s in seconds[dropped] if s >= keep_from]
+    remembered += [s for s in (np.flatnonzero(dropped) + lo).tolist() if s >= keep_from]
     return tally, FileCover(start, end, covered, tuple(remembered))
 
 
@@ -355,14 +359,19 @@ def _count_events_reference(
     end: int,
     lo: int,
     hi: int,
-    dropped: np.ndarray,
+    counts: np.ndarray,
+    band: tuple[float, float],
     memory_lo: int,
     memory_dropped: np.ndarray,
     first_minute: int,
     n_min: int,
 ) -> tuple[np.ndarray, ...]:
     """Plain-numpy specification of ``_tally_kernels.count_events`` (its inputs, and the
-    output rows ``n_min``; returns topology, region, full, missing, q_sum, q_events, rejected)."""
+    output rows ``n_min``; returns dropped, live, topology, region, full, missing, q_sum,
+    q_events, rejected)."""
+    dropped = (counts < band[0]) | (counts > band[1])
+    seconds = np.arange(lo, hi)
+    live = np.bincount(seconds // 60 - first_minute, weights=~dropped, minlength=n_min)
     valid = events.status == 0
     clipped = np.clip(time_s, start, end - 1)
     minute = clipped // 60 - first_minute
@@ -393,7 +402,7 @@ def _count_events_reference(
 
     q_sum = np.bincount(m_hit, weights=events.q_event[has_hits], minlength=n_min)
     q_events = np.bincount(m_hit, minlength=n_min)
-    return topology, region, full_fid, missing_fid, q_sum, q_events, rejected
+    return dropped, live, topology, region, full_fid, missing_fid, q_sum, q_events, rejected
 
 
 def merge_tallies(tallies: Iterable[MinuteTally]) -> MinuteTally:
