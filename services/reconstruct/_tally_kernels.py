@@ -16,6 +16,28 @@ _FULL = 15
 
 
 @nb.njit(cache=True)
+def count_seconds(time_s: np.ndarray, valid: np.ndarray, lo: int, out_counts: np.ndarray) -> None:
+    """Add each valid event of a second of [lo, lo + len(out_counts)) to that second's count.
+
+    Parameters
+    ----------
+    time_s : int64 (n,)
+        Event times. [s since epoch, UTC]
+    valid : bool (n,)
+        Which events count.
+    lo : int
+        The first second. [s since epoch, UTC]
+    out_counts : int64 (k,)
+        Events per second, added to (zeroed by the caller).
+    """
+    k = out_counts.shape[0]
+    for i in range(time_s.shape[0]):
+        second = time_s[i] - lo
+        if valid[i] and 0 <= second < k:
+            out_counts[second] += 1
+
+
+@nb.njit(cache=True)
 def count_events(
     time_s: np.ndarray,
     status: np.ndarray,

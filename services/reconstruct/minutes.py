@@ -37,7 +37,7 @@ import numpy as np
 
 from schemas.columns import PLANES, REGIONS, TOPOLOGIES
 from services.common.stations import ReconstructionConfig
-from services.reconstruct._tally_kernels import count_events
+from services.reconstruct._tally_kernels import count_events, count_seconds
 
 if TYPE_CHECKING:  # events imports calibration, which imports this module
     from services.reconstruct.events import EventRates, EventResult
@@ -239,6 +239,13 @@ def chunk_end(cover: FileCover, last_time_s: int, closes_file: bool) -> int:
 
 def second_counts(time_s: np.ndarray, valid: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Valid events per second of [lo, hi) (int64, shape (hi - lo,))."""
+    counts = np.zeros(max(hi - lo, 0), np.int64)
+    count_seconds(time_s, valid, lo, counts)  # one pass, not five numpy calls per chunk
+    return counts
+
+
+def _second_counts_reference(time_s: np.ndarray, valid: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Plain-numpy specification of :func:`second_counts` (``_tally_kernels.count_seconds``)."""
     inside = valid & (time_s >= lo) & (time_s < hi)
     return np.bincount(time_s[inside] - lo, minlength=max(hi - lo, 0))
 

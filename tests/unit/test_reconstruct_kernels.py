@@ -272,6 +272,21 @@ def test_cli_writes_rates_and_events(tmp_path: Path) -> None:
     assert {v for vs in rates["calibration_version"] for v in vs.split("+")} == stored
 
 
+def test_second_counts_equal_numpy_reference() -> None:
+    """The per-second count kernel against its numpy specification: invalid events and events
+    before, after and at the ends of the seconds left out; an empty range."""
+    from services.reconstruct.minutes import _second_counts_reference
+
+    rng = np.random.default_rng(13)
+    time_s = rng.integers(59_990, 60_130, 4000).astype(np.int64)
+    valid = rng.random(4000) < 0.8
+    for lo, hi in ((60_000, 60_120), (60_050, 60_050), (60_050, 60_040)):
+        got = second_counts(time_s, valid, lo, hi)
+        expected = _second_counts_reference(time_s, valid, lo, hi)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    assert second_counts(time_s, valid, 60_000, 60_120).sum() > 0
+
+
 def test_tally_kernel_equals_numpy_reference() -> None:
     """The numba count of a chunk's events into minutes against its numpy specification, with
     invalid events, events outside the file, outlier seconds and remembered earlier seconds."""
