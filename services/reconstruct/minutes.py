@@ -51,6 +51,7 @@ __all__ = [
     "merge_tallies",
     "minute_records",
     "outlier_band",
+    "packed_records",
     "quantile_lerp",
     "quantile_ranks",
     "second_counts",
@@ -141,22 +142,6 @@ class MinuteTally:
             ]
         )
         return ints, np.column_stack([self.live_s, self.q_sum])
-
-    @staticmethod
-    def unpacked(minute_s: np.ndarray, ints: np.ndarray, floats: np.ndarray) -> MinuteTally:
-        """The tally of :meth:`packed` arrays."""
-        r, f = _N_TOPO, _N_TOPO + _N_REGION  # where the regions and the fiducial counts start
-        return MinuteTally(  # slices, not np.split: called per chunk on a few minutes
-            np.asarray(minute_s, np.int64),
-            floats[:, 0].copy(),
-            ints[:, :r],
-            ints[:, r:f],
-            ints[:, f : f + 4],
-            ints[:, f + 4 : f + 8],
-            floats[:, 1].copy(),
-            ints[:, f + 8].copy(),
-            ints[:, f + 9].copy(),
-        )
 
 
 def quantile_ranks(q: float, n: int) -> tuple[int, int, float]:
@@ -451,8 +436,7 @@ def minute_records(
     # Python floats, one tolist per field: a chunk's records cover a few minutes, at which the
     # ~40 numpy calls of a vectorised version cost several times this loop (the same IEEE
     # operations, so the same values: int / float, sqrt, as numpy computes them)
-    rows: list[dict[str, Any]] = []
-    for minute, live, topology, region, full, missing, q_sum, q_events, rejected, version in zip(
+    fields = zip(
         tally.minute_s.tolist(),
         tally.live_s.tolist(),
         tally.topology.tolist(),
@@ -464,22 +448,57 @@ def minute_records(
         tally.rejected.tolist(),
         versions,
         strict=True,
-    ):
-        if not live > 0:
-            continue
-        values = [station, datetime.fromtimestamp(minute, UTC), live, *topology]
-        for count in [*region, sum(region)]:
-            values += (count / live, math.sqrt(count) / live)
-        for n_full, n_missing in zip(full, missing, strict=True):
-            trials = n_full + n_missing
-            if trials:
-                eff = n_full / trials
-                values += (eff, math.sqrt(eff * (1 - eff) / trials))
-            else:
-                values += (None, None)
-        values += [q_sum / q_events if q_events > 0 else None, rejected, version]
-        rows.append(dict(zip(_RECORD_NAMES, values, strict=True)))
+    )
+    return [row for values in fields if (row := _record(station, *values)) is not None]
+
+
+def packed_records(
+    station: int,
+    minute_s: Sequence[int],
+    ints: Sequence[Sequence[int]],
+    floats: Sequence[Sequence[float]],
+    versions: Sequence[str],
+) -> list[dict[str, Any]]:
+    """:func:`minute_records` of minutes given as :meth:`MinuteTally.packed` rows (as lists: the
+    stream's minute sums, without stacking them into a tally per chunk)."""
+    r, f = _N_TOPO, _N_TOPO + _N_REGION  # where the regions and the fiducial counts start
+    rows = []
+    for minute, i, (live, q_sum), version in zip(minute_s, ints, floats, versions, strict=True):
+        fields = (i[:r], i[r:f], i[f : f + 4], i[f + 4 : f + 8], q_sum, i[f + 8], i[f + 9])
+        row = _record(station, minute, live, *fields, version)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def _record(
+    station: int,
+    minute: int,
+    live: float,
+    topology: list[int],
+    region: list[int],
+    full: list[int],
+    missing: list[int],
+    q_sum: float,
+    q_events: int,
+    rejected: int,
+    version: str,
+) -> dict[str, Any] | None:
+    """One minute's ``MinuteRates`` field dict (None without live time)."""
+    if not live > 0:
+        return None
+    values = [station, datetime.fromtimestamp(minute, UTC), live, *topology]
+    for count in [*region, sum(region)]:
+        values += (count / live, math.sqrt(count) / live)
+    for n_full, n_missing in zip(full, missing, strict=True):
+        trials = n_full + n_missing
+        if trials:
+            eff = n_full / trials
+            values += (eff, math.sqrt(eff * (1 - eff) / trials))
+        else:
+            values += (None, None)
+    values += [q_sum / q_events if q_events > 0 else None, rejected, version]
+    return dict(zip(_RECORD_NAMES, values, strict=True))
 
 
 _RECORD_NAMES = [
