@@ -131,15 +131,17 @@ class MinuteTally:
     def packed(self) -> tuple[np.ndarray, np.ndarray]:
         """Per minute, the integer fields side by side (int64, (m, 38)) and the float ones
         (float64, (m, 2): ``live_s``, ``q_sum``)."""
-        ints = np.column_stack(
+        # one concatenate: np.column_stack costs twice as much at a chunk's few minutes
+        ints = np.concatenate(
             [
                 self.topology,
                 self.region,
                 self.full_fid,
                 self.missing_fid,
-                self.q_events,
-                self.rejected,
-            ]
+                self.q_events[:, None],
+                self.rejected[:, None],
+            ],
+            axis=1,
         )
         return ints, np.column_stack([self.live_s, self.q_sum])
 
