@@ -72,9 +72,9 @@ def count_events(
     A second s of [lo, hi) is dropped (an outlier) when its count ``counts[s - lo]`` lies
     outside [band_lo, band_hi]; the others add 1 s to their minute's live time. An event counts
     when its status is 0, its time lies in the file's [start, end) and its second is judged
-    live: in [lo, hi) by that judgement, in [memory_lo, lo)
-    unless listed in ``memory_dropped``; any other event is rejected in the minute of its time
-    clipped to the file. Counted events add to the topology, region, 3-of-4 efficiency
+    live: in [lo, hi) by that judgement, in [memory_lo, lo) unless listed in
+    ``memory_dropped``; any other event is rejected in the minute of its time clipped to the
+    file. Counted events add to the topology, region, 3-of-4 efficiency
     counters and, with hits, to the charge sum, in event order (as ``np.bincount`` adds).
 
     Parameters
