@@ -37,7 +37,7 @@ import numpy as np
 
 from schemas.columns import PLANES, REGIONS, TOPOLOGIES
 from services.common.stations import ReconstructionConfig
-from services.reconstruct._tally_kernels import count_events
+from services.reconstruct._tally_kernels import count_events, count_seconds
 
 if TYPE_CHECKING:  # events imports calibration, which imports this module
     from services.reconstruct.events import EventRates, EventResult
@@ -51,6 +51,7 @@ __all__ = [
     "merge_tallies",
     "minute_records",
     "outlier_band",
+    "packed_records",
     "quantile_lerp",
     "quantile_ranks",
     "second_counts",
@@ -130,33 +131,19 @@ class MinuteTally:
     def packed(self) -> tuple[np.ndarray, np.ndarray]:
         """Per minute, the integer fields side by side (int64, (m, 38)) and the float ones
         (float64, (m, 2): ``live_s``, ``q_sum``)."""
-        ints = np.column_stack(
+        # one concatenate: np.column_stack costs twice as much at a chunk's few minutes
+        ints = np.concatenate(
             [
                 self.topology,
                 self.region,
                 self.full_fid,
                 self.missing_fid,
-                self.q_events,
-                self.rejected,
-            ]
+                self.q_events[:, None],
+                self.rejected[:, None],
+            ],
+            axis=1,
         )
         return ints, np.column_stack([self.live_s, self.q_sum])
-
-    @staticmethod
-    def unpacked(minute_s: np.ndarray, ints: np.ndarray, floats: np.ndarray) -> MinuteTally:
-        """The tally of :meth:`packed` arrays."""
-        r, f = _N_TOPO, _N_TOPO + _N_REGION  # where the regions and the fiducial counts start
-        return MinuteTally(  # slices, not np.split: called per chunk on a few minutes
-            np.asarray(minute_s, np.int64),
-            floats[:, 0].copy(),
-            ints[:, :r],
-            ints[:, r:f],
-            ints[:, f : f + 4],
-            ints[:, f + 4 : f + 8],
-            floats[:, 1].copy(),
-            ints[:, f + 8].copy(),
-            ints[:, f + 9].copy(),
-        )
 
 
 def quantile_ranks(q: float, n: int) -> tuple[int, int, float]:
@@ -239,6 +226,13 @@ def chunk_end(cover: FileCover, last_time_s: int, closes_file: bool) -> int:
 
 def second_counts(time_s: np.ndarray, valid: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Valid events per second of [lo, hi) (int64, shape (hi - lo,))."""
+    counts = np.zeros(max(hi - lo, 0), np.int64)
+    count_seconds(time_s, valid, lo, counts)  # one pass, not five numpy calls per chunk
+    return counts
+
+
+def _second_counts_reference(time_s: np.ndarray, valid: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Plain-numpy specification of :func:`second_counts` (``_tally_kernels.count_seconds``)."""
     inside = valid & (time_s >= lo) & (time_s < hi)
     return np.bincount(time_s[inside] - lo, minlength=max(hi - lo, 0))
 
@@ -291,18 +285,18 @@ def tally_chunk(
     start, end, lo = cover.start_s, cover.end_s, cover.covered_s
     if end <= start:
         return MinuteTally.empty(), cover
-    dropped = (counts < band[0]) | (counts > band[1])
-    clipped = np.clip(time_s, start, end - 1)
-    spans = [clipped] if hi <= lo else [clipped, np.array([lo, hi - 1])]
-    every = np.concatenate(spans)
-    if not len(every):
+    # the minutes of the events' times clipped to the file and of the judged seconds (clipping
+    # is monotonic: the clipped extremes are the extremes clipped)
+    extremes = [lo, hi - 1] if hi > lo else []
+    if len(time_s):
+        extremes += [min(max(int(t), start), end - 1) for t in (time_s.min(), time_s.max())]
+    if not extremes:
         return MinuteTally.empty(), cover
-    first_minute = int(every.min()) // 60
-    n_min = int(every.max()) // 60 - first_minute + 1
-    minute_s = (first_minute + np.arange(n_min)) * 60
-    seconds = np.arange(lo, hi)
-    live = np.bincount(seconds // 60 - first_minute, weights=~dropped, minlength=n_min)
-
+    first_minute = min(extremes) // 60
+    n_min = max(extremes) // 60 - first_minute + 1
+    minute_s = np.arange(first_minute * 60, (first_minute + n_min) * 60, 60, dtype=np.int64)
+    dropped = np.empty(max(hi - lo, 0), np.bool_)
+    live = np.zeros(n_min)
     memory_lo = max(start, lo - _MEMORY_S)
     memory = np.array(cover.dropped_s, np.int64)
     topology, region, full_fid, missing_fid, q_sum, q_events, rejected = (
@@ -326,10 +320,14 @@ def tally_chunk(
         end,
         lo,
         hi,
-        dropped,
+        counts,
+        float(band[0]),
+        float(band[1]),
         memory_lo,
         memory,
         first_minute,
+        dropped,
+        live,
         topology,
         region,
         full_fid,
@@ -344,7 +342,7 @@ def tally_chunk(
     covered = max(hi, lo)
     keep_from = covered - _MEMORY_S
     remembered = [s for s in cover.dropped_s if s >= keep_from]
-    remembered += [int(s) for s in seconds[dropped] if s >= keep_from]
+    remembered += [s for s in (np.flatnonzero(dropped) + lo).tolist() if s >= keep_from]
     return tally, FileCover(start, end, covered, tuple(remembered))
 
 
@@ -355,14 +353,19 @@ def _count_events_reference(
     end: int,
     lo: int,
     hi: int,
-    dropped: np.ndarray,
+    counts: np.ndarray,
+    band: tuple[float, float],
     memory_lo: int,
     memory_dropped: np.ndarray,
     first_minute: int,
     n_min: int,
 ) -> tuple[np.ndarray, ...]:
     """Plain-numpy specification of ``_tally_kernels.count_events`` (its inputs, and the
-    output rows ``n_min``; returns topology, region, full, missing, q_sum, q_events, rejected)."""
+    output rows ``n_min``; returns dropped, live, topology, region, full, missing, q_sum,
+    q_events, rejected)."""
+    dropped = (counts < band[0]) | (counts > band[1])
+    seconds = np.arange(lo, hi)
+    live = np.bincount(seconds // 60 - first_minute, weights=~dropped, minlength=n_min)
     valid = events.status == 0
     clipped = np.clip(time_s, start, end - 1)
     minute = clipped // 60 - first_minute
@@ -393,7 +396,7 @@ def _count_events_reference(
 
     q_sum = np.bincount(m_hit, weights=events.q_event[has_hits], minlength=n_min)
     q_events = np.bincount(m_hit, minlength=n_min)
-    return topology, region, full_fid, missing_fid, q_sum, q_events, rejected
+    return dropped, live, topology, region, full_fid, missing_fid, q_sum, q_events, rejected
 
 
 def merge_tallies(tallies: Iterable[MinuteTally]) -> MinuteTally:
@@ -435,8 +438,7 @@ def minute_records(
     # Python floats, one tolist per field: a chunk's records cover a few minutes, at which the
     # ~40 numpy calls of a vectorised version cost several times this loop (the same IEEE
     # operations, so the same values: int / float, sqrt, as numpy computes them)
-    rows: list[dict[str, Any]] = []
-    for minute, live, topology, region, full, missing, q_sum, q_events, rejected, version in zip(
+    fields = zip(
         tally.minute_s.tolist(),
         tally.live_s.tolist(),
         tally.topology.tolist(),
@@ -448,22 +450,57 @@ def minute_records(
         tally.rejected.tolist(),
         versions,
         strict=True,
-    ):
-        if not live > 0:
-            continue
-        values = [station, datetime.fromtimestamp(minute, UTC), live, *topology]
-        for count in [*region, sum(region)]:
-            values += (count / live, math.sqrt(count) / live)
-        for n_full, n_missing in zip(full, missing, strict=True):
-            trials = n_full + n_missing
-            if trials:
-                eff = n_full / trials
-                values += (eff, math.sqrt(eff * (1 - eff) / trials))
-            else:
-                values += (None, None)
-        values += [q_sum / q_events if q_events > 0 else None, rejected, version]
-        rows.append(dict(zip(_RECORD_NAMES, values, strict=True)))
+    )
+    return [row for values in fields if (row := _record(station, *values)) is not None]
+
+
+def packed_records(
+    station: int,
+    minute_s: Sequence[int],
+    ints: Sequence[Sequence[int]],
+    floats: Sequence[Sequence[float]],
+    versions: Sequence[str],
+) -> list[dict[str, Any]]:
+    """:func:`minute_records` of minutes given as :meth:`MinuteTally.packed` rows (as lists: the
+    stream's minute sums, without stacking them into a tally per chunk)."""
+    r, f = _N_TOPO, _N_TOPO + _N_REGION  # where the regions and the fiducial counts start
+    rows = []
+    for minute, i, (live, q_sum), version in zip(minute_s, ints, floats, versions, strict=True):
+        fields = (i[:r], i[r:f], i[f : f + 4], i[f + 4 : f + 8], q_sum, i[f + 8], i[f + 9])
+        row = _record(station, minute, live, *fields, version)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def _record(
+    station: int,
+    minute: int,
+    live: float,
+    topology: Sequence[int],
+    region: Sequence[int],
+    full: Sequence[int],
+    missing: Sequence[int],
+    q_sum: float,
+    q_events: int,
+    rejected: int,
+    version: str,
+) -> dict[str, Any] | None:
+    """One minute's ``MinuteRates`` field dict (None without live time)."""
+    if not live > 0:
+        return None
+    values = [station, datetime.fromtimestamp(minute, UTC), live, *topology]
+    for count in [*region, sum(region)]:
+        values += (count / live, math.sqrt(count) / live)
+    for n_full, n_missing in zip(full, missing, strict=True):
+        trials = n_full + n_missing
+        if trials:
+            eff = n_full / trials
+            values += (eff, math.sqrt(eff * (1 - eff) / trials))
+        else:
+            values += (None, None)
+    values += [q_sum / q_events if q_events > 0 else None, rejected, version]
+    return dict(zip(_RECORD_NAMES, values, strict=True))
 
 
 _RECORD_NAMES = [

@@ -52,7 +52,7 @@ from services.reconstruct.minutes import (
     FileCover,
     MinuteTally,
     chunk_end,
-    minute_records,
+    packed_records,
     second_counts,
     tally_chunk,
 )
@@ -429,13 +429,14 @@ class StationStream:
     def rows_of(self, minutes: list[int]) -> list[dict[str, Any]]:
         """``MinuteRates`` field dicts of these minutes (those with live time), as summed."""
         kept = [m for m in minutes if m in self.minutes]
-        if not kept:
-            return []
         sums = [self.minutes[m] for m in kept]
-        tally = MinuteTally.unpacked(
-            np.array(kept), np.stack([s.ints for s in sums]), np.stack([s.floats for s in sums])
+        return packed_records(
+            self.station,
+            kept,
+            [s.ints.tolist() for s in sums],
+            [s.floats.tolist() for s in sums],
+            ["+".join(s.versions) for s in sums],
         )
-        return minute_records(tally, self.station, ["+".join(s.versions) for s in sums])
 
     def _forget(self) -> tuple[list[str], list[int]]:
         """Forget the files and minutes past the horizon; their names and starts."""

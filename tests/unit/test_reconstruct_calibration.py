@@ -9,6 +9,7 @@ from services.common.stations import ReconstructionConfig
 from services.reconstruct._calibration_kernels import (
     gather_channels,
     kept_pair_system,
+    pack_rows,
     pair_differences,
 )
 from services.reconstruct.calibration import (
@@ -113,6 +114,18 @@ def test_gather_kernel_equals_numpy_reference() -> None:
         assert np.array_equal(charges[c, : charge_count[c]], ref_charges[c])
     for s in range(16):
         assert np.array_equal(tdif[s, : tdif_count[s]], ref_tdif[s])
+
+
+def test_pack_rows_equals_numpy_concatenation() -> None:
+    """The packing kernel gives each row's first values, rows one after another, with empty
+    rows."""
+    rng = np.random.default_rng(5)
+    rows = rng.normal(0.0, 50.0, (48, 300))
+    counts = rng.integers(0, 301, 48)
+    counts[[0, 7]] = 0
+    packed = pack_rows(rows, counts)
+    expected = np.concatenate([rows[r, :c] for r, c in enumerate(counts)])
+    assert np.array_equal(packed, expected)
 
 
 def test_tsum_pair_kernels_equal_numpy_specification() -> None:

@@ -272,6 +272,21 @@ def test_cli_writes_rates_and_events(tmp_path: Path) -> None:
     assert {v for vs in rates["calibration_version"] for v in vs.split("+")} == stored
 
 
+def test_second_counts_equal_numpy_reference() -> None:
+    """The per-second count kernel against its numpy specification: invalid events and events
+    before, after and at the ends of the seconds left out; an empty range."""
+    from services.reconstruct.minutes import _second_counts_reference
+
+    rng = np.random.default_rng(13)
+    time_s = rng.integers(59_990, 60_130, 4000).astype(np.int64)
+    valid = rng.random(4000) < 0.8
+    for lo, hi in ((60_000, 60_120), (60_050, 60_050), (60_050, 60_040)):
+        got = second_counts(time_s, valid, lo, hi)
+        expected = _second_counts_reference(time_s, valid, lo, hi)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    assert second_counts(time_s, valid, 60_000, 60_120).sum() > 0
+
+
 def test_tally_kernel_equals_numpy_reference() -> None:
     """The numba count of a chunk's events into minutes against its numpy specification, with
     invalid events, events outside the file, outlier seconds and remembered earlier seconds."""
@@ -282,12 +297,17 @@ def test_tally_kernel_equals_numpy_reference() -> None:
     ev = reconstruct_rates(_events(3000, 4), _calibration(), Z, CONFIG)  # type: ignore[arg-type]
     start, end, lo, hi = 60_000, 60_400, 60_100, 60_300
     time_s = rng.integers(start - 20, end + 20, len(ev)).astype(np.int64)
-    dropped = rng.random(hi - lo) < 0.1
+    counts = rng.poisson(8.0, hi - lo)
+    band = (3.5, 12.5)  # about a tenth of the seconds dropped
     memory_lo, memory = lo - 60, np.array([lo - 50, lo - 3], np.int64)
     first, n_min = (start - 20) // 60, (end + 20) // 60 - (start - 20) // 60 + 1
-    args = (start, end, lo, hi, dropped, memory_lo, memory, first)
-    expected = _count_events_reference(time_s, ev, *args, n_min)
+    where = (start, end, lo, hi)
+    expected = _count_events_reference(
+        time_s, ev, *where, counts, band, memory_lo, memory, first, n_min
+    )
     got = [
+        np.empty(hi - lo, np.bool_),
+        np.zeros(n_min),
         np.zeros((n_min, 15), np.int64),
         np.zeros((n_min, 13), np.int64),
         np.zeros((n_min, 4), np.int64),
@@ -297,8 +317,9 @@ def test_tally_kernel_equals_numpy_reference() -> None:
         np.zeros(n_min, np.int64),
     ]
     fields = (ev.status, ev.topology, ev.region, ev.mask, ev.fiducial, ev.q_event)
-    count_events(time_s, *fields, *args, *got)
+    count_events(time_s, *fields, *where, counts, *band, memory_lo, memory, first, *got)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)  # the charge sums too: same order of additions
-    assert got[6].sum() > (ev.status != 0).sum()  # outliers and outside events rejected
-    assert got[3].sum() > 0 and got[2].sum() > 0
+    assert 0 < got[0].sum() < len(counts) and 0 < got[1].sum() < hi - lo  # some dropped
+    assert got[8].sum() > (ev.status != 0).sum()  # outliers and outside events rejected
+    assert got[5].sum() > 0 and got[4].sum() > 0
