@@ -364,7 +364,9 @@ def _msg_beyond_span(time_s: int, start_s: int, origin: str, max_span_s: int) ->
     )
 
 
-def _line_texts(data: bytes | bytearray | memoryview | np.ndarray, lines: np.ndarray) -> list[bytes]:
+def _line_texts(
+    data: bytes | bytearray | memoryview | np.ndarray, lines: np.ndarray
+) -> list[bytes]:
     """Raw text of the given 1-based lines, without terminators (a CR before the LF dropped)."""
     buf = _as_buffer(data)
     ends = np.flatnonzero(buf == ord("\n"))

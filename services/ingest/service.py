@@ -64,7 +64,8 @@ class IngestOptions:
     poll_interval_s: float = 30.0
     settle_s: float = 60.0  #: a .dat file is taken once unchanged for this long [s]
     max_chunk_events: int = MAX_CHUNK_EVENTS
-    max_file_span_s: int = MAX_FILE_SPAN_S  #: events this long after a file's start are rejected [s]
+    #: events before a file's start or this long after it are rejected [s]
+    max_file_span_s: int = MAX_FILE_SPAN_S
     ssh_config: Path | None = None
     ssh_key_passphrase: SecretStr | None = None  #: unlocks an encrypted key; never logged
     backoff_initial_s: float = 5.0

@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 __all__ = ["events_frame", "load_dat", "rates_frame", "reconstruct", "reconstruct_service"]
 
 
-def load_dat(path: Path, max_file_span_s: int = MAX_FILE_SPAN_S, report: bool = False) -> FileEvents:
+def load_dat(
+    path: Path, max_file_span_s: int = MAX_FILE_SPAN_S, report: bool = False
+) -> FileEvents:
     """Parse a ``.dat`` file into :class:`FileEvents` as ingest does (start from its name).
 
     With ``report``, each rejected line is written to stderr as ``FILE:LINE: REASON: detail``.

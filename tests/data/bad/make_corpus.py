@@ -9,9 +9,9 @@ The corpus is one station (1, mingo01) laid out as a station PC holds it, plus E
 logbooks and network files:
 
 - ``mingo01/dat/``: ``.dat`` files with every kind of line damage beside valid lines, event
-  times outside the file's span, empty, comment-only and binary files, bad, wrong-station, future and duplicate names; daily archives
-  that are truncated, not gzip, empty, nested, with foreign members, and one valid archive with a
-  damaged member;
+  times outside the file's span, empty, comment-only and binary files, bad, wrong-station,
+  future and duplicate names; daily archives that are truncated, not gzip, empty, nested, with
+  foreign members, and one valid archive with a damaged member;
 - ``mingo01/logs/done/``: slow-control logs with wrong field counts, units glued to values, bad
   timestamps (other separators, an unset clock, impossible days) and control bytes, each beside
   valid lines;
