@@ -451,19 +451,9 @@ def parse_dat_file(
 ) -> DatParseResult:
     """:func:`parse_dat`, then :func:`limit_to_file_span`: how every reader takes a station file.
 
-    Parameters
-    ----------
-    data : bytes, bytearray, memoryview or ndarray of uint8
-        The whole file content.
-    start_s : int or None
-        Acquisition start from the file name [s since epoch, UTC]; None when the name gives none.
-    max_span_s : int
-        Longest span of the file's events from its start. [s]
-
-    Returns
-    -------
-    DatParseResult
-        The events inside the span, one reject per bad line or out-of-span event.
+    ``data`` is the whole file content; ``start_s`` and ``max_span_s`` are as for
+    :func:`limit_to_file_span`. Returns the events inside the span and one reject per bad line
+    or out-of-span event.
     """
     return limit_to_file_span(data, parse_dat(data), start_s, max_span_s)
 
