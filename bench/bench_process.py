@@ -6,10 +6,10 @@
    (``sched_setaffinity``) with numba limited to one thread; a first run compiles or loads the
    numba kernels, then the best of ``--repeat`` runs into fresh output folders is reported.
 3. Breakdown, on the same files, stage by stage with the functions the command calls: parse
-   (read + ``parse_dat`` + ``parsed_file_events``), reconstruct (``reconstruct_files`` +
-   ``rates_rows``: calibration, kernels, minute tallies), logs (``station_readings``), ERA5
-   (``station_hours``: decode + derive), join (``unify_frame`` + ``to_rows``), write (the daily
-   CSV + Parquet files).
+   (read + ``read_file_events``: ``parse_dat`` and the file-span rule), reconstruct
+   (``reconstruct_files`` + ``rates_rows``: calibration, kernels, minute tallies), logs
+   (``station_readings``), ERA5 (``station_hours``: decode + derive), join (``unify_frame`` +
+   ``to_rows``), write (the daily CSV + Parquet files).
 
     python bench/bench_process.py                 # 1 day at 8 Hz, best of 3
     python bench/bench_process.py --rate 4 --repeat 1
@@ -37,8 +37,7 @@ from click.testing import CliRunner
 
 from services.common.logbook import parse_logbook, z_positions_at
 from services.common.stations import load_network
-from services.ingest.dat_parser import parse_dat
-from services.reconstruct.pipeline import parsed_file_events, rates_rows, reconstruct_files
+from services.reconstruct.pipeline import rates_rows, read_file_events, reconstruct_files
 from services.sink.files import DailyFiles
 from services.unify.cli import _Rejects, process, station_hours, station_readings
 from services.unify.join import JoinSettings, to_rows, unify_frame
@@ -73,7 +72,7 @@ def _breakdown(sim: Path, out: Path) -> tuple[dict[str, tuple[float, float]], di
     paths = sorted((station_dir / "dat").glob("*.dat"))
 
     def parse() -> list[Any]:
-        return [parsed_file_events(p.name, parse_dat(p.read_bytes())) for p in paths]
+        return [read_file_events(p.name, p.read_bytes())[0] for p in paths]
 
     files = _timed("parse", times, parse)
     entries, _ = parse_logbook((station_dir / "logbook.csv").read_text(), source="logbook.csv")

@@ -28,6 +28,10 @@ MALFORMED_NUMBER: Final = "MALFORMED_NUMBER"
 BAD_DATE: Final = "BAD_DATE"
 #: The trigger-type field of an event line is not 1 or 2.
 BAD_TRIGGER_TYPE: Final = "BAD_TRIGGER_TYPE"
+#: A valid event line whose time lies before the file's acquisition start (the time in its name)
+#: or a day or more after it (``MINGO_INGEST_MAX_FILE_SPAN_S``): a station clock reset or a
+#: misnamed file, whose live time would otherwise span the whole gap.
+OUTSIDE_FILE_SPAN: Final = "OUTSIDE_FILE_SPAN"
 #: The last line has no newline and is invalid: the file was cut while being written.
 TRUNCATED_LINE: Final = "TRUNCATED_LINE"
 #: NUL bytes, control characters or non-ASCII bytes where only text is expected.
@@ -64,6 +68,7 @@ REASONS: Final = (
     MALFORMED_NUMBER,
     BAD_DATE,
     BAD_TRIGGER_TYPE,
+    OUTSIDE_FILE_SPAN,
     TRUNCATED_LINE,
     BINARY_CONTENT,
     BAD_TIMESTAMP,

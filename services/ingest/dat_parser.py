@@ -30,6 +30,16 @@ Reason of a rejected line, first rule that applies:
 4. If the rejected line is the last one and has no newline, the reason becomes ``TRUNCATED_LINE``
    (the station was cut while writing) and the detail keeps the underlying problem.
 
+The file-span rule (:func:`limit_to_file_span`, applied by :func:`parse_dat_file`): a file holds
+about an hour of acquisition that starts at the UTC time in its name (DOMAIN.md §3), and the
+acquisition interval of a file runs from that start to its last event. A valid line whose time is
+before the start, or at or after start + ``max_span_s``, is rejected with ``OUTSIDE_FILE_SPAN``
+(a station clock reset, a misnamed file): it would otherwise vanish from the counts (before the
+start) or stretch the file's live time over the whole gap. A file without a usable name time
+starts at its first event, and the span still applies from there. The rule is a pure function of
+the parse result and the name time, kept apart from :func:`parse_dat` (which sees only bytes), so
+that ingest, ``mingo reconstruct`` and ``mingo process`` apply it identically.
+
 Whole-file problems (``line`` None): a file without event lines (empty, or only comments and
 blanks) gives one ``EMPTY_FILE`` reject. A file with no valid line where more than half of the
 event lines hold non-text bytes is not a ``.dat`` file at all (an archive, a disk block of
@@ -45,8 +55,9 @@ tests check that both agree exactly.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Final
 
 import numpy as np
 
@@ -59,13 +70,26 @@ from services.common.rejects import (
     FIELD_COUNT,
     GLUED_TOKENS,
     MALFORMED_NUMBER,
+    OUTSIDE_FILE_SPAN,
     TRUNCATED_LINE,
     LineReject,
     make_reject,
 )
 from services.ingest import _kernels as k
 
-__all__ = ["DatParseResult", "parse_dat", "parse_dat_reference"]
+__all__ = [
+    "MAX_FILE_SPAN_S",
+    "DatParseResult",
+    "limit_to_file_span",
+    "parse_dat",
+    "parse_dat_file",
+    "parse_dat_reference",
+]
+
+#: Longest acquisition one ``.dat`` file may span from its start, by default [s]: one day, well
+#: above the ~1 h of a station file and still above a whole day in one file, while a clock reset
+#: or a misnamed file (days to years off) is caught.
+MAX_FILE_SPAN_S: Final = 86_400
 
 _DATE_NAMES = ("year", "month", "day", "hour", "minute", "second")
 _DATE_RANGES = ((2000, 2099), (1, 12), (1, 31), (0, 23), (0, 59), (0, 59))
@@ -320,6 +344,118 @@ def parse_dat(data: bytes | bytearray | memoryview | np.ndarray) -> DatParseResu
         lines_total=lines_total,
         comments=comments,
     )
+
+
+# --- the file-span rule ------------------------------------------------------------------------
+
+
+def _utc_text(time_s: int) -> str:
+    return f"{datetime.fromtimestamp(time_s, UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _msg_before_start(time_s: int, start_s: int, origin: str) -> str:
+    return f"event time {_utc_text(time_s)} before the file's start {_utc_text(start_s)} ({origin})"
+
+
+def _msg_beyond_span(time_s: int, start_s: int, origin: str, max_span_s: int) -> str:
+    return (
+        f"event time {_utc_text(time_s)} is {time_s - start_s} s after the file's start "
+        f"{_utc_text(start_s)} ({origin}), at or beyond the longest file span of {max_span_s} s"
+    )
+
+
+def _line_texts(
+    data: bytes | bytearray | memoryview | np.ndarray, lines: np.ndarray
+) -> list[bytes]:
+    """Raw text of the given 1-based lines, without terminators (a CR before the LF dropped)."""
+    buf = _as_buffer(data)
+    ends = np.flatnonzero(buf == ord("\n"))
+    starts = np.r_[0, ends + 1]
+    ends = np.r_[ends, buf.size]
+    texts = []
+    for line in lines:
+        raw = buf[starts[line - 1] : ends[line - 1]].tobytes()
+        texts.append(raw.removesuffix(b"\r"))
+    return texts
+
+
+def limit_to_file_span(
+    data: bytes | bytearray | memoryview | np.ndarray,
+    result: DatParseResult,
+    start_s: int | None,
+    max_span_s: int = MAX_FILE_SPAN_S,
+) -> DatParseResult:
+    """Reject the valid events of a file outside its acquisition span (``OUTSIDE_FILE_SPAN``).
+
+    Parameters
+    ----------
+    data : bytes, bytearray, memoryview or ndarray of uint8
+        The file content ``result`` was parsed from (for the raw text of rejected lines).
+    result : DatParseResult
+        ``parse_dat(data)``.
+    start_s : int or None
+        Acquisition start from the file name [s since epoch, UTC]; None when the name gives none,
+        and then the first event is the start.
+    max_span_s : int
+        Events at or after ``start_s + max_span_s`` are rejected (> 0). [s]
+
+    Returns
+    -------
+    DatParseResult
+        ``result`` itself when every event lies in ``[start_s, start_s + max_span_s)``, else a
+        copy without the events outside, whose rejects (in line order) name each of them;
+        ``lines_total`` is unchanged, so they lower the valid fraction.
+    """
+    if max_span_s <= 0:
+        raise ValueError(f"max_span_s must be positive, got {max_span_s}")
+    times = result.time_s
+    if not len(times):
+        return result
+    origin = "file name"
+    if start_s is None:
+        start_s, origin = int(times.min()), "first event"
+    early = times < start_s
+    late = times >= start_s + max_span_s
+    outside = early | late
+    if not outside.any():
+        return result
+    rows = np.flatnonzero(outside)
+    texts = _line_texts(data, result.line_number[rows])
+    added = [
+        make_reject(
+            int(result.line_number[row]),
+            OUTSIDE_FILE_SPAN,
+            _msg_before_start(int(times[row]), start_s, origin)
+            if early[row]
+            else _msg_beyond_span(int(times[row]), start_s, origin, max_span_s),
+            raw,
+        )
+        for row, raw in zip(rows, texts, strict=True)
+    ]
+    keep = ~outside
+    return replace(
+        result,
+        time_s=times[keep],
+        trigger_type=result.trigger_type[keep],
+        line_number=result.line_number[keep],
+        channels=result.channels[keep],
+        # every event line has a number, so these rejects all carry one
+        rejects=tuple(sorted([*result.rejects, *added], key=lambda r: r.line or 0)),
+    )
+
+
+def parse_dat_file(
+    data: bytes | bytearray | memoryview | np.ndarray,
+    start_s: int | None,
+    max_span_s: int = MAX_FILE_SPAN_S,
+) -> DatParseResult:
+    """:func:`parse_dat`, then :func:`limit_to_file_span`: how every reader takes a station file.
+
+    ``data`` is the whole file content; ``start_s`` and ``max_span_s`` are as for
+    :func:`limit_to_file_span`. Returns the events inside the span and one reject per bad line
+    or out-of-span event.
+    """
+    return limit_to_file_span(data, parse_dat(data), start_s, max_span_s)
 
 
 # --- the reference -----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from services.common.stations import Station
 from services.common.status import Heartbeat, produce_status, status_key, status_message
 from services.ingest.archives import ArchiveError, read_dat_archive
 from services.ingest.chunking import MAX_CHUNK_EVENTS
-from services.ingest.dat_parser import parse_dat
+from services.ingest.dat_parser import MAX_FILE_SPAN_S, parse_dat_file
 from services.ingest.log_parser import parse_log
 from services.ingest.names import check_dat_name
 from services.ingest.publish import (
@@ -64,6 +64,8 @@ class IngestOptions:
     poll_interval_s: float = 30.0
     settle_s: float = 60.0  #: a .dat file is taken once unchanged for this long [s]
     max_chunk_events: int = MAX_CHUNK_EVENTS
+    #: events before a file's start or this long after it are rejected [s]
+    max_file_span_s: int = MAX_FILE_SPAN_S
     ssh_config: Path | None = None
     ssh_key_passphrase: SecretStr | None = None  #: unlocks an encrypted key; never logged
     backoff_initial_s: float = 5.0
@@ -252,8 +254,11 @@ class StationWorker:
                     self._summary("dat", file.name, 0, 0, 0, None, name.reject.detail)
                 )
                 return unit
-        result = parse_dat(data)
-        file_start_s = int(start.timestamp()) if start else int(result.time_s.min(initial=0))
+        named_start_s = int(start.timestamp()) if start else None
+        result = parse_dat_file(data, named_start_s, self.options.max_file_span_s)
+        file_start_s = (
+            named_start_s if named_start_s is not None else int(result.time_s.min(initial=0))
+        )
         chunks = event_chunk_messages(
             station, file.name, file_start_s, result, self.options.max_chunk_events, archive
         )

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from services.common.settings import ServiceSettings
 from services.common.stations import Network, Station
 from services.ingest.chunking import MAX_CHUNK_EVENTS
+from services.ingest.dat_parser import MAX_FILE_SPAN_S
 from services.ingest.service import IngestOptions
 
 
@@ -25,6 +26,16 @@ class IngestSettings(ServiceSettings):
     ingest_max_chunk_events: int = Field(
         MAX_CHUNK_EVENTS, gt=0, description="Events per chunk at most."
     )
+    ingest_max_file_span_s: int = Field(
+        MAX_FILE_SPAN_S,
+        gt=0,
+        description=(
+            "Events of a .dat file before the start in its name, or this long after it or more, "
+            "are rejected (OUTSIDE_FILE_SPAN). A day: far above the ~1 h of a station file and "
+            "above a daily file, while a station clock reset or a misnamed file (days to years "
+            "off) cannot stretch the file's live time over the gap. [s]"
+        ),
+    )
     ssh_config: Path = Field(
         Path("~/.ssh/config").expanduser(), description="ssh client config with station aliases."
     )
@@ -39,6 +50,7 @@ class IngestSettings(ServiceSettings):
             poll_interval_s=self.ingest_poll_interval_s,
             settle_s=self.ingest_settle_s,
             max_chunk_events=self.ingest_max_chunk_events,
+            max_file_span_s=self.ingest_max_file_span_s,
             ssh_config=self.ssh_config,
             ssh_key_passphrase=self.ssh_key_passphrase,
             heartbeat_s=self.heartbeat_s,

@@ -4,8 +4,10 @@
 
     mingo reconstruct FILE.dat [FILE.dat ...] [--logbook CSV] [--z 0,145,290,435]
                       --out rates.csv [--events events.parquet] [--network stations.yaml]
-                      [--calibrations DIR]
+                      [--calibrations DIR] [--chunk-events N] [--max-file-span S]
 
+Files are read as ingest reads them (``parse_dat_file``: events outside a file's span are
+rejected); every rejected line is written to stderr as ``FILE:LINE: REASON: detail``.
 Several files of one station are calibrated from their pooled events, in time order, exactly as
 the streaming service does, and a minute shared by two files gets both contributions.
 """
@@ -30,13 +32,13 @@ from services.common.cli_options import network_option, run_bounds, service_run_
 from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.chunking import MAX_CHUNK_EVENTS
-from services.ingest.dat_parser import parse_dat
+from services.ingest.dat_parser import MAX_FILE_SPAN_S
 from services.reconstruct.calibration_records import to_record, write_calibration
 from services.reconstruct.events import EventResult
 from services.reconstruct.pipeline import (
     FileEvents,
-    parsed_file_events,
     rates_rows,
+    read_file_events,
     reconstruct_files,
 )
 from services.reconstruct.stream import ChunkResult
@@ -46,9 +48,18 @@ log = logging.getLogger(__name__)
 __all__ = ["events_frame", "load_dat", "rates_frame", "reconstruct", "reconstruct_service"]
 
 
-def load_dat(path: Path) -> FileEvents:
-    """Parse a ``.dat`` file into :class:`FileEvents` (acquisition start from its name)."""
-    return parsed_file_events(path.name, parse_dat(path.read_bytes()))
+def load_dat(
+    path: Path, max_file_span_s: int = MAX_FILE_SPAN_S, report: bool = False
+) -> FileEvents:
+    """Parse a ``.dat`` file into :class:`FileEvents` as ingest does (start from its name).
+
+    With ``report``, each rejected line is written to stderr as ``FILE:LINE: REASON: detail``.
+    """
+    events, rejects = read_file_events(path.name, path.read_bytes(), max_file_span_s)
+    for reject in rejects if report else ():
+        where = "" if reject.line is None else f"{reject.line}:"
+        click.echo(f"{path.name}:{where} {reject.reason}: {reject.detail}", err=True)
+    return events
 
 
 def rates_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
@@ -146,6 +157,15 @@ def _station(network_file: Path, station_id: int) -> Station:
     show_default=True,
     help="Events per chunk at most: ingest's MINGO_INGEST_MAX_CHUNK_EVENTS (same records).",
 )
+@click.option(
+    "--max-file-span",
+    "max_file_span_s",
+    type=click.IntRange(min=1),
+    default=MAX_FILE_SPAN_S,
+    show_default=True,
+    help="Events before a file's start or this many seconds after it are rejected: ingest's "
+    "MINGO_INGEST_MAX_FILE_SPAN_S (same records).",
+)
 def reconstruct(
     files: tuple[Path, ...],
     logbook: Path | None,
@@ -155,6 +175,7 @@ def reconstruct(
     network_file: Path,
     calibration_dir: Path | None,
     chunk_events: int,
+    max_file_span_s: int,
 ) -> None:
     """Per-minute rates of the .dat FILES of one station (calibrated from their events)."""
     names = Counter(f.name for f in files)
@@ -184,7 +205,7 @@ def reconstruct(
 
     def inputs() -> Iterator[FileEvents]:
         for _, path in named:
-            yield load_dat(path)
+            yield load_dat(path, max_file_span_s, report=True)
 
     results = list(
         reconstruct_files(

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from schemas.dat_format import parse_dat_filename
+from services.common.rejects import LineReject
 from services.common.stations import ReconstructionConfig
 from services.ingest.chunking import MAX_CHUNK_EVENTS, chunk_envelopes, plan_chunks
-from services.ingest.dat_parser import DatParseResult
+from services.ingest.dat_parser import MAX_FILE_SPAN_S, DatParseResult, parse_dat_file
 from services.reconstruct.calibration import Calibration
 from services.reconstruct.events import reconstruct_rates
 from services.reconstruct.minutes import (
@@ -37,6 +38,7 @@ __all__ = [
     "file_chunks",
     "parsed_file_events",
     "rates_rows",
+    "read_file_events",
     "recompute_chunks",
     "reconstruct_files",
     "tally_rows",
@@ -85,6 +87,32 @@ def parsed_file_events(name: str, result: DatParseResult) -> FileEvents:
         result.line_number,
         result.channels,
     )
+
+
+def read_file_events(
+    name: str, data: bytes, max_file_span_s: int = MAX_FILE_SPAN_S
+) -> tuple[FileEvents, tuple[LineReject, ...]]:
+    """Parse a station file as ingest does (the file-span rule from its name) into its events.
+
+    Parameters
+    ----------
+    name : str
+        File name in the station convention (gives the acquisition start).
+    data : bytes
+        The file content.
+    max_file_span_s : int
+        Ingest's ``MINGO_INGEST_MAX_FILE_SPAN_S``, for the events ingest would publish. [s]
+
+    Returns
+    -------
+    events : FileEvents
+        The valid events inside the file's span.
+    rejects : tuple of LineReject
+        The file's bad lines and out-of-span events, for the user to see.
+    """
+    start_s = int(parse_dat_filename(name)[1].timestamp())
+    result = parse_dat_file(data, start_s, max_file_span_s)
+    return parsed_file_events(name, result), result.rejects
 
 
 def file_chunks(station: int, file: FileEvents, max_events: int = MAX_CHUNK_EVENTS) -> list[Chunk]:

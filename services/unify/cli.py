@@ -35,7 +35,6 @@ from services.common.logbook import LogbookEntry, parse_logbook, z_positions_at
 from services.common.rejects import LineReject, make_reject, reject_records
 from services.common.stations import DEFAULT_NETWORK_FILE, Station, load_network
 from services.ingest.archives import ArchiveError, read_dat_archive
-from services.ingest.dat_parser import parse_dat
 from services.ingest.log_parser import parse_log
 from services.ingest.names import check_dat_name
 from services.reanalysis.decode import Era5FileError
@@ -45,8 +44,8 @@ from services.reanalysis.records import hour_records
 from services.reanalysis.service import era5_files, station_directory, station_long_table
 from services.reconstruct.pipeline import (
     FileEvents,
-    parsed_file_events,
     rates_rows,
+    read_file_events,
     reconstruct_files,
 )
 from services.sink.files import DailyFiles, read_range
@@ -81,9 +80,9 @@ class _Rejects(list[RejectRecord]):
 
 
 def _file_events(name: str, data: bytes, rejects: _Rejects, archive: str | None) -> FileEvents:
-    result = parse_dat(data)
-    rejects.add("dat", name, result.rejects, archive)
-    return parsed_file_events(name, result)
+    events, found = read_file_events(name, data)
+    rejects.add("dat", name, found, archive)
+    return events
 
 
 def _archive_members(path: Path) -> list[tuple[str, bytes]] | LineReject:

@@ -22,7 +22,7 @@ from services.common.logbook import parse_logbook
 from services.common.rejects import LineReject, make_reject, reject_records
 from services.common.stations import NetworkConfigError, Station, load_network
 from services.ingest.archives import ArchiveError, read_dat_archive
-from services.ingest.dat_parser import parse_dat
+from services.ingest.dat_parser import parse_dat_file
 from services.ingest.log_parser import parse_log
 from services.ingest.names import check_dat_name
 from services.unify.cli import _Rejects, station_hours, station_readings
@@ -46,13 +46,15 @@ def _found(path: str, kind: str, rejects: list[LineReject]) -> list[Expect]:
 def _dat(
     path: str, data: bytes, known: dict[datetime, str], now: datetime
 ) -> tuple[list[Expect], int]:
-    """As ingest's ``_dat_unit``: name checks, then the parser unless the name stops the file."""
+    """As ingest's ``_dat_unit``: name checks, then the parser and the file-span rule unless the
+    name stops the file."""
     name = posixpath.basename(path.split("!")[-1])
     checked = check_dat_name(name, STATION, now, known)
     found = [checked.reject] if checked.reject else []
     if checked.reject is not None and checked.reject.reason != rj.BAD_FILE_NAME:
         return _found(path, "dat", found), 0
-    result = parse_dat(data)
+    start_s = int(checked.start.timestamp()) if checked.start is not None else None
+    result = parse_dat_file(data, start_s)
     if result.lines_valid and checked.start is not None:
         known.setdefault(checked.start, name)
     return _found(path, "dat", [*found, *result.rejects]), result.lines_valid

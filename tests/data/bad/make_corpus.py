@@ -8,10 +8,10 @@
 The corpus is one station (1, mingo01) laid out as a station PC holds it, plus ERA5 files, other
 logbooks and network files:
 
-- ``mingo01/dat/``: ``.dat`` files with every kind of line damage beside valid lines, empty,
-  comment-only and binary files, bad, wrong-station, future and duplicate names; daily archives
-  that are truncated, not gzip, empty, nested, with foreign members, and one valid archive with a
-  damaged member;
+- ``mingo01/dat/``: ``.dat`` files with every kind of line damage beside valid lines, event
+  times outside the file's span, empty, comment-only and binary files, bad, wrong-station,
+  future and duplicate names; daily archives that are truncated, not gzip, empty, nested, with
+  foreign members, and one valid archive with a damaged member;
 - ``mingo01/logs/done/``: slow-control logs with wrong field counts, units glued to values, bad
   timestamps (other separators, an unset clock, impossible days) and control bytes, each beside
   valid lines;
@@ -144,6 +144,18 @@ def _dat_files(put: dict[str, bytes], expect: list[Expect]) -> None:
     damaged(6, base[:100] + "\x00\x00" + base[102:], "BINARY_CONTENT", "0x00")
     damaged(7, base[:100] + "é" + base[101:], "BINARY_CONTENT", "non-text byte")
     damaged(8, " ".join(fields * 20), "FIELD_COUNT", "raw text cut to 2048")
+
+    # Event times outside the file's span (a station clock reset): a second before the start in
+    # the name and exactly a day after it are rejected; the last second of that day still counts.
+    start = hour(16)
+    span = [start - timedelta(seconds=1), start, start + timedelta(seconds=1)]
+    span += [start + timedelta(seconds=86_399), start + timedelta(seconds=86_400)]
+    name = dat_name(start)
+    lines = ["# param_hash=corpus"] + [event_line(t, 1, 1600 + i) for i, t in enumerate(span)]
+    put[f"mingo01/dat/{name}"] = ("\n".join(lines) + "\n").encode()
+    path = f"mingo01/dat/{name}"
+    expect.append(Expect(path, "dat", "OUTSIDE_FILE_SPAN", 2, "before the file's start", 3))
+    expect.append(Expect(path, "dat", "OUTSIDE_FILE_SPAN", 6, "longest file span of 86400 s"))
 
     def whole(name: str, data: bytes, reason: str, detail: str, valid: int | None = 0) -> None:
         put[f"mingo01/dat/{name}"] = data
