@@ -7,7 +7,7 @@ count, so a station's data meets in one task of the joining service (co-partitio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from schemas.base import Contract
 from schemas.models import (
@@ -30,6 +30,11 @@ STATION_PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
 
 
+#: Largest message a topic takes (``max.message.bytes``) and the producers send: a raw chunk of
+#: unusual density may exceed Kafka's 1 MB default (schemas/events.py). [bytes]
+MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """One topic: what it carries and how the broker keeps it."""
@@ -42,7 +47,7 @@ class TopicSpec:
     partitions: int = STATION_PARTITIONS
     cleanup_policy: Literal["delete", "compact"] = "delete"
     retention_ms: int = 30 * DAY_MS  #: -1 = forever
-    max_message_bytes: int = 8 * 1024 * 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     extra_config: dict[str, str] = field(default_factory=dict)
 
     def broker_config(self) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.topics import TOPICS, TopicSpec
+from schemas.topics import MAX_MESSAGE_BYTES, TOPICS, TopicSpec
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def make_producer(
         "acks": "all",
         "partitioner": "murmur2_random",
         "linger.ms": 20,
-        "message.max.bytes": 8 * 1024 * 1024,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
     }
     if transactional_id:
         config["transactional.id"] = transactional_id

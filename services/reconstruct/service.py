@@ -29,7 +29,7 @@ from quixstreams import message_context
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from schemas.models import MinuteRates, StationLogbook
-from schemas.topics import CALIBRATION, EVENTS_RAW, LOGBOOK, RATES_MINUTE, STATUS
+from schemas.topics import CALIBRATION, EVENTS_RAW, LOGBOOK, MAX_MESSAGE_BYTES, RATES_MINUTE, STATUS
 from services.common.kafka import make_producer, read_all
 from services.common.logbook import LogbookEntry, z_positions_at
 from services.common.quix import QuietApplication, exactly_once_application, run_application
@@ -174,7 +174,6 @@ def build_application(
     kafka: KafkaSettings, options: ReconstructOptions, worker: Reconstructor
 ) -> QuietApplication:
     """The Quix application: raw chunks, the stateful step, the two outputs."""
-    large = 8 * 1024 * 1024  # a stored chunk or calibration part may approach 1 MB
     app = exactly_once_application(
         kafka,
         [EVENTS_RAW, RATES_MINUTE, CALIBRATION, STATUS],
@@ -182,7 +181,8 @@ def build_application(
         transactional_id(options.instance),
         options.commit_interval_s,
         options.local_state_dir(),
-        producer_config={"message.max.bytes": large},
+        # Quix makes its own producer: the same limit as the project's producers
+        producer_config={"message.max.bytes": MAX_MESSAGE_BYTES},
         commit_every=options.batch_messages,
         # values are bytes the service encodes itself (.npy, JSON; never pickles)
         rocksdb_options=RocksDBOptions(dumps=_same, loads=_same),

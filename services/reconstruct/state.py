@@ -82,7 +82,7 @@ class KeyValueState(Protocol):
     def delete(self, key: bytes) -> None: ...
 
 
-def _encode(arrays: Sequence[np.ndarray | list[np.ndarray]], lead: int = 0) -> np.ndarray:
+def _encode(arrays: Sequence[np.ndarray | list[np.ndarray]], lead: int) -> np.ndarray:
     """Arrays as one value (uint8): ``lead`` bytes left for the caller, an index (count; per
     array its dtype and shape), then each array's raw bytes padded to 8 so that the arrays read
     back are aligned. A list stands for the concatenation of its 1-D arrays (of one dtype),
@@ -116,7 +116,7 @@ def _encode(arrays: Sequence[np.ndarray | list[np.ndarray]], lead: int = 0) -> n
     return out
 
 
-def _load(data: bytes, lead: int = 0) -> list[np.ndarray]:
+def _load(data: bytes, lead: int) -> list[np.ndarray]:
     """The arrays of :func:`_encode` (read-only views of ``data``)."""
     (count,), at = _COUNT.unpack_from(data, lead), lead + _COUNT.size
     index = []
